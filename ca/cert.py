@@ -1,0 +1,185 @@
+"""OpenSSH certificates (PROTOCOL.certkeys), encoded for any accepted subject key type.
+
+cryptography's `SSHCertificateBuilder` cannot certify the security-key types (sk-*: their
+`application` field has no place in it), so the encoding is done here, once, for every type;
+cryptography does the signing inside the signers, and the tests check every certificate with
+both `ssh-keygen -L` and cryptography's own certificate parser.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+from ca.errors import BadInput
+from ca.keys import PublicKey
+from ca.wire import put_string, put_u32, put_u64
+
+# Clocks drift; OpenSSH's own `ssh-keygen -V` users backdate too. PROTOCOL.certkeys leaves it to the CA.
+BACKDATE = timedelta(seconds=60)
+
+CRITICAL_OPTIONS = ("force-command", "source-address")
+EXTENSIONS = (
+    "permit-X11-forwarding",
+    "permit-agent-forwarding",
+    "permit-port-forwarding",
+    "permit-pty",
+    "permit-user-rc",
+)
+_MAX_U64 = 2**64 - 1
+
+
+class CertType(enum.IntEnum):
+    USER = 1
+    HOST = 2
+
+
+class Signer(Protocol):
+    """What a certificate needs from a CA key: its public half and an SSH signature over bytes."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes:
+        """Return an SSH signature blob: string(algorithm) || string(signature)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    """Everything a certificate states. Times are timezone-aware; validity is [valid_after, valid_before)."""
+
+    public_key: PublicKey
+    serial: int
+    key_id: str
+    principals: tuple[str, ...]
+    valid_after: datetime
+    valid_before: datetime
+    critical_options: Mapping[str, str] = field(default_factory=dict)
+    extensions: frozenset[str] = frozenset({"permit-pty"})
+    cert_type: CertType = CertType.USER
+
+    def __post_init__(self) -> None:
+        _check_spec(self)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    spec: CertificateSpec
+    blob: bytes
+
+    @property
+    def type(self) -> str:
+        return self.spec.public_key.type.replace("@openssh.com", "") + "-cert-v01@openssh.com"
+
+    def line(self, comment: str | None = None) -> str:
+        """The certificate as one OpenSSH line, ready for `id_ed25519-cert.pub`."""
+        text = f"{self.type} {base64.b64encode(self.blob).decode()}"
+        comment = self.spec.key_id if comment is None else comment
+        return f"{text} {comment}" if comment else text
+
+
+def validity(now: datetime, duration: timedelta) -> tuple[datetime, datetime]:
+    """The validity window for a certificate issued at `now`: backdated for clock skew."""
+    return now - BACKDATE, now + duration
+
+
+def new_serial() -> int:
+    """A random non-zero 64-bit serial: unguessable, and revocable (a KRL cannot list serial 0)."""
+    while True:
+        serial = secrets.randbits(64)
+        if serial:
+            return serial
+
+
+def sign_certificate(spec: CertificateSpec, signer: Signer, *, nonce: bytes | None = None) -> Certificate:
+    """PROTOCOL.certkeys section 2: encode the to-be-signed body, sign it, append the signature."""
+    body = encode_tbs(spec, signer.public_key.blob, nonce=nonce)
+    return Certificate(spec=spec, blob=body + put_string(signer.sign(body)))
+
+
+def encode_tbs(spec: CertificateSpec, ca_key_blob: bytes, *, nonce: bytes | None = None) -> bytes:
+    """The certificate up to (not including) its signature field."""
+    cert_type_name = spec.public_key.type.replace("@openssh.com", "") + "-cert-v01@openssh.com"
+    return b"".join((
+        put_string(cert_type_name),
+        put_string(nonce if nonce is not None else os.urandom(32)),
+        spec.public_key.fields,
+        put_u64(spec.serial),
+        put_u32(spec.cert_type),
+        put_string(spec.key_id),
+        put_string(b"".join(put_string(p) for p in spec.principals)),
+        put_u64(_epoch(spec.valid_after)),
+        put_u64(_epoch(spec.valid_before)),
+        put_string(_options(spec.critical_options, with_values=True)),
+        put_string(_options(dict.fromkeys(spec.extensions, ""), with_values=False)),
+        put_string(b""),  # reserved
+        put_string(ca_key_blob),
+    ))
+
+
+def _options(options: Mapping[str, str], *, with_values: bool) -> bytes:
+    # PROTOCOL.certkeys: options "MUST" be in lexical order by name; a critical option's value is
+    # itself a string inside the data string, an extension's data is empty.
+    out = []
+    for name in sorted(options):
+        data = put_string(options[name]) if with_values else b""
+        out.append(put_string(name) + put_string(data))
+    return b"".join(out)
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _check_spec(spec: CertificateSpec) -> None:
+    if not 0 < spec.serial <= _MAX_U64:
+        raise BadInput("certificate serial must be between 1 and 2^64-1")
+    if spec.valid_after.tzinfo is None or spec.valid_before.tzinfo is None:
+        raise ValueError("certificate validity times must be timezone-aware")
+    if spec.valid_before <= spec.valid_after:
+        raise BadInput("certificate validity must end after it starts")
+    if spec.valid_after < datetime(1970, 1, 1, tzinfo=timezone.utc):
+        raise BadInput("certificate validity cannot start before 1970")
+    if not spec.principals:
+        # A certificate with no principals is valid for ANY user on OpenSSH hosts: never issue one.
+        raise BadInput("a certificate needs at least one principal")
+    for principal in spec.principals:
+        if not principal or any(c in principal for c in ", \t\r\n\0") or not principal.isprintable():
+            raise BadInput(f"principal {principal!r} is not a valid name "
+                           "(no spaces, commas or control characters)")
+    if not spec.key_id.isprintable() or not spec.key_id:
+        raise BadInput("key ID must be non-empty printable text")
+    unknown = set(spec.critical_options) - set(CRITICAL_OPTIONS)
+    if unknown:
+        raise BadInput(f"unknown critical option {sorted(unknown)[0]!r}: allowed are "
+                       + ", ".join(CRITICAL_OPTIONS))
+    if "source-address" in spec.critical_options:
+        parse_source_addresses(spec.critical_options["source-address"])
+    if "force-command" in spec.critical_options and not spec.critical_options["force-command"].strip():
+        raise BadInput("force-command must not be empty")
+    unknown = set(spec.extensions) - set(EXTENSIONS)
+    if unknown:
+        raise BadInput(f"unknown extension {sorted(unknown)[0]!r}: allowed are " + ", ".join(EXTENSIONS))
+
+
+def parse_source_addresses(text: str) -> str:
+    """Validate a comma-separated CIDR list as sshd reads source-address; returns it normalised."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or not all(items):
+        raise BadInput("source-address needs one or more CIDR blocks separated by commas, "
+                       "e.g. 10.0.0.0/8,192.0.2.7")
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=True)
+        except ValueError:
+            raise BadInput(f"source-address {item!r} is not an IP address or CIDR block "
+                           "(host bits must be zero, e.g. 10.0.0.0/8)") from None
+    return ",".join(items)

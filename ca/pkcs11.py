@@ -1,0 +1,395 @@
+"""A CA key in a PKCS#11 token (SoftHSM2, a YubiKey's PIV applet through ykcs11, a network HSM).
+
+Keys are named by RFC 7512 `pkcs11:` URIs. One long-lived, logged-in session per signer is
+shared by all threads behind a lock: PKCS#11 sessions carry one active operation at a time, and a
+second `C_Login` in the same process fails. A session lost to a removed or reset token is reopened
+once per signature; a refused PIN is never retried (tokens lock after a few wrong PINs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, unquote_to_bytes
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+
+from ca.errors import BadInput, SignerError, SignerUnavailable
+from ca.keys import PublicKey, public_key_from_parts
+from ca.signer import CaKeyType, ecdsa_signature, ed25519_signature, rsa_signature
+from ca.wire import put_mpint, put_string
+
+# DER-encoded CKA_EC_PARAMS (named-curve OIDs). SoftHSM2 wants exactly this OID for Ed25519;
+# other modules may report the PrintableString "edwards25519".
+_CURVE_PARAMS = {
+    bytes.fromhex("06082a8648ce3d030107"): 256,
+    bytes.fromhex("06052b81040022"): 384,
+    bytes.fromhex("06052b81040023"): 521,
+}
+_ED25519_PARAMS = (bytes.fromhex("06032b6570"), bytes.fromhex("130c656477617264733235353139"))
+_PARAMS_FOR = {CaKeyType.ECDSA_P256: bytes.fromhex("06082a8648ce3d030107"),
+               CaKeyType.ECDSA_P384: bytes.fromhex("06052b81040022")}
+
+_PATH_ATTRIBUTES = {"token", "object", "id", "type", "manufacturer", "serial", "model",
+                    "slot-id", "slot-description", "slot-manufacturer", "library-manufacturer",
+                    "library-description", "library-version"}
+
+# Errors after which a fresh session may succeed: the token went away and came back, or the
+# module lost our session or login. Anything else (wrong PIN, bad mechanism) is not retried.
+_RECONNECT = (p11.SessionClosed, p11.SessionHandleInvalid, p11.DeviceRemoved, p11.DeviceError,
+              p11.TokenNotPresent, p11.TokenNotRecognised, p11.UserNotLoggedIn,
+              p11.ObjectHandleInvalid, p11.KeyHandleInvalid, p11.GeneralError, p11.FunctionFailed)
+_PIN_REFUSED = (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked, p11.PinExpired)
+
+
+@dataclass(frozen=True)
+class Pkcs11Uri:
+    """The parts of an RFC 7512 URI Vouch uses. `pin_value` is kept out of repr and messages."""
+
+    token: str | None = None
+    object: str | None = None
+    id: bytes | None = None
+    serial: str | None = None
+    slot_id: int | None = None
+    module_path: str | None = None
+    pin_source: str | None = None
+    pin_value: str | None = field(default=None, repr=False)
+    text: str = field(default="", repr=False)
+
+    def describe(self) -> str:
+        """The URI without any PIN: safe for messages and logs."""
+        token = f"token {self.token!r}" if self.token else f"slot {self.slot_id}" if self.slot_id \
+            is not None else "the first token"
+        key = f"key {self.object!r}" if self.object else f"key id {self.id.hex()}" if self.id \
+            else "its only key"
+        return f"{key} in {token}"
+
+    def pin(self, fallback: str | None) -> str | None:
+        if self.pin_value is not None:
+            return self.pin_value
+        if self.pin_source is not None:
+            path = self.pin_source.removeprefix("file://") if self.pin_source.startswith("file:") \
+                else self.pin_source
+            try:
+                return Path(unquote(path)).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise SignerUnavailable(f"PIN file named by pin-source cannot be read: "
+                                        f"{exc.strerror}") from None
+        return fallback
+
+
+def parse_pkcs11_uri(text: str) -> Pkcs11Uri:
+    """RFC 7512 section 2.3: `pkcs11:` path attributes split by ';', query attributes by '&'."""
+    if not text.startswith("pkcs11:"):
+        raise BadInput("a PKCS#11 key must be named by a URI starting with 'pkcs11:'")
+    body = text[len("pkcs11:"):]
+    path, _, query = body.partition("?")
+    values: dict[str, str | bytes] = {}
+    for part, separator, allowed in ((path, ";", _PATH_ATTRIBUTES),
+                                     (query, "&", {"module-path", "module-name", "pin-source",
+                                                   "pin-value"})):
+        for item in filter(None, part.split(separator)):
+            name, eq, value = item.partition("=")
+            if not eq:
+                raise BadInput(f"PKCS#11 URI attribute {name!r} has no '=value'")
+            if name not in allowed and not name.startswith("x-"):
+                where = "path" if separator == ";" else "query"
+                raise BadInput(f"unknown PKCS#11 URI {where} attribute {name!r}: use "
+                               + ", ".join(sorted(allowed)))
+            if name in values:
+                raise BadInput(f"PKCS#11 URI attribute {name!r} is given twice")
+            values[name] = unquote_to_bytes(value) if name == "id" else unquote(value)
+    if values.get("type", "private") != "private":
+        raise BadInput("the PKCS#11 URI must name a private key (type=private or no type)")
+    slot_id = values.get("slot-id")
+    if slot_id is not None and not str(slot_id).isdigit():
+        raise BadInput("PKCS#11 URI slot-id must be a number")
+    if "pin-value" in values and "pin-source" in values:
+        raise BadInput("PKCS#11 URI has both pin-value and pin-source: give one")
+    return Pkcs11Uri(
+        token=values.get("token"), object=values.get("object"), id=values.get("id"),
+        serial=values.get("serial"), slot_id=int(slot_id) if slot_id is not None else None,
+        module_path=values.get("module-path"), pin_source=values.get("pin-source"),
+        pin_value=values.get("pin-value"), text=text)
+
+
+_LIBRARIES: dict[str, pkcs11.lib] = {}
+_LIBRARIES_LOCK = threading.Lock()
+
+
+def load_module(path: str) -> pkcs11.lib:
+    """One `pkcs11.lib` per module per process: C_Initialize twice in one process fails."""
+    with _LIBRARIES_LOCK:
+        if path not in _LIBRARIES:
+            if not os.path.exists(path):
+                raise SignerUnavailable(f"PKCS#11 module {path!r} does not exist "
+                                        "(set module-path in the URI or VOUCH_PKCS11_MODULE)")
+            try:
+                _LIBRARIES[path] = pkcs11.lib(path)
+            except p11.PKCS11Error as exc:
+                raise SignerUnavailable(f"PKCS#11 module {path!r} cannot be loaded: "
+                                        f"{_reason(exc)}") from None
+        return _LIBRARIES[path]
+
+
+def _reason(exc: BaseException) -> str:
+    # python-pkcs11 exceptions carry the CKR_ name in their class; their text never holds a PIN.
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Connection:
+    """An open, logged-in session on the token and the key's handles in it."""
+
+    def __init__(self, uri: Pkcs11Uri, module: str, pin: str | None, *, rw: bool = False) -> None:
+        self.token = _find_token(load_module(module), uri)
+        try:
+            self.session = self.token.open(rw=rw, user_pin=pin)
+        except p11.UserAlreadyLoggedIn:
+            # Login is per process: another session of ours is logged in, and this one shares it.
+            self.session = self.token.open(rw=rw)
+        except _PIN_REFUSED as exc:
+            raise SignerUnavailable(f"PKCS#11 token {self.token.label!r} refused the PIN "
+                                    f"({type(exc).__name__}); it is not retried, "
+                                    "to avoid locking the token") from None
+
+    def close(self) -> None:
+        try:
+            self.session.close()
+        except p11.PKCS11Error:
+            pass
+
+
+def _find_token(lib: pkcs11.lib, uri: Pkcs11Uri):
+    try:
+        slots = lib.get_slots(token_present=True)
+    except p11.PKCS11Error as exc:
+        raise SignerUnavailable(f"PKCS#11 module cannot list its slots ({_reason(exc)}); "
+                                "for a YubiKey, is pcscd running?") from None
+    seen = []
+    for slot in slots:
+        if uri.slot_id is not None and slot.slot_id != uri.slot_id:
+            continue
+        try:
+            token = slot.get_token()
+        except p11.PKCS11Error:
+            continue
+        seen.append(token.label)
+        if uri.token is not None and token.label != uri.token:
+            continue
+        if uri.serial is not None and token.serial.decode(errors="replace").strip() != uri.serial:
+            continue
+        return token
+    present = ", ".join(repr(label) for label in seen) or "none"
+    raise SignerUnavailable(f"no PKCS#11 token matches {uri.describe()} (tokens present: {present})")
+
+
+def _key_query(uri: Pkcs11Uri) -> dict:
+    query = {}
+    if uri.object is not None:
+        query["label"] = uri.object
+    if uri.id is not None:
+        query["id"] = uri.id
+    return query
+
+
+class Pkcs11Signer:
+    """Signs with a token-held private key. Thread-safe; the PIN lives only in this object."""
+
+    def __init__(self, uri: Pkcs11Uri, *, module: str, pin: str | None) -> None:
+        self.uri = uri
+        self._module = module
+        self._pin = pin
+        self._lock = threading.Lock()
+        self._conn: _Connection | None = None
+        self._key = None
+        with self._lock:
+            self._connect()
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Signer({self.uri.describe()})"
+
+    @property
+    def source(self) -> str:
+        return f"PKCS#11 {self.uri.describe()}"
+
+    def _connect(self) -> None:
+        conn = _Connection(self.uri, self._module, self._pin)
+        try:
+            private = conn.session.get_key(object_class=ObjectClass.PRIVATE_KEY, **_key_query(self.uri))
+            public_key = _read_public_key(conn.session, private)
+            always_authenticate = _attribute(private, Attribute.ALWAYS_AUTHENTICATE, False)
+        except p11.NoSuchKey:
+            conn.close()
+            raise SignerUnavailable(f"PKCS#11 token {conn.token.label!r} has no private key "
+                                    f"matching {self.uri.describe()}") from None
+        except p11.MultipleObjectsReturned:
+            conn.close()
+            raise SignerError(f"PKCS#11 token {conn.token.label!r} has several keys matching "
+                              f"{self.uri.describe()}: add object= or id= to the URI") from None
+        except p11.PKCS11Error as exc:
+            conn.close()
+            raise SignerUnavailable(f"PKCS#11 token {conn.token.label!r}: cannot read "
+                                    f"{self.uri.describe()} ({_reason(exc)})") from None
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._key = conn, private
+        self.public_key: PublicKey = public_key
+        self._always_authenticate = bool(always_authenticate)
+
+    def sign(self, data: bytes) -> bytes:
+        with self._lock:
+            try:
+                return self._sign(data)
+            except _RECONNECT as first:
+                try:
+                    self._connect()
+                    return self._sign(data)
+                except SignerUnavailable:
+                    raise
+                except p11.PKCS11Error as again:
+                    raise SignerUnavailable(
+                        f"PKCS#11 {self.uri.describe()} cannot sign: {_reason(first)}, and again "
+                        f"after reopening the session: {_reason(again)}") from None
+            except _PIN_REFUSED as exc:
+                raise SignerUnavailable(f"PKCS#11 {self.uri.describe()}: the per-signature PIN was "
+                                        f"refused ({type(exc).__name__})") from None
+            except p11.PKCS11Error as exc:
+                raise SignerUnavailable(f"PKCS#11 {self.uri.describe()} cannot sign: "
+                                        f"{_reason(exc)}") from None
+
+    def _sign(self, data: bytes) -> bytes:
+        # Keys with CKA_ALWAYS_AUTHENTICATE (YubiKey PIV slot 9c) want the PIN before each signature.
+        pin = self._pin if self._always_authenticate else None
+        kind = self.public_key.type
+        if kind == "ssh-ed25519":
+            return ed25519_signature(self._key.sign(data, mechanism=Mechanism.EDDSA, pin=pin))
+        if kind == "ssh-rsa":
+            return rsa_signature(self._key.sign(data, mechanism=Mechanism.SHA512_RSA_PKCS, pin=pin))
+        bits = self.public_key.bits
+        # SoftHSM2 has no CKM_ECDSA_SHA256/384: hash here and sign the digest with plain CKM_ECDSA.
+        digest = hashlib.new({256: "sha256", 384: "sha384", 521: "sha512"}[bits], data).digest()
+        raw = self._key.sign(digest, mechanism=Mechanism.ECDSA, pin=pin)
+        half = len(raw) // 2
+        return ecdsa_signature(bits, int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def check(self) -> None:
+        """Raise SignerUnavailable unless the token answers (for /readyz)."""
+        with self._lock:
+            try:
+                self._key[Attribute.LABEL]
+            except _RECONNECT:
+                self._connect()
+            except p11.PKCS11Error as exc:
+                raise SignerUnavailable(f"PKCS#11 {self.uri.describe()}: {_reason(exc)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _attribute(obj, attribute: Attribute, default):
+    try:
+        return obj[attribute]
+    except (p11.AttributeTypeInvalid, p11.AttributeSensitive):
+        return default
+
+
+def _read_public_key(session, private) -> PublicKey:
+    key_type = private.key_type
+    if key_type == KeyType.RSA:
+        modulus = _attribute(private, Attribute.MODULUS, None)
+        exponent = _attribute(private, Attribute.PUBLIC_EXPONENT, None)
+        if modulus is None or exponent is None:
+            public = _public_object(session, private)
+            modulus, exponent = public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT]
+        return public_key_from_parts("ssh-rsa", put_mpint(int.from_bytes(exponent, "big")),
+                                     put_mpint(int.from_bytes(modulus, "big")))
+    public = _public_object(session, private)
+    params = public[Attribute.EC_PARAMS]
+    point = public[Attribute.EC_POINT]
+    if key_type == KeyType.EC_EDWARDS or params in _ED25519_PARAMS:
+        return public_key_from_parts("ssh-ed25519", put_string(_unwrap_point(point, 32)))
+    if key_type == KeyType.EC and params in _CURVE_PARAMS:
+        bits = _CURVE_PARAMS[params]
+        size = 2 * ((bits + 7) // 8) + 1
+        return public_key_from_parts(f"ecdsa-sha2-nistp{bits}", put_string(f"nistp{bits}"),
+                                     put_string(_unwrap_point(point, size)))
+    raise SignerError(f"unsupported key in token (type {key_type!r}): use ECDSA P-256/P-384, "
+                      "Ed25519 or RSA")
+
+
+def _public_object(session, private):
+    query = {"id": private[Attribute.ID]} if _attribute(private, Attribute.ID, b"") else \
+        {"label": private[Attribute.LABEL]}
+    try:
+        return session.get_key(object_class=ObjectClass.PUBLIC_KEY, **query)
+    except p11.NoSuchKey:
+        raise SignerError("the token holds the private key but no public key object beside it "
+                          "(same id/label); import the public key into the token") from None
+
+
+def _unwrap_point(point: bytes, size: int) -> bytes:
+    """CKA_EC_POINT should be a DER OCTET STRING, but some modules return the raw point."""
+    if len(point) == size:
+        return point
+    if point[:1] != b"\x04":
+        raise SignerError("the token's EC point is not a DER OCTET STRING")
+    length, offset = point[1], 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, offset = int.from_bytes(point[2:2 + count], "big"), 2 + count
+    raw = point[offset:offset + length]
+    if len(raw) != size:
+        raise SignerError(f"the token's EC point has {len(raw)} bytes, expected {size}")
+    return raw
+
+
+def create_token_key(uri: Pkcs11Uri, key_type: CaKeyType, *, module: str, pin: str | None,
+                     force: bool = False, always_authenticate: bool = False) -> PublicKey:
+    """Generate a non-extractable CA key pair in the token named by `uri` (label = object=)."""
+    if not uri.object:
+        raise BadInput("to create a key in a token the URI needs object=LABEL (e.g. object=vouch-ca)")
+    conn = _Connection(uri, module, pin, rw=True)
+    try:
+        session = conn.session
+        existing = [*session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                                          Attribute.LABEL: uri.object})]
+        if existing and not force:
+            raise BadInput(f"token {conn.token.label!r} already has a key labelled {uri.object!r}: "
+                           "refusing to overwrite a CA key (use --force to replace it)")
+        for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+            for obj in session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: uri.object}):
+                obj.destroy()
+        key_id = uri.id or secrets.token_bytes(8)
+        private_template = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                            Attribute.EXTRACTABLE: False, Attribute.SIGN: True}
+        if always_authenticate:
+            private_template[Attribute.ALWAYS_AUTHENTICATE] = True
+        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True}
+        common = dict(id=key_id, label=uri.object, store=True,
+                      public_template=public_template, private_template=private_template)
+        if key_type in (CaKeyType.RSA_3072, CaKeyType.RSA_4096):
+            _, private = session.generate_keypair(KeyType.RSA, key_type.rsa_bits, **common)
+        elif key_type is CaKeyType.ED25519:
+            params = session.create_domain_parameters(
+                KeyType.EC_EDWARDS, {Attribute.EC_PARAMS: _ED25519_PARAMS[0]}, local=True)
+            _, private = params.generate_keypair(mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, **common)
+        else:
+            params = session.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: _PARAMS_FOR[key_type]}, local=True)
+            _, private = params.generate_keypair(**common)
+        return _read_public_key(session, private)
+    except p11.PKCS11Error as exc:
+        raise SignerUnavailable(f"cannot create {key_type.value} key in token "
+                                f"{conn.token.label!r}: {_reason(exc)}") from None
+    finally:
+        conn.close()

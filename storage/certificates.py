@@ -1,0 +1,58 @@
+"""Repository for issued certificates and their revocation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from storage.models import CertificateRecord
+
+
+def record_certificate(*, session: Session, serial: int, key_id: str, principals: list[str],
+                       subject_key: str, subject_fingerprint: str, ca_fingerprint: str,
+                       valid_after: datetime, valid_before: datetime, issued_at: datetime,
+                       issued_by: str, request_id: str | None = None) -> CertificateRecord:
+    record = CertificateRecord(
+        serial=serial, key_id=key_id, principals=json.dumps(principals), subject_key=subject_key,
+        subject_fingerprint=subject_fingerprint, ca_fingerprint=ca_fingerprint,
+        valid_after=valid_after, valid_before=valid_before, issued_at=issued_at,
+        issued_by=issued_by, request_id=request_id)
+    session.add(record)
+    session.flush()
+    return record
+
+
+def get_by_serial(*, session: Session, serial: int) -> CertificateRecord | None:
+    return session.scalars(select(CertificateRecord).where(CertificateRecord.serial == serial)).first()
+
+
+def list_by_request(*, session: Session, request_id: str) -> list[CertificateRecord]:
+    return list(session.scalars(select(CertificateRecord)
+                                .where(CertificateRecord.request_id == request_id)))
+
+
+def mark_revoked(*, session: Session, certificate_id: int, at: datetime, by: str,
+                 reason: str | None) -> bool:
+    """Revoke once: returns False when it was already revoked (the first revocation stands)."""
+    result = session.execute(
+        update(CertificateRecord)
+        .where(CertificateRecord.id == certificate_id, CertificateRecord.revoked_at.is_(None))
+        .values(revoked_at=at, revoked_by=by, revoke_reason=reason))
+    return result.rowcount == 1
+
+
+def revoked_serials(*, session: Session, valid_after: datetime) -> tuple[set[int], int]:
+    """Serials of revoked certificates still valid after `valid_after` (an expired certificate
+    needs no revocation), and a version that grows with each revocation."""
+    revoked = CertificateRecord.revoked_at.is_not(None)
+    serials = set(session.scalars(select(CertificateRecord.serial)
+                                  .where(revoked, CertificateRecord.valid_before > valid_after)))
+    version = session.scalar(select(func.count()).select_from(CertificateRecord).where(revoked))
+    return serials, version or 0
+
+
+def count(*, session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(CertificateRecord)) or 0

@@ -1,0 +1,150 @@
+"""Engines, sessions and migrations for SQLite (one process) and PostgreSQL (several replicas)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlmodel import Session
+
+from ca.errors import BadInput, VouchError
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant works: it only has to be the same for every replica running migrations.
+_MIGRATION_LOCK_ID = 0x766F756368
+
+
+class StorageUnavailable(VouchError):
+    """The database cannot be reached or used."""
+
+
+class DatabaseBehind(VouchError):
+    """The database is behind (or ahead of) the migrations this code expects."""
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_connect)
+            event.listen(engine, "begin", _sqlite_begin)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    except (ArgumentError, ValueError) as exc:
+        raise BadInput(f"VOUCH_DATABASE_URL is not a usable SQLAlchemy URL: {exc}") from None
+    except ImportError as exc:
+        raise BadInput(f"VOUCH_DATABASE_URL needs a database driver that is not installed: {exc.name}") \
+            from None
+    return engine
+
+
+def _sqlite_connect(dbapi_connection, _record) -> None:
+    # Take over transaction control from pysqlite so that _sqlite_begin can BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A deferred transaction that reads and then writes fails with SQLITE_BUSY when another
+    # writer committed in between; taking the write lock up front makes writers queue instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+
+
+class Database:
+    """The engine and how to get a transaction from it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def revision(self) -> str | None:
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except OperationalError as exc:
+            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
+
+    def is_empty(self) -> bool:
+        with self.engine.connect() as connection:
+            return not inspect(connection).get_table_names()
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Apply every pending migration; concurrent replicas wait for each other. Returns (from, to)."""
+        try:
+            with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                                       {"id": _MIGRATION_LOCK_ID})
+                before = MigrationContext.configure(connection).get_current_revision()
+                command.upgrade(_alembic_config(connection), "head")
+            return before, head_revision()
+        except OperationalError as exc:
+            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
+
+    def prepare(self, *, allow_init: bool = True) -> None:
+        """Initialise an empty database; refuse one that is behind or ahead of the code."""
+        current = self.revision()
+        head = head_revision()
+        if current == head:
+            return
+        if current is None and allow_init and self.is_empty():
+            self.upgrade()
+            return
+        if current is None:
+            raise DatabaseBehind("the database has tables but no Vouch migration record: "
+                                 "point VOUCH_DATABASE_URL at a database of its own")
+        known = {rev.revision for rev in ScriptDirectory(str(_MIGRATIONS)).walk_revisions()}
+        if current not in known:
+            raise DatabaseBehind(f"the database is at migration {current}, newer than this Vouch "
+                                 f"({head}): upgrade Vouch")
+        raise DatabaseBehind(f"the database is at migration {current}, behind this Vouch ({head}): "
+                             "run `vouch db upgrade`")
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _describe(exc: SQLAlchemyError) -> str:
+    # The driver's first line names the cause; the URL (which may hold a password) is not echoed.
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]

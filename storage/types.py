@@ -1,0 +1,54 @@
+"""Column types that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.types import TypeDecorator
+
+_TWO_63 = 2**63
+_TWO_64 = 2**64
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC timestamps; SQLite stores them naive, so tz is restored on load."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None \
+            else value.astimezone(timezone.utc)
+
+
+class UInt64(TypeDecorator):
+    """An unsigned 64-bit integer (certificate serials) in a signed BIGINT, by two's complement.
+
+    Equality and uniqueness hold; ordering does not, and nothing needs it.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect):
+        if value is None:
+            return None
+        if not 0 <= value < _TWO_64:
+            raise ValueError("not an unsigned 64-bit integer")
+        return value - _TWO_64 if value >= _TWO_63 else value
+
+    def process_result_value(self, value: int | None, dialect):
+        if value is None:
+            return None
+        return value + _TWO_64 if value < 0 else value

@@ -1,0 +1,290 @@
+"""The `vouch` command. Exit 0 on success, 2 on bad input or usage (one line on stderr), 1 otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ca.errors import BadInput, VouchError
+from vouch.settings import Settings
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage blocks; the contract wants one line
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+class Context:
+    """What commands need, built lazily from settings once per invocation."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.actor = f"cli:{_os_user()}"
+
+    def signer(self):
+        from ca.keystore import open_signer
+
+        s = self.settings
+        passphrase = _secret(s.ca_key_passphrase)
+        return open_signer(s.ca_key, module=s.pkcs11_module, pin=_secret(s.pkcs11_pin),
+                           passphrase=passphrase.encode() if passphrase else None)
+
+    def database(self, *, allow_init: bool = True):
+        from storage.db import Database
+
+        db = Database(self.settings.database_url)
+        db.prepare(allow_init=allow_init)
+        return db
+
+    def service(self, *, database: bool = True):
+        from access.service import CertificateService
+
+        return CertificateService(self.database() if database else None, self.signer())
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def cmd_ca_init(args, ctx: Context) -> int:
+    from ca.keystore import create_ca_key
+    from ca.signer import CaKeyType
+
+    s = ctx.settings
+    reference = args.key or s.ca_key
+    passphrase = _secret(s.ca_key_passphrase)
+    public = create_ca_key(reference, CaKeyType(args.type), force=args.force,
+                           module=s.pkcs11_module, pin=_secret(s.pkcs11_pin),
+                           passphrase=passphrase.encode() if passphrase else None)
+    where = "token" if reference.startswith("pkcs11:") else f"file {reference}"
+    print(f"created {args.type} CA key in {where}: {public.fingerprint}", file=sys.stderr)
+    print(public.line() + " vouch-ca")
+    return 0
+
+
+def cmd_ca_pubkey(args, ctx: Context) -> int:
+    print(ctx.signer().public_key.line() + " vouch-ca")
+    return 0
+
+
+def cmd_ca_sign(args, ctx: Context) -> int:
+    from access.durations import parse_duration
+    from ca.cert import parse_source_addresses
+    from ca.keys import parse_public_key
+    from storage.db import StorageUnavailable
+
+    try:
+        text = sys.stdin.read() if args.pubkey_file == "-" else Path(args.pubkey_file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read public key file {args.pubkey_file!r}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    public_key = parse_public_key(text)
+    duration = parse_duration(args.duration)
+    source = parse_source_addresses(args.source_address) if args.source_address else None
+    signer = ctx.signer()
+    try:
+        db = ctx.database()
+    except StorageUnavailable as exc:
+        # The contract's break-glass path for operators: sign anyway, but say it is unrecorded.
+        print(f"vouch: warning: not recorded in the audit log: {exc.message}", file=sys.stderr)
+        db = None
+    from access.service import CertificateService
+
+    certificate = CertificateService(db, signer).sign_direct(
+        public_key=public_key, principals=args.principal, duration=duration, actor=ctx.actor,
+        key_id=args.key_id, source_address=source, force_command=args.force_command)
+    line = certificate.line() + "\n"
+    if args.out:
+        _write_file(args.out, line.encode(), mode=0o644)
+        print(f"wrote {args.out}: serial {certificate.spec.serial}, valid until "
+              f"{certificate.spec.valid_before:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
+    else:
+        sys.stdout.write(line)
+    return 0
+
+
+def cmd_revoke(args, ctx: Context) -> int:
+    done = ctx.service().revoke(args.reference, actor=ctx.actor, reason=args.reason)
+    for item in done:
+        state = "revoked" if item.newly else "already revoked"
+        print(f"{state}: serial {item.serial}")
+    return 0
+
+
+def cmd_krl(args, ctx: Context) -> int:
+    data = ctx.service().krl()
+    if args.out:
+        from ca.krl import write_atomic
+
+        write_atomic(args.out, data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_db_upgrade(args, ctx: Context) -> int:
+    from storage.db import Database
+
+    before, after = Database(ctx.settings.database_url).upgrade()
+    if before == after:
+        print(f"database already at migration {after}")
+    else:
+        print(f"database upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+def cmd_audit_verify(args, ctx: Context) -> int:
+    from storage import audit
+
+    with ctx.database().session() as session:
+        result = audit.verify(session)
+    if result.ok:
+        print(f"audit chain intact: {result.events} events")
+        return 0
+    print(f"audit chain broken at event {result.first_bad}: {result.problem}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_export(args, ctx: Context) -> int:
+    from storage import audit
+
+    since, until = _iso(args.since, "--since"), _iso(args.until, "--until")
+    out = sys.stdout
+    with ctx.database().session() as session:
+        for event in audit.export(session, since=since, until=until):
+            out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+    return 0
+
+
+def _iso(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise BadInput(f"{flag} {text!r} is not an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    if moment.tzinfo is None:
+        raise BadInput(f"{flag} {text!r} has no time zone: add Z or an offset such as +02:00")
+    return moment.astimezone(timezone.utc)
+
+
+def _write_file(path: str, data: bytes, *, mode: int) -> None:
+    try:
+        from ca.krl import write_atomic
+
+        write_atomic(path, data)
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path!r}: {exc.strerror}") from None
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from ca.signer import CaKeyType
+
+    parser = _Parser(prog="vouch", description="Short-lived OpenSSH certificates, vouched for in Slack.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ca = commands.add_parser("ca", help="the certificate authority's key and direct signing")
+    ca_commands = ca.add_subparsers(dest="ca_command", required=True, parser_class=_Parser)
+    init = ca_commands.add_parser("init", help="create the CA key")
+    init.add_argument("--type", choices=[t.value for t in CaKeyType], default="ecdsa-p256")
+    init.add_argument("--key", metavar="FILE|PKCS11-URI", help="default: VOUCH_CA_KEY")
+    init.add_argument("--force", action="store_true", help="replace an existing CA key")
+    init.set_defaults(func=cmd_ca_init)
+    pubkey = ca_commands.add_parser("pubkey", help="print the CA public key (TrustedUserCAKeys)")
+    pubkey.set_defaults(func=cmd_ca_pubkey)
+    sign = ca_commands.add_parser("sign", help="sign one user certificate directly")
+    sign.add_argument("pubkey_file", metavar="PUBKEY_FILE", help="OpenSSH public key file, or - for stdin")
+    sign.add_argument("--principal", action="append", required=True, metavar="P")
+    sign.add_argument("--duration", required=True, metavar="D", help="e.g. 1h, 90m, 1h30m")
+    sign.add_argument("--key-id", metavar="ID")
+    sign.add_argument("--source-address", metavar="CIDR[,CIDR…]")
+    sign.add_argument("--force-command", metavar="CMD")
+    sign.add_argument("--out", metavar="FILE")
+    sign.set_defaults(func=cmd_ca_sign)
+
+    revoke = commands.add_parser("revoke", help="revoke a certificate or a request's certificates")
+    revoke.add_argument("reference", metavar="serial|request-id")
+    revoke.add_argument("--reason", metavar="TEXT")
+    revoke.set_defaults(func=cmd_revoke)
+
+    krl = commands.add_parser("krl", help="write the OpenSSH KRL of revoked certificates")
+    krl.add_argument("--out", metavar="FILE")
+    krl.set_defaults(func=cmd_krl)
+
+    db = commands.add_parser("db", help="database migrations")
+    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db_commands.add_parser("upgrade", help="apply database migrations").set_defaults(func=cmd_db_upgrade)
+
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    audit_commands.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    export = audit_commands.add_parser("export", help="events as JSON lines")
+    export.add_argument("--since", metavar="ISO8601")
+    export.add_argument("--until", metavar="ISO8601")
+    export.set_defaults(func=cmd_audit_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _run(args.func, args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def _run(func: Callable, args) -> int:
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings.load()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"vouch: bad setting VOUCH_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
+        return 2
+    try:
+        return func(args, Context(settings))
+    except BadInput as exc:
+        print(f"vouch: {exc.message}", file=sys.stderr)
+        return 2
+    except VouchError as exc:
+        print(f"vouch: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("VOUCH_DEBUG"):
+            raise
+        print(f"vouch: unexpected error ({type(exc).__name__}: {str(exc)[:200]}); "
+              "rerun with VOUCH_DEBUG=1 for details", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

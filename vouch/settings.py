@@ -1,0 +1,31 @@
+"""Settings from VOUCH_* environment variables (and secret files in VOUCH_SECRETS_DIR)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOUCH_", extra="ignore")
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    database_url: str = "sqlite:///vouch.db"
+    policy_file: str = "policy.yaml"
+    ca_key: str = "ca_key"
+    ca_key_passphrase: SecretStr | None = None
+    pkcs11_module: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    scheduler_interval: str = "30s"
+    log_format: str = "text"
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read the environment once, at start-up; secrets may also be files in VOUCH_SECRETS_DIR."""
+        secrets_dir = os.environ.get("VOUCH_SECRETS_DIR")
+        return cls(_secrets_dir=secrets_dir) if secrets_dir else cls()
