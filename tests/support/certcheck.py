@@ -90,3 +90,28 @@ def verify_signature(parsed: ParsedCert, ca_line: str) -> None:
         inner.end()
         hash_alg = {256: hashes.SHA256(), 384: hashes.SHA384(), 521: hashes.SHA512()}[bits]
         ca_key.verify(encode_dss_signature(r, s), parsed.signed_part, ec.ECDSA(hash_alg))
+
+
+def ssh_keygen_show(path) -> dict:
+    """`ssh-keygen -L` output as a dict; it checks the CA signature and exits non-zero if bad."""
+    import os
+    import subprocess
+
+    result = subprocess.run(["ssh-keygen", "-L", "-f", str(path)], capture_output=True, text=True,
+                            env={**os.environ, "TZ": "UTC"})
+    if result.returncode != 0:
+        raise AssertionError(f"ssh-keygen -L refused the certificate: {result.stderr.strip()}")
+    shown: dict = {"principals": [], "critical_options": [], "extensions": []}
+    section = None
+    for raw in result.stdout.splitlines()[1:]:
+        line = raw.strip()
+        if raw.startswith("                ") and section:
+            shown[section].append(line)
+            continue
+        name, _, value = line.partition(": ")
+        name = name.rstrip(":")
+        section = {"Principals": "principals", "Critical Options": "critical_options",
+                   "Extensions": "extensions"}.get(name)
+        if section is None:
+            shown[name] = value
+    return shown
