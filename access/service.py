@@ -1,6 +1,12 @@
-"""The service that ties storage and the CA together: direct signing, revocation, the KRL.
+"""The service that ties the rules, storage and the CA together.
 
-Fail closed: a certificate is handed out only after its record and its audit event committed.
+Guarantees, each settled by the database rather than by locks in this process:
+- a request is stored (and audited) before anything is posted about it;
+- votes on one request are serialised by a compare-and-set on its version;
+- exactly one certificate per request: a serial is reserved (claim) before signing, the request
+  moves approved -> issued only with that serial, and certificates.request_id is unique;
+- fail closed: a certificate is handed out only after its record and audit event committed; if
+  signing fails the request stays approved, the error is recorded and issuing can be retried.
 """
 
 from __future__ import annotations
@@ -9,19 +15,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy.exc import IntegrityError
+
+from access.policy import Directory, NoDirectory, Policy
+from access.requests import (AlreadyVoted, InvalidTransition, Kind, PolicyRefusal, Request, State,
+                             cast_vote, certificate_spec, check_transition, may_revoke, may_review,
+                             open_breakglass, open_request)
 from ca.cert import Certificate, CertificateSpec, Signer, new_serial, sign_certificate, validity
-from ca.errors import BadInput
-from ca.keys import PublicKey
+from ca.errors import BadInput, VouchError
+from ca.keys import PublicKey, parse_public_key
 from ca.krl import Revocations, encode_krl
 from storage import audit
 from storage import certificates as certs
+from storage import keys as keys_repo
+from storage import requests as requests_repo
 from storage.db import Database
+from storage.models import CertificateRecord, UserKey
 
 Clock = Callable[[], datetime]
 
 # Hosts may run a little behind: keep revoked certificates in the KRL a day past their expiry.
 KRL_EXPIRY_GRACE = timedelta(days=1)
+# A claim to issue that is older than this was abandoned (a crashed replica): others may retry.
+ISSUE_LEASE = timedelta(minutes=2)
 _MAX_SERIAL = 2**64 - 1
+_VOTE_RETRIES = 20
 
 
 def utcnow() -> datetime:
@@ -32,13 +50,299 @@ def utcnow() -> datetime:
 class Revoked:
     serial: int
     newly: bool  # False when it had been revoked before (revoking twice is not an error)
+    holder: str | None = None
+    request_id: str | None = None
 
 
-class CertificateService:
-    def __init__(self, db: Database | None, signer: Signer, *, clock: Clock = utcnow) -> None:
+@dataclass(frozen=True)
+class Issued:
+    request: Request
+    certificate: Certificate
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    request: Request          # after the vote
+    decided: bool             # this vote approved or denied the request
+    issued: Issued | None = None
+
+
+class _Conflict(Exception):
+    """Someone else moved the request between our read and our write: read again."""
+
+
+class AccessService:
+    def __init__(self, db: Database | None, signer: Signer, *,
+                 policy: Callable[[], Policy] | None = None, directory: Directory | None = None,
+                 clock: Clock = utcnow) -> None:
         self.db = db
         self.signer = signer
+        self._policy = policy
+        self.directory = directory or NoDirectory()
         self.clock = clock
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            raise BadInput("this needs the policy file (VOUCH_POLICY_FILE)")
+        return self._policy()
+
+    def _require_db(self) -> Database:
+        if self.db is None:
+            raise BadInput("this needs the database (VOUCH_DATABASE_URL)")
+        return self.db
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def add_key(self, user: str, line: str) -> tuple[PublicKey, bool]:
+        key = parse_public_key(line)
+        now = self.clock()
+        with self._require_db().session() as session:
+            _, newly = keys_repo.add_key(
+                session=session, user_id=user, key_type=key.type,
+                public_key=PublicKey(key.type, key.blob, key.bits).line(),
+                fingerprint=key.fingerprint, comment=key.comment[:200], at=now)
+            if newly:
+                audit.append(session, actor=user, action="key.added", subject=f"user:{user}",
+                             now=now, details={"fingerprint": key.fingerprint, "type": key.type})
+        return key, newly
+
+    def list_keys(self, user: str) -> list[UserKey]:
+        with self._require_db().session() as session:
+            return keys_repo.active_keys(session=session, user_id=user)
+
+    def remove_key(self, user: str, fingerprint: str) -> UserKey:
+        now = self.clock()
+        with self._require_db().session() as session:
+            key = keys_repo.remove_key(session=session, user_id=user, fingerprint=fingerprint.strip(),
+                                       at=now)
+            if key is None:
+                raise BadInput(f"you have no registered key {fingerprint.strip()[:60]!r}; "
+                               "/ssh-key list shows yours")
+            audit.append(session, actor=user, action="key.removed", subject=f"user:{user}",
+                         now=now, details={"fingerprint": key.fingerprint})
+        return key
+
+    def _choose_key(self, session, user: str, fingerprint: str | None) -> UserKey:
+        keys = keys_repo.active_keys(session=session, user_id=user)
+        if not keys:
+            raise PolicyRefusal("you have no registered SSH public key: add one with "
+                                "`/ssh-key add ssh-ed25519 AAAA…` (the contents of ~/.ssh/id_ed25519.pub)")
+        if fingerprint is None:
+            return keys[0]
+        for key in keys:
+            if key.fingerprint == fingerprint:
+                return key
+        raise BadInput(f"you have no registered key {fingerprint[:60]!r}; /ssh-key list shows yours")
+
+    # --- requests ------------------------------------------------------------------------
+
+    def open_request(self, *, user: str, target: str, duration: timedelta, reason: str,
+                     key_fingerprint: str | None = None) -> Request:
+        """Check a request against policy and store it (pending) before anything is posted."""
+        policy = self.policy
+        now = self.clock()
+        with self._require_db().session() as session:
+            key = self._choose_key(session, user, key_fingerprint)
+            request = open_request(
+                policy, requester=user, target_name=target, duration=duration, reason=reason,
+                key_fingerprint=key.fingerprint, now=now, directory=self.directory,
+                pending_for_target=requests_repo.pending_count(session=session, requester=user,
+                                                               target=target))
+            requests_repo.insert(session=session, request=request, public_key=key.public_key)
+            audit.append(session, actor=user, action="request.created", subject=f"request:{request.id}",
+                         now=now, details=_request_details(request))
+        return request
+
+    def get(self, request_id: str) -> tuple[Request, dict]:
+        """The request and its Slack/issuing bookkeeping (channel, ts, serial, error)."""
+        with self._require_db().session() as session:
+            loaded = requests_repo.load(session=session, request_id=request_id)
+            if loaded is None:
+                raise BadInput(f"no request {request_id[:64]!r}")
+            record, request = loaded
+            cert = certs.get_by_request(session=session, request_id=request_id)
+            return request, {"channel": record.channel, "ts": record.message_ts,
+                             "issue_error": record.issue_error,
+                             "serial": cert.serial if cert else None,
+                             "valid_before": cert.valid_before if cert else None,
+                             "reviewed_by": record.reviewed_by}
+
+    def set_message(self, request_id: str, *, channel: str, ts: str) -> None:
+        with self._require_db().session() as session:
+            requests_repo.set_message(session=session, request_id=request_id, channel=channel, ts=ts)
+
+    def vote(self, request_id: str, *, approver: str, approve: bool) -> VoteResult:
+        """One approver's Approve or Deny; the deciding approval issues the certificate."""
+        policy = self.policy
+        for _ in range(_VOTE_RETRIES):
+            try:
+                result = self._vote_once(policy, request_id, approver, approve)
+                break
+            except _Conflict:
+                continue
+        else:
+            raise VouchError("this request is busy; try again", detail=f"vote retries exhausted on {request_id}")
+        if result.decided and result.request.state is State.APPROVED:
+            issued = self.issue(request_id)
+            return VoteResult(result.request, True, issued)
+        return result
+
+    def _vote_once(self, policy: Policy, request_id: str, approver: str, approve: bool) -> VoteResult:
+        now = self.clock()
+        try:
+            with self._require_db().session() as session:
+                loaded = requests_repo.load(session=session, request_id=request_id)
+                if loaded is None:
+                    raise BadInput(f"no request {request_id[:64]!r}")
+                _, request = loaded
+                outcome = cast_vote(policy, request, approver=approver, approve=approve, now=now,
+                                    directory=self.directory)
+                requests_repo.add_vote(session=session, request_id=request_id, vote=outcome.vote)
+                values = {}
+                if outcome.decided:
+                    values = {"state": outcome.request.state.value, "decided_at": now}
+                if not requests_repo.compare_and_set(session=session, request_id=request_id,
+                                                     version=request.version, expect=State.PENDING,
+                                                     **values):
+                    raise _Conflict
+                audit.append(session, actor=approver, action="request.voted",
+                             subject=f"request:{request_id}", now=now,
+                             details={"approve": approve})
+                if outcome.decided:
+                    audit.append(session, actor=approver, action=f"request.{outcome.request.state.value}",
+                                 subject=f"request:{request_id}", now=now,
+                                 details={"approvers": outcome.request.approvers})
+        except IntegrityError:
+            # The unique (request, approver) constraint: a concurrent second click by the same person.
+            raise AlreadyVoted("you have already voted on this request") from None
+        return VoteResult(outcome.request, outcome.decided)
+
+    def cancel(self, request_id: str, *, user: str) -> Request:
+        now = self.clock()
+        with self._require_db().session() as session:
+            loaded = requests_repo.load(session=session, request_id=request_id)
+            if loaded is None:
+                raise BadInput(f"no request {request_id[:64]!r}")
+            _, request = loaded
+            if user != request.requester and not self.policy.admins.includes(user, self.directory):
+                raise PolicyRefusal("only the requester or an admin can cancel a request")
+            check_transition(request.state, State.CANCELLED)
+            if not requests_repo.compare_and_set(session=session, request_id=request_id,
+                                                 version=request.version, expect=request.state,
+                                                 state=State.CANCELLED.value, decided_at=now):
+                raise InvalidTransition("this request changed meanwhile; look again")
+            audit.append(session, actor=user, action="request.cancelled", subject=f"request:{request_id}",
+                         now=now)
+        return Request(**{**request.__dict__, "state": State.CANCELLED})
+
+    # --- issuing -------------------------------------------------------------------------
+
+    def issue(self, request_id: str) -> Issued | None:
+        """Sign the certificate of an approved request, exactly once across threads and replicas.
+
+        Returns None when another worker holds the claim or already issued it. Raises
+        SignerUnavailable when signing fails; the request stays approved, with the error recorded.
+        """
+        db = self._require_db()
+        now = self.clock()
+        serial = new_serial()
+        with db.session() as session:
+            loaded = requests_repo.load(session=session, request_id=request_id)
+            if loaded is None or loaded[1].state is not State.APPROVED:
+                return None
+            record, request = loaded
+            if not requests_repo.claim_issue(session=session, request_id=request_id, serial=serial,
+                                             now=now, lease=ISSUE_LEASE):
+                return None
+            audit.append(session, actor="vouch", action="certificate.reserved",
+                         subject=f"request:{request_id}", now=now, details={"serial": str(serial)})
+            public_line = record.public_key
+        try:
+            target = self.policy.target(request.target)
+            if target is None:
+                raise PolicyRefusal(f"target {request.target!r} is no longer in the policy")
+            spec = certificate_spec(request, target, parse_public_key(public_line), serial=serial, now=now)
+            certificate = sign_certificate(spec, self.signer)
+        except VouchError as exc:
+            with db.session() as session:
+                requests_repo.release_issue(session=session, request_id=request_id, serial=serial,
+                                            error=exc.message)
+                audit.append(session, actor="vouch", action="certificate.issue_failed",
+                             subject=f"request:{request_id}", now=now,
+                             details={"serial": str(serial), "error": exc.message})
+            raise
+        try:
+            with db.session() as session:
+                self._record(session, certificate, issued_at=now, issued_by="vouch",
+                             request_id=request_id, holder=request.requester)
+                if not requests_repo.mark_issued(session=session, request_id=request_id,
+                                                 serial=serial, now=now):
+                    raise _Conflict
+                audit.append(session, actor="vouch", action="certificate.issued",
+                             subject=f"request:{request_id}", now=now, details=_describe(certificate))
+        except (_Conflict, IntegrityError):
+            return None  # another worker issued it first; ours is discarded unreleased
+        return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate)
+
+    def retry_issuing(self) -> list[Issued]:
+        """Issue approved requests whose signing failed earlier or whose claim lapsed."""
+        with self._require_db().session() as session:
+            due = requests_repo.approved_unissued(session=session, now=self.clock(), lease=ISSUE_LEASE)
+        issued = []
+        for request_id in due:
+            try:
+                result = self.issue(request_id)
+            except VouchError:
+                continue
+            if result is not None:
+                issued.append(result)
+        return issued
+
+    def breakglass(self, *, user: str, target: str, duration: timedelta, reason: str) -> Issued:
+        """No approver: issue at once, audited loudly, reviewed after the fact."""
+        policy = self.policy
+        now = self.clock()
+        with self._require_db().session() as session:
+            key = self._choose_key(session, user, None)
+            request = open_breakglass(policy, user=user, target_name=target, duration=duration,
+                                      reason=reason, key_fingerprint=key.fingerprint, now=now,
+                                      directory=self.directory)
+            requests_repo.insert(session=session, request=request, public_key=key.public_key)
+            audit.append(session, actor=user, action="breakglass.used", subject=f"request:{request.id}",
+                         now=now, details=_request_details(request))
+        issued = self.issue(request.id)
+        if issued is None:  # only possible if someone else issued this brand-new request
+            raise VouchError("break-glass certificate was not issued", detail=request.id)
+        return issued
+
+    def review(self, request_id: str, *, reviewer: str) -> Request:
+        now = self.clock()
+        if not may_review(self.policy, reviewer, self.directory):
+            raise PolicyRefusal("only admins can review break-glass use")
+        with self._require_db().session() as session:
+            loaded = requests_repo.load(session=session, request_id=request_id)
+            if loaded is None or loaded[1].kind is not Kind.BREAKGLASS:
+                raise BadInput(f"no break-glass use {request_id[:64]!r}")
+            if loaded[1].requester == reviewer:
+                raise PolicyRefusal("you cannot review your own break-glass use")
+            if not requests_repo.mark_reviewed(session=session, request_id=request_id, by=reviewer, now=now):
+                raise InvalidTransition("this break-glass use was already reviewed")
+            audit.append(session, actor=reviewer, action="breakglass.reviewed",
+                         subject=f"request:{request_id}", now=now)
+        return loaded[1]
+
+    def expire_due(self) -> list[Request]:
+        """Undecided requests past request_ttl become expired (a scheduled job calls this)."""
+        now = self.clock()
+        with self._require_db().session() as session:
+            moved = requests_repo.expire_pending(session=session, now=now)
+            for record in moved:
+                audit.append(session, actor="vouch", action="request.expired",
+                             subject=f"request:{record.id}", now=now)
+            return [requests_repo.to_domain(record, ()) for record in moved]
+
+    # --- direct signing, revocation, KRL ---------------------------------------------------
 
     def sign_direct(self, *, public_key: PublicKey, principals: list[str], duration: timedelta,
                     actor: str, key_id: str | None = None, source_address: str | None = None,
@@ -60,27 +364,38 @@ class CertificateService:
         certificate = sign_certificate(spec, self.signer)
         if self.db is not None:
             with self.db.session() as session:
-                self._record(session, certificate, issued_at=now, issued_by=actor, request_id=None)
+                self._record(session, certificate, issued_at=now, issued_by=actor, request_id=None,
+                             holder=None)
                 audit.append(session, actor=actor, action="certificate.signed_direct",
                              subject=f"serial:{serial}", now=now, details=_describe(certificate))
         return certificate
 
     def _record(self, session, certificate: Certificate, *, issued_at: datetime, issued_by: str,
-                request_id: str | None) -> None:
+                request_id: str | None, holder: str | None) -> None:
         spec = certificate.spec
         certs.record_certificate(
             session=session, serial=spec.serial, key_id=spec.key_id, principals=list(spec.principals),
             subject_key=spec.public_key.line(), subject_fingerprint=spec.public_key.fingerprint,
             ca_fingerprint=self.signer.public_key.fingerprint, valid_after=spec.valid_after,
             valid_before=spec.valid_before, issued_at=issued_at, issued_by=issued_by,
-            request_id=request_id)
+            request_id=request_id, holder=holder)
 
-    def revoke(self, reference: str, *, actor: str, reason: str | None = None) -> list[Revoked]:
-        """Revoke a certificate by serial, or every certificate of a request by its id."""
-        db = self._require_db()
+    def revoke(self, reference: str, *, actor: str, reason: str | None = None,
+               as_user: str | None = None) -> list[Revoked]:
+        """Revoke a certificate by serial, or every certificate of a request by its id.
+
+        `as_user`: a Slack user, allowed only for their own certificates unless an admin. The
+        CLI (an operator on the host) passes None.
+        """
         now = self.clock()
-        with db.session() as session:
+        with self._require_db().session() as session:
             records = _find(session, reference.strip())
+            if as_user is not None:
+                for record in records:
+                    if not may_revoke(self.policy, holder=record.holder or "", user=as_user,
+                                      directory=self.directory):
+                        raise PolicyRefusal("you can revoke only your own certificates "
+                                            "(admins can revoke any)")
             done = []
             for record in records:
                 newly = certs.mark_revoked(session=session, certificate_id=record.id, at=now,
@@ -90,27 +405,36 @@ class CertificateService:
                                  subject=f"serial:{record.serial}", now=now,
                                  details={"reason": reason, "key_id": record.key_id,
                                           "request_id": record.request_id})
-                done.append(Revoked(serial=record.serial, newly=newly))
+                    if record.request_id:
+                        _move_request(session, record.request_id, State.ISSUED, State.REVOKED)
+                done.append(Revoked(serial=record.serial, newly=newly, holder=record.holder,
+                                    request_id=record.request_id))
         return done
 
     def krl(self) -> bytes:
         """PROTOCOL.krl bytes revoking every revoked, not long expired, certificate of this CA."""
-        db = self._require_db()
         now = self.clock()
-        with db.session() as session:
+        with self._require_db().session() as session:
             serials, version = certs.revoked_serials(session=session,
                                                      valid_after=now - KRL_EXPIRY_GRACE)
         return encode_krl(Revocations(serials=frozenset(serials)),
                           ca_key=self.signer.public_key.blob, version=version,
                           generated_at=int(now.timestamp()), comment="vouch")
 
-    def _require_db(self) -> Database:
-        if self.db is None:
-            raise BadInput("this needs the database (VOUCH_DATABASE_URL)")
-        return self.db
+    def audit_event(self, *, actor: str, action: str, subject: str, details: dict | None = None) -> None:
+        with self._require_db().session() as session:
+            audit.append(session, actor=actor, action=action, subject=subject, details=details,
+                         now=self.clock())
 
 
-def _find(session, reference: str):
+def _move_request(session, request_id: str, expect: State, new: State) -> None:
+    loaded = requests_repo.load(session=session, request_id=request_id)
+    if loaded is not None and loaded[1].state is expect:
+        requests_repo.compare_and_set(session=session, request_id=request_id,
+                                      version=loaded[1].version, expect=expect, state=new.value)
+
+
+def _find(session, reference: str) -> list[CertificateRecord]:
     if reference.isdigit():
         serial = int(reference)
         if not 0 < serial <= _MAX_SERIAL:
@@ -125,6 +449,12 @@ def _find(session, reference: str):
     return records
 
 
+def _request_details(request: Request) -> dict:
+    return {"kind": request.kind.value, "target": request.target,
+            "duration_seconds": int(request.duration.total_seconds()), "reason": request.reason,
+            "key_fingerprint": request.key_fingerprint}
+
+
 def _describe(certificate: Certificate) -> dict:
     spec = certificate.spec
     return {"serial": str(spec.serial), "key_id": spec.key_id, "principals": list(spec.principals),
@@ -132,3 +462,4 @@ def _describe(certificate: Certificate) -> dict:
             "valid_after": audit.format_time(spec.valid_after),
             "valid_before": audit.format_time(spec.valid_before),
             "critical_options": dict(spec.critical_options), "extensions": sorted(spec.extensions)}
+

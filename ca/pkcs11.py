@@ -14,7 +14,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -74,12 +74,13 @@ class Pkcs11Uri:
         if self.pin_value is not None:
             return self.pin_value
         if self.pin_source is not None:
-            path = self.pin_source.removeprefix("file://") if self.pin_source.startswith("file:") \
-                else self.pin_source
+            # RFC 7512 gives a URI (file:/p, file:///p); a bare path is accepted too.
+            source = self.pin_source
+            path = urlparse(source).path if source.startswith("file:") else source
             try:
                 return Path(unquote(path)).read_text().rstrip("\r\n")
             except OSError as exc:
-                raise SignerUnavailable(f"PIN file named by pin-source cannot be read: "
+                raise SignerUnavailable(f"PIN file {path!r} named by pin-source cannot be read: "
                                         f"{exc.strerror}") from None
         return fallback
 

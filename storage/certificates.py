@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlmodel import Session
@@ -14,12 +14,13 @@ from storage.models import CertificateRecord
 def record_certificate(*, session: Session, serial: int, key_id: str, principals: list[str],
                        subject_key: str, subject_fingerprint: str, ca_fingerprint: str,
                        valid_after: datetime, valid_before: datetime, issued_at: datetime,
-                       issued_by: str, request_id: str | None = None) -> CertificateRecord:
+                       issued_by: str, request_id: str | None = None,
+                       holder: str | None = None) -> CertificateRecord:
     record = CertificateRecord(
         serial=serial, key_id=key_id, principals=json.dumps(principals), subject_key=subject_key,
         subject_fingerprint=subject_fingerprint, ca_fingerprint=ca_fingerprint,
         valid_after=valid_after, valid_before=valid_before, issued_at=issued_at,
-        issued_by=issued_by, request_id=request_id)
+        issued_by=issued_by, request_id=request_id, holder=holder)
     session.add(record)
     session.flush()
     return record
@@ -27,6 +28,34 @@ def record_certificate(*, session: Session, serial: int, key_id: str, principals
 
 def get_by_serial(*, session: Session, serial: int) -> CertificateRecord | None:
     return session.scalars(select(CertificateRecord).where(CertificateRecord.serial == serial)).first()
+
+
+def get_by_request(*, session: Session, request_id: str) -> CertificateRecord | None:
+    return session.scalars(select(CertificateRecord)
+                           .where(CertificateRecord.request_id == request_id)).first()
+
+
+def expiring_unreminded(*, session: Session, now: datetime, within: timedelta,
+                        limit: int = 500) -> list[CertificateRecord]:
+    """Live request certificates expiring within `within` whose holder was not yet reminded
+    (served by the index on valid_before: a narrow range scan)."""
+    return list(session.scalars(
+        select(CertificateRecord)
+        .where(CertificateRecord.valid_before > now,
+               CertificateRecord.valid_before <= now + within,
+               CertificateRecord.revoked_at.is_(None),
+               CertificateRecord.reminder_sent_at.is_(None),
+               CertificateRecord.holder.is_not(None))
+        .order_by(CertificateRecord.valid_before).limit(limit)))
+
+
+def mark_reminded(*, session: Session, certificate_id: int, at: datetime) -> bool:
+    """Once only: a second replica's attempt finds it already set."""
+    result = session.execute(
+        update(CertificateRecord)
+        .where(CertificateRecord.id == certificate_id, CertificateRecord.reminder_sent_at.is_(None))
+        .values(reminder_sent_at=at))
+    return result.rowcount == 1
 
 
 def list_by_request(*, session: Session, request_id: str) -> list[CertificateRecord]:

@@ -1,17 +1,95 @@
-"""Tables. Every timestamp is timezone-aware UTC."""
+"""Tables. Every timestamp is timezone-aware UTC; serials are unsigned 64-bit."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.types import UInt64, UTCDateTime
 
 
-def _utc(**kwargs) -> Column:
-    return Column(UTCDateTime(), **kwargs)
+def _utc(*, nullable: bool = False, index: bool = False) -> Column:
+    return Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+class User(SQLModel, table=True):
+    """A Slack user as last seen (name and time zone come from users.info)."""
+
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True)  # Slack user ID
+    name: str = ""
+    tz: str | None = None
+    updated_at: datetime = Field(sa_column=_utc())
+
+
+class UserKey(SQLModel, table=True):
+    """A public key a user registered; certificates are issued for these only."""
+
+    __tablename__ = "user_keys"
+    __table_args__ = (UniqueConstraint("user_id", "fingerprint", name="uq_user_keys_user_fingerprint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True)
+    key_type: str
+    public_key: str = Field(sa_column=Column(Text, nullable=False))  # OpenSSH line, no comment
+    fingerprint: str
+    comment: str = ""
+    added_at: datetime = Field(sa_column=_utc())
+    removed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class RequestRecord(SQLModel, table=True):
+    """An access request (or break-glass use) and where it stands."""
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        Index("ix_requests_state_expires_at", "state", "expires_at"),
+        Index("ix_requests_requester_target_state", "requester", "target", "state"),
+    )
+
+    id: str = Field(primary_key=True)
+    kind: str
+    requester: str
+    target: str
+    duration_seconds: int
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    key_fingerprint: str
+    public_key: str = Field(sa_column=Column(Text, nullable=False))
+    state: str
+    version: int = 0
+    created_at: datetime = Field(sa_column=_utc())
+    expires_at: datetime = Field(sa_column=_utc())
+    decided_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # Where the request was posted in Slack, so every later render updates the same message.
+    channel: str | None = None
+    message_ts: str | None = None
+    # Issuing: the serial reserved before signing, when, and the last failure, if any.
+    issue_serial: int | None = Field(default=None, sa_column=Column(UInt64(), nullable=True))
+    issue_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    issue_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    issue_attempts: int = 0
+    issued_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # Break-glass review.
+    reviewed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    reviewed_by: str | None = None
+    review_escalated_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class ApprovalRecord(SQLModel, table=True):
+    """One approver's vote; the unique constraint makes a second click a no-op."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("request_id", "approver", name="uq_approvals_request_approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(sa_column=Column(String, ForeignKey("requests.id"), nullable=False,
+                                             index=True))
+    approver: str
+    approve: bool
+    at: datetime = Field(sa_column=_utc())
 
 
 class CertificateRecord(SQLModel, table=True):
@@ -27,14 +105,18 @@ class CertificateRecord(SQLModel, table=True):
     subject_fingerprint: str = Field(index=True)
     subject_key: str = Field(sa_column=Column(Text, nullable=False))  # OpenSSH public key line
     ca_fingerprint: str
-    valid_after: datetime = Field(sa_column=_utc(nullable=False))
-    valid_before: datetime = Field(sa_column=_utc(nullable=False))
-    issued_at: datetime = Field(sa_column=_utc(nullable=False))
+    valid_after: datetime = Field(sa_column=_utc())
+    valid_before: datetime = Field(sa_column=_utc())
+    issued_at: datetime = Field(sa_column=_utc())
     issued_by: str
-    request_id: str | None = Field(default=None, index=True)
+    # At most one certificate per request: the database, not the code, guarantees it.
+    request_id: str | None = Field(default=None, sa_column=Column(
+        String, ForeignKey("requests.id"), nullable=True, unique=True))
+    holder: str | None = None  # Slack user ID for request certificates
     revoked_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     revoked_by: str | None = None
     revoke_reason: str | None = None
+    reminder_sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
 class AuditEvent(SQLModel, table=True):
@@ -43,7 +125,7 @@ class AuditEvent(SQLModel, table=True):
     __tablename__ = "audit_events"
 
     seq: int = Field(primary_key=True)
-    at: datetime = Field(sa_column=_utc(nullable=False, index=True))
+    at: datetime = Field(sa_column=_utc(index=True))
     actor: str
     action: str = Field(index=True)
     subject: str

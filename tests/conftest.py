@@ -103,3 +103,34 @@ def user_keys(tmp_path_factory) -> dict[str, UserKey]:
         path.write_text(public.line() + "\n")
         keys[name] = UserKey(name, None, public, path)
     return keys
+
+
+# --- databases ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    from support.postgres import PostgresCluster, available
+
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'vouch.db'}"
+    return request.getfixturevalue("postgres_cluster").create_database()
+
+
+@pytest.fixture
+def database(database_url):
+    from storage.db import Database
+
+    db = Database(database_url)
+    db.prepare()
+    yield db
+    db.close()

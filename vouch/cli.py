@@ -51,9 +51,9 @@ class Context:
         return db
 
     def service(self, *, database: bool = True):
-        from access.service import CertificateService
+        from access.service import AccessService
 
-        return CertificateService(self.database() if database else None, self.signer())
+        return AccessService(self.database() if database else None, self.signer())
 
 
 def _os_user() -> str:
@@ -107,9 +107,9 @@ def cmd_ca_sign(args, ctx: Context) -> int:
         # The contract's break-glass path for operators: sign anyway, but say it is unrecorded.
         print(f"vouch: warning: not recorded in the audit log: {exc.message}", file=sys.stderr)
         db = None
-    from access.service import CertificateService
+    from access.service import AccessService
 
-    certificate = CertificateService(db, signer).sign_direct(
+    certificate = AccessService(db, signer).sign_direct(
         public_key=public_key, principals=args.principal, duration=duration, actor=ctx.actor,
         key_id=args.key_id, source_address=source, force_command=args.force_command)
     line = certificate.line() + "\n"

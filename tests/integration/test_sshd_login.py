@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from access.service import CertificateService
+from access.service import AccessService
 from ca.cert import CertificateSpec, new_serial, sign_certificate, validity
 from ca.krl import Revocations, encode_krl
 from ca.pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
@@ -154,7 +154,7 @@ def test_service_revocation_reaches_sshd(tmp_path, sshd, cas, user_keys):
     """The operator's path: sign through the service, revoke by serial, publish the KRL."""
     db = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
     db.prepare()
-    service = CertificateService(db, cas["ecdsa-p256"])
+    service = AccessService(db, cas["ecdsa-p256"])
     key = user_keys["ed25519"]
     certificate = service.sign_direct(public_key=key.public, principals=[PRINCIPAL],
                                       duration=timedelta(minutes=10), actor="test")

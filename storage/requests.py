@@ -1,0 +1,137 @@
+"""Repository for requests and votes. State moves only by compare-and-set on (state, version)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlmodel import Session
+
+from access.requests import Kind, Request, State, Vote
+from storage.models import ApprovalRecord, RequestRecord
+
+
+def to_domain(record: RequestRecord, votes: Iterable[ApprovalRecord]) -> Request:
+    return Request(
+        id=record.id, kind=Kind(record.kind), requester=record.requester, target=record.target,
+        duration=timedelta(seconds=record.duration_seconds), reason=record.reason,
+        key_fingerprint=record.key_fingerprint, state=State(record.state),
+        created_at=record.created_at, expires_at=record.expires_at,
+        votes=tuple(Vote(approver=v.approver, approve=v.approve, at=v.at)
+                    for v in sorted(votes, key=lambda v: (v.at, v.id or 0))),
+        version=record.version)
+
+
+def insert(*, session: Session, request: Request, public_key: str) -> RequestRecord:
+    record = RequestRecord(
+        id=request.id, kind=request.kind.value, requester=request.requester, target=request.target,
+        duration_seconds=int(request.duration.total_seconds()), reason=request.reason,
+        key_fingerprint=request.key_fingerprint, public_key=public_key, state=request.state.value,
+        version=request.version, created_at=request.created_at, expires_at=request.expires_at)
+    session.add(record)
+    session.flush()
+    return record
+
+
+def get(*, session: Session, request_id: str) -> RequestRecord | None:
+    return session.get(RequestRecord, request_id, populate_existing=True)
+
+
+def load(*, session: Session, request_id: str) -> tuple[RequestRecord, Request] | None:
+    record = get(session=session, request_id=request_id)
+    if record is None:
+        return None
+    votes = session.scalars(select(ApprovalRecord).where(ApprovalRecord.request_id == request_id))
+    return record, to_domain(record, votes)
+
+
+def add_vote(*, session: Session, request_id: str, vote: Vote) -> None:
+    """Raises IntegrityError if this approver already voted (a concurrent double click)."""
+    session.add(ApprovalRecord(request_id=request_id, approver=vote.approver, approve=vote.approve,
+                               at=vote.at))
+    session.flush()
+
+
+def compare_and_set(*, session: Session, request_id: str, version: int, expect: State,
+                    **values) -> bool:
+    """Move the request only if nobody else moved it since we read it."""
+    result = session.execute(
+        update(RequestRecord)
+        .where(RequestRecord.id == request_id, RequestRecord.version == version,
+               RequestRecord.state == expect.value)
+        .values(version=RequestRecord.version + 1, **values))
+    return result.rowcount == 1
+
+
+def claim_issue(*, session: Session, request_id: str, serial: int, now: datetime,
+                lease: timedelta) -> bool:
+    """Reserve `serial` for issuing an approved request; another claim wins only after `lease`."""
+    result = session.execute(
+        update(RequestRecord)
+        .where(RequestRecord.id == request_id, RequestRecord.state == State.APPROVED.value,
+               or_(RequestRecord.issue_claimed_at.is_(None),
+                   RequestRecord.issue_claimed_at < now - lease))
+        .values(issue_serial=serial, issue_claimed_at=now,
+                issue_attempts=RequestRecord.issue_attempts + 1))
+    return result.rowcount == 1
+
+
+def release_issue(*, session: Session, request_id: str, serial: int, error: str) -> None:
+    session.execute(
+        update(RequestRecord)
+        .where(RequestRecord.id == request_id, RequestRecord.issue_serial == serial)
+        .values(issue_claimed_at=None, issue_error=error[:1000]))
+
+
+def mark_issued(*, session: Session, request_id: str, serial: int, now: datetime) -> bool:
+    result = session.execute(
+        update(RequestRecord)
+        .where(RequestRecord.id == request_id, RequestRecord.state == State.APPROVED.value,
+               RequestRecord.issue_serial == serial)
+        .values(state=State.ISSUED.value, issued_at=now, issue_error=None,
+                version=RequestRecord.version + 1))
+    return result.rowcount == 1
+
+
+def pending_count(*, session: Session, requester: str, target: str) -> int:
+    return session.scalar(select(func.count()).select_from(RequestRecord).where(
+        RequestRecord.requester == requester, RequestRecord.target == target,
+        RequestRecord.state == State.PENDING.value)) or 0
+
+
+def expire_pending(*, session: Session, now: datetime, limit: int = 500) -> list[RequestRecord]:
+    """Pending requests past their TTL, moved to expired (the index on (state, expires_at) serves it)."""
+    due = list(session.scalars(
+        select(RequestRecord)
+        .where(RequestRecord.state == State.PENDING.value, RequestRecord.expires_at <= now)
+        .order_by(RequestRecord.expires_at).limit(limit)))
+    moved = []
+    for record in due:
+        if compare_and_set(session=session, request_id=record.id, version=record.version,
+                           expect=State.PENDING, state=State.EXPIRED.value, decided_at=now):
+            moved.append(record)
+    return moved
+
+
+def approved_unissued(*, session: Session, now: datetime, lease: timedelta) -> list[str]:
+    """Approved requests whose issuing failed or whose claim lapsed: to be retried."""
+    return list(session.scalars(
+        select(RequestRecord.id).where(
+            RequestRecord.state == State.APPROVED.value,
+            or_(RequestRecord.issue_claimed_at.is_(None),
+                RequestRecord.issue_claimed_at < now - lease))))
+
+
+def set_message(*, session: Session, request_id: str, channel: str, ts: str) -> None:
+    session.execute(update(RequestRecord).where(RequestRecord.id == request_id)
+                    .values(channel=channel, message_ts=ts))
+
+
+def mark_reviewed(*, session: Session, request_id: str, by: str, now: datetime) -> bool:
+    result = session.execute(
+        update(RequestRecord)
+        .where(RequestRecord.id == request_id, RequestRecord.kind == Kind.BREAKGLASS.value,
+               RequestRecord.reviewed_at.is_(None))
+        .values(reviewed_at=now, reviewed_by=by))
+    return result.rowcount == 1
