@@ -167,20 +167,24 @@ def load_policy(path: str) -> Policy:
 
 
 def parse_policy(text: str, path: str = "policy.yaml") -> Policy:
+    loader = _LineLoader(text)
     try:
-        loader = _LineLoader(text)
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
+        node = loader.get_single_node()
+        if node is None:
+            raise PolicyError(path, [Problem(1, "the policy file is empty: it needs at least `targets:`")])
+        tree = _construct(loader, node)
+    except yaml.constructor.ConstructorError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise PolicyError(path, [Problem(line, exc.problem or str(exc))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else 1
         reason = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(path, [Problem(line, f"YAML syntax error: {reason}")]) from None
-    if node is None:
-        raise PolicyError(path, [Problem(1, "the policy file is empty: it needs at least `targets:`")])
-    tree = _construct(loader, node)
+    except TypeError:
+        raise PolicyError(path, [Problem(1, "a mapping key is not a plain value")]) from None
+    finally:
+        loader.dispose()
     checker = _Checker()
     policy = checker.policy(tree)
     if checker.problems:

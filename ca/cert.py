@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import ipaddress
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -94,7 +94,7 @@ def validity(now: datetime, duration: timedelta) -> tuple[datetime, datetime]:
 def new_serial() -> int:
     """A random non-zero 64-bit serial: unguessable, and revocable (a KRL cannot list serial 0)."""
     while True:
-        serial = secrets.randbits(64)
+        serial = int.from_bytes(os.urandom(8), "big")
         if serial:
             return serial
 
@@ -107,36 +107,53 @@ def sign_certificate(spec: CertificateSpec, signer: Signer, *, nonce: bytes | No
 
 def encode_tbs(spec: CertificateSpec, ca_key_blob: bytes, *, nonce: bytes | None = None) -> bytes:
     """The certificate up to (not including) its signature field."""
-    cert_type_name = spec.public_key.type.replace("@openssh.com", "") + "-cert-v01@openssh.com"
     return b"".join((
-        put_string(cert_type_name),
+        _type_name(spec.public_key.type),
         put_string(nonce if nonce is not None else os.urandom(32)),
         spec.public_key.fields,
         put_u64(spec.serial),
         put_u32(spec.cert_type),
         put_string(spec.key_id),
         put_string(b"".join(put_string(p) for p in spec.principals)),
-        put_u64(_epoch(spec.valid_after)),
-        put_u64(_epoch(spec.valid_before)),
-        put_string(_options(spec.critical_options, with_values=True)),
-        put_string(_options(dict.fromkeys(spec.extensions, ""), with_values=False)),
-        put_string(b""),  # reserved
-        put_string(ca_key_blob),
+        put_u64(int(spec.valid_after.timestamp())),
+        put_u64(int(spec.valid_before.timestamp())),
+        _critical_options(tuple(sorted(spec.critical_options.items()))),
+        _extensions(spec.extensions),
+        _trailer(ca_key_blob),
     ))
 
 
-def _options(options: Mapping[str, str], *, with_values: bool) -> bytes:
-    # PROTOCOL.certkeys: options "MUST" be in lexical order by name; a critical option's value is
-    # itself a string inside the data string, an extension's data is empty.
-    out = []
-    for name in sorted(options):
-        data = put_string(options[name]) if with_values else b""
-        out.append(put_string(name) + put_string(data))
-    return b"".join(out)
+# The parts below repeat from one certificate to the next: encoding them once keeps the
+# per-certificate cost close to the signature itself (bench/sign.py measures it).
+
+@functools.lru_cache(maxsize=16)
+def _type_name(key_type: str) -> bytes:
+    return put_string(key_type.replace("@openssh.com", "") + "-cert-v01@openssh.com")
 
 
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
+@functools.lru_cache(maxsize=256)
+def _critical_options(options: tuple[tuple[str, str], ...]) -> bytes:
+    # PROTOCOL.certkeys: options "MUST" be in lexical order by name, and a critical option's
+    # value is itself a string inside its data string.
+    return put_string(b"".join(put_string(name) + put_string(put_string(value))
+                               for name, value in options))
+
+
+@functools.lru_cache(maxsize=256)
+def _extensions(extensions: frozenset[str]) -> bytes:
+    # Lexical (strcmp) order, like critical options; an extension's data is empty.
+    return put_string(b"".join(put_string(name) + put_string(b"") for name in sorted(extensions)))
+
+
+@functools.lru_cache(maxsize=16)
+def _trailer(ca_key_blob: bytes) -> bytes:
+    return put_string(b"") + put_string(ca_key_blob)  # reserved, then the signature key
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_KNOWN_OPTIONS = frozenset(CRITICAL_OPTIONS)
+_KNOWN_EXTENSIONS = frozenset(EXTENSIONS)
+_BAD_PRINCIPAL_CHARS = frozenset(", \t\r\n\0")
 
 
 def _check_spec(spec: CertificateSpec) -> None:
@@ -146,28 +163,32 @@ def _check_spec(spec: CertificateSpec) -> None:
         raise ValueError("certificate validity times must be timezone-aware")
     if spec.valid_before <= spec.valid_after:
         raise BadInput("certificate validity must end after it starts")
-    if spec.valid_after < datetime(1970, 1, 1, tzinfo=timezone.utc):
+    if spec.valid_after < _EPOCH:
         raise BadInput("certificate validity cannot start before 1970")
     if not spec.principals:
         # A certificate with no principals is valid for ANY user on OpenSSH hosts: never issue one.
         raise BadInput("a certificate needs at least one principal")
     for principal in spec.principals:
-        if not principal or any(c in principal for c in ", \t\r\n\0") or not principal.isprintable():
+        if not principal or not _BAD_PRINCIPAL_CHARS.isdisjoint(principal) or not principal.isprintable():
             raise BadInput(f"principal {principal!r} is not a valid name "
                            "(no spaces, commas or control characters)")
-    if not spec.key_id.isprintable() or not spec.key_id:
+    if not spec.key_id or not spec.key_id.isprintable():
         raise BadInput("key ID must be non-empty printable text")
-    unknown = set(spec.critical_options) - set(CRITICAL_OPTIONS)
-    if unknown:
-        raise BadInput(f"unknown critical option {sorted(unknown)[0]!r}: allowed are "
-                       + ", ".join(CRITICAL_OPTIONS))
-    if "source-address" in spec.critical_options:
-        parse_source_addresses(spec.critical_options["source-address"])
-    if "force-command" in spec.critical_options and not spec.critical_options["force-command"].strip():
+    if not _KNOWN_EXTENSIONS.issuperset(spec.extensions):
+        unknown = sorted(set(spec.extensions) - _KNOWN_EXTENSIONS)[0]
+        raise BadInput(f"unknown extension {unknown!r}: allowed are " + ", ".join(EXTENSIONS))
+    if spec.critical_options:
+        _check_critical_options(spec.critical_options)
+
+
+def _check_critical_options(options: Mapping[str, str]) -> None:
+    if not _KNOWN_OPTIONS.issuperset(options):
+        unknown = sorted(set(options) - _KNOWN_OPTIONS)[0]
+        raise BadInput(f"unknown critical option {unknown!r}: allowed are " + ", ".join(CRITICAL_OPTIONS))
+    if "source-address" in options:
+        parse_source_addresses(options["source-address"])
+    if "force-command" in options and not options["force-command"].strip():
         raise BadInput("force-command must not be empty")
-    unknown = set(spec.extensions) - set(EXTENSIONS)
-    if unknown:
-        raise BadInput(f"unknown extension {sorted(unknown)[0]!r}: allowed are " + ", ".join(EXTENSIONS))
 
 
 def parse_source_addresses(text: str) -> str:

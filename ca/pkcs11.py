@@ -22,8 +22,8 @@ from pkcs11 import exceptions as p11
 
 from ca.errors import BadInput, SignerError, SignerUnavailable
 from ca.keys import PublicKey, public_key_from_parts
-from ca.signer import CaKeyType, ecdsa_signature, ed25519_signature, rsa_signature
-from ca.wire import put_mpint, put_string
+from ca.signer import CaKeyType, ed25519_signature, rsa_signature
+from ca.wire import put_mpint, put_mpint_bytes, put_string
 
 # DER-encoded CKA_EC_PARAMS (named-curve OIDs). SoftHSM2 wants exactly this OID for Ed25519;
 # other modules may report the PrintableString "edwards25519".
@@ -243,6 +243,9 @@ class Pkcs11Signer:
         self._conn, self._key = conn, private
         self.public_key: PublicKey = public_key
         self._always_authenticate = bool(always_authenticate)
+        if public_key.type.startswith("ecdsa-"):
+            self._ec_hash = {256: hashlib.sha256, 384: hashlib.sha384, 521: hashlib.sha512}[public_key.bits]
+            self._ec_prefix = put_string(public_key.type)
 
     def sign(self, data: bytes) -> bytes:
         with self._lock:
@@ -273,12 +276,11 @@ class Pkcs11Signer:
             return ed25519_signature(self._key.sign(data, mechanism=Mechanism.EDDSA, pin=pin))
         if kind == "ssh-rsa":
             return rsa_signature(self._key.sign(data, mechanism=Mechanism.SHA512_RSA_PKCS, pin=pin))
-        bits = self.public_key.bits
         # SoftHSM2 has no CKM_ECDSA_SHA256/384: hash here and sign the digest with plain CKM_ECDSA.
-        digest = hashlib.new({256: "sha256", 384: "sha384", 521: "sha512"}[bits], data).digest()
-        raw = self._key.sign(digest, mechanism=Mechanism.ECDSA, pin=pin)
+        # The token answers r || s at fixed width; RFC 5656 wants mpint r, mpint s.
+        raw = self._key.sign(self._ec_hash(data).digest(), mechanism=Mechanism.ECDSA, pin=pin)
         half = len(raw) // 2
-        return ecdsa_signature(bits, int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+        return self._ec_prefix + put_string(put_mpint_bytes(raw[:half]) + put_mpint_bytes(raw[half:]))
 
     def check(self) -> None:
         """Raise SignerUnavailable unless the token answers (for /readyz)."""

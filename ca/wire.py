@@ -40,6 +40,14 @@ def put_mpint(value: int) -> bytes:
     return put_string(raw)
 
 
+def put_mpint_bytes(unsigned: bytes) -> bytes:
+    """put_mpint for a big-endian unsigned integer already in bytes (e.g. ECDSA r or s)."""
+    unsigned = unsigned.lstrip(b"\0")
+    if unsigned and unsigned[0] & 0x80:
+        unsigned = b"\0" + unsigned
+    return put_string(unsigned)
+
+
 def put_name_list(names: list[str]) -> bytes:
     return put_string(",".join(names))
 

@@ -132,8 +132,8 @@ def test_validity_backdates_sixty_seconds():
 
 
 def test_serial_is_never_zero(monkeypatch):
-    draws = iter([0, 0, 7])
-    monkeypatch.setattr(ca.cert.secrets, "randbits", lambda bits: next(draws))
+    draws = iter([bytes(8), bytes(8), (7).to_bytes(8, "big")])
+    monkeypatch.setattr(ca.cert.os, "urandom", lambda n: next(draws))
     assert new_serial() == 7
 
 

@@ -1,0 +1,330 @@
+"""Certificates per second from Vouch's PKCS#11 CA signer, against the floor and ssh-keygen.
+
+Run from the repository root:  .venv/bin/python bench/sign.py [--count N] [--profile N]
+
+For each CA key type, in one run:
+  vouch-pkcs11  Vouch's Pkcs11Signer (SoftHSM2): a whole certificate per item (new serial,
+                CertificateSpec, sign_certificate).
+  raw-pkcs11    python-pkcs11 `sign` on the same token key through the same session: the floor.
+  vouch-file    Vouch's FileSigner with a freshly created key file: a whole certificate per item.
+  ssh-keygen    `ssh-keygen -s ca.pub -D libsofthsm2.so ...`, one process per certificate, the way a
+                shell-script CA does it (not Ed25519: OpenSSH 9.2's PKCS#11 code has no Ed25519).
+
+Contenders run in alternating rounds (a slow spell on a shared machine hits all alike); the table
+gives throughput and the median time per item, and the ratios compare medians. Both ratios have a
+target; PASS/FAIL is printed, but the exit status is 0 either way: this is a benchmark, not a test.
+--profile N runs cProfile over N ecdsa-p256 PKCS#11 certificates instead.
+
+SoftHSM2 only sees tokens that exist when the module is initialised, and a process initialises a
+module once; so the token is created (in a private SOFTHSM2_CONF) before anything loads the module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# None of these loads a PKCS#11 module; ca.pkcs11 (python-pkcs11) is imported only after the
+# token exists.
+from ca.cert import (CertificateSpec, encode_tbs, new_serial, sign_certificate,  # noqa: E402
+                     validity)
+from ca.keys import PublicKey, parse_public_key  # noqa: E402
+from ca.signer import CaKeyType, create_file_key  # noqa: E402
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+TOKEN = "bench"
+PIN = "1234"
+SO_PIN = "12345678"
+SSH_KEYGEN_SKIPPED = {"ed25519": "OpenSSH 9.2's ssh-keygen -D says 'skipping unsupported key type'"}
+
+# Targets: how much faster than ssh-keygen-per-certificate Vouch must be (P-256), and how close
+# a whole Vouch certificate must come to one raw token signature.
+TARGET_VS_SSH_KEYGEN = 50.0
+TARGET_VS_RAW = 1.5
+
+
+@dataclass(frozen=True)
+class Result:
+    count: int
+    median_ns: int
+    total_ns: int
+
+    @property
+    def per_second(self) -> float:
+        return self.count / (self.total_ns / 1e9)
+
+    @property
+    def median_us(self) -> float:
+        return self.median_ns / 1e3
+
+
+def measure(fn: Callable[[], object], n: int) -> tuple[list[int], int]:
+    """Call `fn` n times: the time of each call and of the whole loop, in ns."""
+    clock = time.perf_counter_ns
+    times = [0] * n
+    start = clock()
+    for i in range(n):
+        t0 = clock()
+        fn()
+        times[i] = clock() - t0
+    return times, clock() - start
+
+
+def compare(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int = 20
+            ) -> dict[str, Result]:
+    """Measure contenders `name: (fn, n)` in alternating rounds, so that a slow spell on a shared
+    machine hits all of them alike rather than whichever ran at the time; warm each up first."""
+    for fn, n in contenders.values():
+        measure(fn, max(3, n // 20))
+    times: dict[str, list[int]] = {name: [] for name in contenders}
+    totals = dict.fromkeys(contenders, 0)
+    names = list(contenders)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, n = contenders[name]
+            chunk = n // rounds + (r < n % rounds)
+            round_times, total = measure(fn, chunk)
+            times[name] += round_times
+            totals[name] += total
+    return {name: Result(count=len(times[name]), median_ns=int(statistics.median(times[name])),
+                         total_ns=totals[name]) for name in contenders}
+
+
+# --- set-up ------------------------------------------------------------------------------
+
+def init_token(root: Path) -> None:
+    """A private SoftHSM2 token. Must run before python-pkcs11 loads the module in this process."""
+    (root / "tokens").mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN,
+                    "--so-pin", SO_PIN, "--pin", PIN], check=True, capture_output=True)
+
+
+def user_key(root: Path) -> tuple[PublicKey, Path]:
+    """An Ed25519 user public key, parsed and as `user.pub` for ssh-keygen."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    line = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    path = root / "user.pub"
+    path.write_text(line + " user@bench\n")
+    return parse_public_key(line), path
+
+
+def token_signer(key_type: CaKeyType):
+    """A fresh key in the bench token, and Vouch's signer for it."""
+    from ca.pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
+
+    uri = parse_pkcs11_uri(f"pkcs11:token={TOKEN};object=ca-{key_type.value}")
+    create_token_key(uri, key_type, module=MODULE, pin=PIN)
+    return Pkcs11Signer(uri, module=MODULE, pin=PIN)
+
+
+# --- contenders ----------------------------------------------------------------------------
+
+def vouch(signer, subject: PublicKey) -> Callable[[], object]:
+    """A whole certificate per call, as Vouch issues one: fresh serial, validity window,
+    CertificateSpec (validated), sign_certificate. Works for the PKCS#11 and the file signer."""
+    lifetime = timedelta(hours=1)
+
+    def issue():
+        after, before = validity(datetime.now(timezone.utc), lifetime)
+        spec = CertificateSpec(public_key=subject, serial=new_serial(), key_id="id",
+                               principals=("user",), valid_after=after, valid_before=before)
+        return sign_certificate(spec, signer)
+
+    return issue
+
+
+def raw_pkcs11(signer, subject: PublicKey) -> Callable[[], object]:
+    """The floor: python-pkcs11's sign alone, on the signer's own key handle and session, over a
+    real certificate body. EC hashes first (SoftHSM2 has no CKM_ECDSA_SHA256)."""
+    from pkcs11 import Mechanism
+
+    body = encode_tbs(vouch(signer, subject)().spec, signer.public_key.blob)
+    key, kind = signer._key, signer.public_key.type
+    if kind == "ssh-ed25519":
+        return lambda: key.sign(body, mechanism=Mechanism.EDDSA)
+    if kind == "ssh-rsa":
+        return lambda: key.sign(body, mechanism=Mechanism.SHA512_RSA_PKCS)
+    digest = {256: hashlib.sha256, 384: hashlib.sha384, 521: hashlib.sha512}[signer.public_key.bits]
+    return lambda: key.sign(digest(body).digest(), mechanism=Mechanism.ECDSA)
+
+
+def file_signer(key_type: CaKeyType, root: Path):
+    return create_file_key(root / f"ca-{key_type.value}", key_type)
+
+
+def ssh_keygen(signer, key_type: CaKeyType, root: Path, user_pub: Path) -> Callable[[], object]:
+    """One `ssh-keygen -s -D` process per certificate; the PIN comes from an SSH_ASKPASS script.
+    The first certificate is checked with `ssh-keygen -L` before any timing."""
+    ca_pub = root / f"ca-{key_type.value}-token.pub"
+    ca_pub.write_text(signer.public_key.line() + "\n")
+    askpass = root / "askpass.sh"
+    askpass.write_text(f"#!/bin/sh\necho {PIN}\n")
+    askpass.chmod(0o700)
+    env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force",
+           "DISPLAY": ":0"}
+    argv = ["ssh-keygen", "-q", "-s", str(ca_pub), "-D", MODULE, "-I", "id", "-n", "user",
+            "-V", "+1h", str(user_pub)]
+    cert = user_pub.with_name("user-cert.pub")
+
+    def run() -> None:
+        subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+
+    cert.unlink(missing_ok=True)
+    try:
+        run()
+    except subprocess.CalledProcessError:
+        detail = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True).stderr.strip()
+        raise RuntimeError(f"ssh-keygen -D failed for {key_type.value}: {detail}") from None
+    check_certificate(cert, signer)
+    return run
+
+
+def check_certificate(cert: Path, signer) -> None:
+    """`ssh-keygen -L` reads the certificate and names the CA key as its signer."""
+    listing = subprocess.run(["ssh-keygen", "-L", "-f", str(cert)], capture_output=True,
+                             text=True, check=True).stdout
+    if "Signing CA: " not in listing or signer.public_key.fingerprint not in listing:
+        raise RuntimeError(f"ssh-keygen -L does not show a certificate by the CA key:\n{listing}")
+
+
+def bench_type(key_type: CaKeyType, count: int, root: Path, subject: PublicKey,
+               user_pub: Path) -> dict[str, Result | str]:
+    """All contenders for one CA key type. RSA signs slowly: a tenth of the count."""
+    rsa = key_type.value.startswith("rsa")
+    n = max(20, count // 10 if rsa else count)
+    n_ssh_keygen = max(20, n // 4 if rsa else n // 20)
+    print(f"{key_type.value}: {n} certificates per contender"
+          + ("" if key_type.value in SSH_KEYGEN_SKIPPED else f", {n_ssh_keygen} by ssh-keygen"),
+          flush=True)
+    signer = token_signer(key_type)
+    try:
+        issue = vouch(signer, subject)
+        vouch_cert = root / f"vouch-{key_type.value}-cert.pub"
+        vouch_cert.write_text(issue().line() + "\n")
+        check_certificate(vouch_cert, signer)
+        contenders = {"vouch-pkcs11": (issue, n),
+                      "raw-pkcs11": (raw_pkcs11(signer, subject), n),
+                      "vouch-file": (vouch(file_signer(key_type, root), subject), n)}
+        skipped = SSH_KEYGEN_SKIPPED.get(key_type.value)
+        if skipped:
+            return {**compare(contenders), "ssh-keygen": skipped}
+        contenders["ssh-keygen"] = (ssh_keygen(signer, key_type, root, user_pub), n_ssh_keygen)
+        return compare(contenders)
+    finally:
+        signer.close()
+
+
+# --- report --------------------------------------------------------------------------------
+
+CONTENDERS = ("vouch-pkcs11", "raw-pkcs11", "vouch-file", "ssh-keygen")
+
+
+def print_table(results: dict[str, dict[str, Result | str]]) -> None:
+    print(f"\n{'CA key':<11} {'contender':<13} {'n':>6} {'per second':>12} {'median µs':>11}")
+    for type_name, row in results.items():
+        for contender in CONTENDERS:
+            result = row.get(contender)
+            if isinstance(result, Result):
+                print(f"{type_name:<11} {contender:<13} {result.count:>6} "
+                      f"{result.per_second:>12,.0f} {result.median_us:>11,.1f}")
+            elif result:
+                print(f"{type_name:<11} {contender:<13} {'-':>6} {'skipped:':>12} {result}")
+        print()
+
+
+def print_ratios(results: dict[str, dict[str, Result | str]]) -> None:
+    print(f"Ratios of median times per certificate; targets: vouch-pkcs11 / raw-pkcs11 <= "
+          f"{TARGET_VS_RAW:g}x,\n  ssh-keygen / vouch-pkcs11 >= {TARGET_VS_SSH_KEYGEN:g}x for "
+          f"ecdsa-p256 (vouch-pkcs11 - raw-pkcs11 in brackets):")
+    for type_name, row in results.items():
+        vouch_p11, raw, keygen = row["vouch-pkcs11"], row["raw-pkcs11"], row["ssh-keygen"]
+        over_raw = vouch_p11.median_ns / raw.median_ns
+        overhead = vouch_p11.median_us - raw.median_us
+        line = (f"  {type_name:<11} vouch/raw {over_raw:5.2f}x ({overhead:+5,.0f} µs) "
+                f"{verdict(over_raw <= TARGET_VS_RAW)}")
+        if isinstance(keygen, Result):
+            speedup = keygen.median_ns / vouch_p11.median_ns
+            target = verdict(speedup >= TARGET_VS_SSH_KEYGEN) if type_name == "ecdsa-p256" else ""
+            line += f"   ssh-keygen/vouch {speedup:6.1f}x {target}"
+        print(line.rstrip())
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def profile(signer, subject: PublicKey, n: int) -> None:
+    """Where a PKCS#11 certificate's time goes: cProfile of n certificates after a warm-up.
+    (cProfile inflates every Python call; compare with the unprofiled medians.)"""
+    import cProfile
+    import pstats
+
+    issue = vouch(signer, subject)
+    measure(issue, max(10, n // 10))
+    profiler = cProfile.Profile()
+    profiler.runcall(measure, issue, n)
+    stats = pstats.Stats(profiler).strip_dirs()
+    stats.sort_stats("tottime").print_stats(20)
+    stats.sort_stats("cumulative").print_stats(12)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000,
+                        help="certificates per contender for EC and Ed25519 CA keys (RSA: "
+                             "count/10; ssh-keygen: count/20, RSA count/40; default %(default)s)")
+    parser.add_argument("--no-rsa-4096", action="store_true", help="skip the RSA-4096 CA key")
+    parser.add_argument("--profile", type=int, metavar="N",
+                        help="instead: cProfile N ecdsa-p256 PKCS#11 certificates, print the top")
+    args = parser.parse_args()
+    for tool in ("softhsm2-util", "ssh-keygen"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is not installed (apt-get install softhsm2 openssh-client)")
+
+    with tempfile.TemporaryDirectory(prefix="vouch-bench-") as tmp:
+        root = Path(tmp)
+        init_token(root)  # before anything below loads the PKCS#11 module
+        subject, user_pub = user_key(root)
+        if args.profile:
+            profile(token_signer(CaKeyType.ECDSA_P256), subject, args.profile)
+            return 0
+        types = [CaKeyType.ECDSA_P256, CaKeyType.ECDSA_P384, CaKeyType.ED25519, CaKeyType.RSA_3072]
+        if not args.no_rsa_4096:
+            types.append(CaKeyType.RSA_4096)
+        results: dict[str, dict[str, Result | str]] = {}
+        started = time.perf_counter()
+        for key_type in types:
+            results[key_type.value] = bench_type(key_type, args.count, root, subject, user_pub)
+        print_table(results)
+        print_ratios(results)
+        print(f"\n{sys.implementation.name} {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+              f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from access.policy import PolicyError, load_policy, parse_policy
+from ca.errors import BadInput
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "policy.yaml"
+
+
+class Groups:
+    def __init__(self, groups):
+        self.groups = groups
+
+    def members(self, handle):
+        return frozenset(self.groups.get(handle, ()))
+
+
+def test_the_contracts_example_loads():
+    policy = load_policy(str(EXAMPLE))
+    target = policy.target("prod-db")
+    assert target.principals == ("postgres",)
+    assert target.max_duration == timedelta(hours=4)
+    assert target.min_duration == timedelta(minutes=5)
+    assert target.approvals_required == 1
+    assert target.source_address == "10.0.0.0/8"
+    assert target.force_command is None
+    assert target.extensions == frozenset({"permit-pty"})
+    assert policy.request_ttl == timedelta(minutes=30)
+    assert policy.reminder_before == timedelta(minutes=15)
+    assert policy.security_channel == "C0SECURITY"
+    assert policy.breakglass.covers("prod-db") and policy.breakglass.targets is None
+    assert policy.breakglass.review_within == timedelta(hours=4)
+
+
+def test_defaults_for_a_minimal_policy():
+    policy = parse_policy("targets:\n  web:\n    principals: [www]\n    max_duration: 1h\n"
+                          "    approvers: [U0BOB]\n")
+    web = policy.target("web")
+    assert web.requesters.everyone
+    assert web.approvals_required == 1
+    assert web.extensions == frozenset({"permit-pty"})
+    assert policy.breakglass is None and policy.requests_channel is None
+    assert not policy.admins.users
+
+
+def test_people_resolve_users_and_groups():
+    policy = load_policy(str(EXAMPLE))
+    approvers = policy.target("prod-db").approvers
+    directory = Groups({"@db-owners": ["U0CAROL"]})
+    assert approvers.includes("U0BOB", directory)
+    assert approvers.includes("U0CAROL", directory)
+    assert not approvers.includes("U0MALLORY", directory)
+
+
+BAD = """\
+requests_channel: general
+aprovers: [U0BOB]
+request_ttl: 2 hours
+targets:
+  prod-db:
+    principals: [postgres]
+    max_duration: 1h
+    min_duration: 2h
+    aprovers: [U0BOB]
+    approvers: [U0BOB, bob]
+    approvals_required: 3
+    extensions: [permit-everything]
+    source_address: [10.0.0.1/8]
+  Web Server:
+    principals: []
+    max_duration: -1h
+    approvers: []
+  cache:
+    principals: [redis]
+    max_duration: 0s
+    approvers: [U0BOB]
+    approvals_required: 0
+breakglass:
+  users: [U0ALICE]
+  max_duration: 1h
+  targets: [prod-dbb]
+"""
+
+
+def test_every_problem_is_reported_with_its_line():
+    with pytest.raises(PolicyError) as err:
+        parse_policy(BAD, "bad.yaml")
+    lines = err.value.lines()
+    expected = [
+        ("bad.yaml:1:", "requests_channel must be a Slack channel ID"),
+        ("bad.yaml:2:", "unknown key 'aprovers' in the policy"),
+        ("bad.yaml:3:", "request_ttl"),
+        ("bad.yaml:8:", "min_duration 2h is longer than max_duration 1h"),
+        ("bad.yaml:9:", "unknown key 'aprovers' in target 'prod-db' (did you mean 'approvers'?)"),
+        ("bad.yaml:10:", "'bob' is not one of Slack user IDs"),
+        ("bad.yaml:11:", "approvals_required is 3 but only 1 approver(s) are listed"),
+        ("bad.yaml:12:", "unknown extension 'permit-everything'"),
+        ("bad.yaml:13:", "host bits must be zero"),
+        ("bad.yaml:14:", "target name 'Web Server'"),
+        ("bad.yaml:15:", "principals must be a non-empty list"),
+        ("bad.yaml:16:", "not a duration"),
+        ("bad.yaml:17:", "approvers is empty, so nobody could approve"),
+        ("bad.yaml:20:", "zero"),
+        ("bad.yaml:22:", "approvals_required must be a whole number of at least 1"),
+        ("bad.yaml:26:", "breakglass target 'prod-dbb' does not exist"),
+    ]
+    for prefix, phrase in expected:
+        assert any(line.startswith(prefix) and phrase in line for line in lines), (prefix, phrase, lines)
+    assert all(line.startswith("bad.yaml:") for line in lines)
+
+
+def test_yaml_syntax_error_names_the_line():
+    with pytest.raises(PolicyError) as err:
+        parse_policy("targets:\n  web:\n    principals: [www\n    max_duration: 1h\n", "p.yaml")
+    [line] = err.value.lines()
+    assert line.startswith("p.yaml:") and "YAML syntax error" in line
+
+
+def test_duplicate_keys_are_an_error():
+    with pytest.raises(PolicyError, match="duplicate key 'web'"):
+        parse_policy("targets:\n  web: {}\n  web: {}\n")
+
+
+@pytest.mark.parametrize("text, phrase", [
+    ("", "empty"),
+    ("requests_channel: C0X\n", "needs `targets:`"),
+    ("targets: {}\n", "targets must map"),
+    ("targets:\n  web:\n    principals: [www]\n    approvers: [U0BOB]\n", "needs max_duration"),
+    ("targets:\n  web:\n    max_duration: 1h\n    approvers: [U0BOB]\n", "needs principals"),
+    ("targets:\n  web:\n    principals: [www]\n    max_duration: 1h\n", "needs approvers"),
+    ("targets:\n  web:\n    principals: [www]\n    max_duration: 1h\n    approvers: [U0B]\n"
+     "breakglass:\n  users: [U0A]\n  max_duration: 1h\n  targets: ['*']\n", "needs security_channel"),
+    ("targets:\n  web:\n    principals: [www]\n    max_duration: 1h\n    approvers: ['*']\n", "is not one of"),
+])
+def test_missing_and_wrong_pieces(text, phrase):
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text)
+    assert any(phrase in line for line in err.value.lines()), err.value.lines()
+
+
+def test_groups_make_approval_counts_unknowable_so_they_pass():
+    policy = parse_policy("targets:\n  web:\n    principals: [www]\n    max_duration: 1h\n"
+                          "    approvers: ['@sre']\n    approvals_required: 3\n")
+    assert policy.target("web").approvals_required == 3
+
+
+def test_missing_file_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="does not exist"):
+        load_policy(str(tmp_path / "nope.yaml"))
