@@ -142,6 +142,74 @@ def cmd_krl(args, ctx: Context) -> int:
     return 0
 
 
+def cmd_policy_check(args, ctx: Context) -> int:
+    from access.policy import PolicyError, load_policy
+
+    path = args.file or ctx.settings.policy_file
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 2
+    breakglass = "break-glass on" if policy.breakglass else "no break-glass"
+    print(f"{path}: ok ({len(policy.targets)} target(s): {', '.join(sorted(policy.targets))}; {breakglass})")
+    return 0
+
+
+def cmd_host_setup(args, ctx: Context) -> int:
+    from access.policy import load_policy
+
+    principals: tuple[str, ...] = ()
+    if args.target:
+        policy = load_policy(ctx.settings.policy_file)
+        target = policy.target(args.target)
+        if target is None:
+            raise BadInput(f"unknown target {args.target!r}; targets: {', '.join(sorted(policy.targets))}")
+        principals = target.principals
+    print(host_setup(ctx.signer().public_key.line(), ctx.settings.public_url.rstrip("/"),
+                     target=args.target, principals=principals), end="")
+    return 0
+
+
+def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[str, ...]) -> str:
+    fetch = (f"curl -fsS {url}/krl -o /etc/ssh/vouch_revoked.krl.new && "
+             "mv /etc/ssh/vouch_revoked.krl.new /etc/ssh/vouch_revoked.krl")
+    lines = [
+        "# Vouch host set-up: run as root on each host that should accept Vouch certificates.",
+        "",
+        "# 1. Trust Vouch's CA for user certificates.",
+        "cat > /etc/ssh/vouch_ca.pub <<'EOF'",
+        f"{ca_line} vouch-ca",
+        "EOF",
+        "",
+        "# 2. Fetch the revocation list now and every 5 minutes. sshd refuses every certificate",
+        "#    while the file is missing or corrupt, so it is replaced atomically (mv).",
+        fetch,
+        f"echo '*/5 * * * * root {fetch}' > /etc/cron.d/vouch-krl",
+        "",
+        "# 3. Map certificate principals to login accounts (one principal per line).",
+        "mkdir -p /etc/ssh/auth_principals",
+    ]
+    if principals:
+        lines.append(f"#    Target {target}: principals {', '.join(principals)}.")
+        lines += [f"echo {p} > /etc/ssh/auth_principals/{p}" for p in principals]
+    else:
+        lines.append("#    For each login account: echo <principal> > /etc/ssh/auth_principals/<account>")
+        lines.append("#    (`vouch host-setup --target NAME` prints the lines for a policy target).")
+    lines += [
+        "",
+        "# 4. Tell sshd, check the configuration, and reload.",
+        "cat > /etc/ssh/sshd_config.d/vouch.conf <<'EOF'",
+        "TrustedUserCAKeys /etc/ssh/vouch_ca.pub",
+        "RevokedKeys /etc/ssh/vouch_revoked.krl",
+        "AuthorizedPrincipalsFile /etc/ssh/auth_principals/%u",
+        "EOF",
+        "sshd -t && systemctl reload ssh",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def cmd_db_upgrade(args, ctx: Context) -> int:
     from storage.db import Database
 
@@ -233,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     krl = commands.add_parser("krl", help="write the OpenSSH KRL of revoked certificates")
     krl.add_argument("--out", metavar="FILE")
     krl.set_defaults(func=cmd_krl)
+
+    policy = commands.add_parser("policy", help="the policy file")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    check = policy_commands.add_parser("check", help="validate a policy file")
+    check.add_argument("file", nargs="?", metavar="FILE", help="default: VOUCH_POLICY_FILE")
+    check.set_defaults(func=cmd_policy_check)
+
+    host = commands.add_parser("host-setup", help="print what a host needs to trust Vouch")
+    host.add_argument("--target", metavar="NAME", help="also print the principals of this target")
+    host.set_defaults(func=cmd_host_setup)
 
     db = commands.add_parser("db", help="database migrations")
     db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)

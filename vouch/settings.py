@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     pkcs11_pin: SecretStr | None = None
     scheduler_interval: str = "30s"
     log_format: str = "text"
+    public_url: str = "https://vouch.example.com"  # where hosts fetch /krl (host-setup prints it)
 
     @classmethod
     def load(cls) -> Settings:
