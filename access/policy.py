@@ -459,3 +459,20 @@ def _closest(word: str, choices: Iterable[str]) -> str | None:
 
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
     return matches[0] if matches else None
+
+
+class PolicyStore:
+    """The current policy, replaced only by a valid one (`vouch serve` reloads it on SIGHUP)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._policy = load_policy(path)
+
+    def __call__(self) -> Policy:
+        return self._policy
+
+    def reload(self) -> Policy:
+        """Load the file again; on any problem keep the old policy and raise the error."""
+        policy = load_policy(self.path)
+        self._policy = policy
+        return policy
