@@ -11,6 +11,7 @@ Guarantees, each settled by the database rather than by locks in this process:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -58,6 +59,27 @@ class Revoked:
 class Issued:
     request: Request
     certificate: Certificate
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Where a request was posted, and what became of its certificate."""
+
+    channel: str | None = None
+    ts: str | None = None
+    issue_error: str | None = None
+    serial: int | None = None
+    valid_before: datetime | None = None
+    reviewed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Reminder:
+    holder: str
+    serial: int
+    request_id: str | None
+    principals: list[str]
+    valid_before: datetime
 
 
 @dataclass(frozen=True)
@@ -154,19 +176,14 @@ class AccessService:
                          now=now, details=_request_details(request))
         return request
 
-    def get(self, request_id: str) -> tuple[Request, dict]:
-        """The request and its Slack/issuing bookkeeping (channel, ts, serial, error)."""
+    def get(self, request_id: str) -> tuple[Request, RequestInfo]:
+        """The request and its Slack and issuing bookkeeping."""
         with self._require_db().session() as session:
             loaded = requests_repo.load(session=session, request_id=request_id)
             if loaded is None:
                 raise BadInput(f"no request {request_id[:64]!r}")
             record, request = loaded
-            cert = certs.get_by_request(session=session, request_id=request_id)
-            return request, {"channel": record.channel, "ts": record.message_ts,
-                             "issue_error": record.issue_error,
-                             "serial": cert.serial if cert else None,
-                             "valid_before": cert.valid_before if cert else None,
-                             "reviewed_by": record.reviewed_by}
+            return request, _info(record, certs.get_by_request(session=session, request_id=request_id))
 
     def set_message(self, request_id: str, *, channel: str, ts: str) -> None:
         with self._require_db().session() as session:
@@ -342,6 +359,52 @@ class AccessService:
                              subject=f"request:{record.id}", now=now)
             return [requests_repo.to_domain(record, ()) for record in moved]
 
+    def unposted(self) -> list[str]:
+        """Pending requests whose Slack message was never posted (Slack was down): post them."""
+        with self._require_db().session() as session:
+            return requests_repo.unposted(session=session)
+
+    def status(self, user: str) -> tuple[list[Request], list[CertificateRecord]]:
+        """The user's pending requests and live certificates."""
+        now = self.clock()
+        with self._require_db().session() as session:
+            pending = [requests_repo.to_domain(r, ()) for r in
+                       requests_repo.pending_of(session=session, requester=user)]
+            live = certs.live_of(session=session, holder=user, now=now)
+        return pending, live
+
+    def reminders_due(self) -> list[Reminder]:
+        """Certificates due a reminder (reminder_before their expiry), each claimed once."""
+        now = self.clock()
+        within = self.policy.reminder_before
+        due = []
+        with self._require_db().session() as session:
+            for record in certs.expiring_unreminded(session=session, now=now, within=within):
+                if certs.mark_reminded(session=session, certificate_id=record.id, at=now):
+                    due.append(Reminder(holder=record.holder, serial=record.serial,
+                                        request_id=record.request_id,
+                                        principals=json.loads(record.principals),
+                                        valid_before=record.valid_before))
+        return due
+
+    def unreviewed_breakglass(self) -> list[Request]:
+        """Break-glass uses past review_within with no review, each escalated once."""
+        policy = self.policy
+        if policy.breakglass is None:
+            return []
+        now = self.clock()
+        with self._require_db().session() as session:
+            records = requests_repo.escalate_unreviewed(
+                session=session, before=now - policy.breakglass.review_within, now=now)
+            for record in records:
+                audit.append(session, actor="vouch", action="breakglass.escalated",
+                             subject=f"request:{record.id}", now=now)
+            return [requests_repo.to_domain(r, ()) for r in records]
+
+    def remember_user(self, user: str, *, name: str, tz: str | None) -> None:
+        with self._require_db().session() as session:
+            keys_repo.upsert_user(session=session, user_id=user, name=name, tz=tz, at=self.clock())
+
     # --- direct signing, revocation, KRL ---------------------------------------------------
 
     def sign_direct(self, *, public_key: PublicKey, principals: list[str], duration: timedelta,
@@ -425,6 +488,13 @@ class AccessService:
         with self._require_db().session() as session:
             audit.append(session, actor=actor, action=action, subject=subject, details=details,
                          now=self.clock())
+
+
+def _info(record, cert: CertificateRecord | None) -> RequestInfo:
+    return RequestInfo(channel=record.channel, ts=record.message_ts, issue_error=record.issue_error,
+                       serial=cert.serial if cert else None,
+                       valid_before=cert.valid_before if cert else None,
+                       reviewed_by=record.reviewed_by)
 
 
 def _move_request(session, request_id: str, expect: State, new: State) -> None:

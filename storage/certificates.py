@@ -49,6 +49,14 @@ def expiring_unreminded(*, session: Session, now: datetime, within: timedelta,
         .order_by(CertificateRecord.valid_before).limit(limit)))
 
 
+def live_of(*, session: Session, holder: str, now: datetime) -> list[CertificateRecord]:
+    return list(session.scalars(
+        select(CertificateRecord)
+        .where(CertificateRecord.holder == holder, CertificateRecord.valid_before > now,
+               CertificateRecord.revoked_at.is_(None))
+        .order_by(CertificateRecord.valid_before)))
+
+
 def mark_reminded(*, session: Session, certificate_id: int, at: datetime) -> bool:
     """Once only: a second replica's attempt finds it already set."""
     result = session.execute(

@@ -112,7 +112,7 @@ class CertificateRecord(SQLModel, table=True):
     # At most one certificate per request: the database, not the code, guarantees it.
     request_id: str | None = Field(default=None, sa_column=Column(
         String, ForeignKey("requests.id"), nullable=True, unique=True))
-    holder: str | None = None  # Slack user ID for request certificates
+    holder: str | None = Field(default=None, index=True)  # Slack user ID for request certificates
     revoked_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     revoked_by: str | None = None
     revoke_reason: str | None = None

@@ -135,3 +135,35 @@ def mark_reviewed(*, session: Session, request_id: str, by: str, now: datetime) 
                RequestRecord.reviewed_at.is_(None))
         .values(reviewed_at=now, reviewed_by=by))
     return result.rowcount == 1
+
+
+def unposted(*, session: Session) -> list[str]:
+    return list(session.scalars(
+        select(RequestRecord.id).where(RequestRecord.state == State.PENDING.value,
+                                       RequestRecord.message_ts.is_(None))
+        .order_by(RequestRecord.created_at)))
+
+
+def pending_of(*, session: Session, requester: str) -> list[RequestRecord]:
+    return list(session.scalars(
+        select(RequestRecord).where(RequestRecord.requester == requester,
+                                    RequestRecord.state == State.PENDING.value)
+        .order_by(RequestRecord.created_at)))
+
+
+def escalate_unreviewed(*, session: Session, before: datetime, now: datetime) -> list[RequestRecord]:
+    """Break-glass uses created before `before`, unreviewed and not yet escalated: mark them."""
+    due = list(session.scalars(
+        select(RequestRecord).where(RequestRecord.kind == Kind.BREAKGLASS.value,
+                                    RequestRecord.reviewed_at.is_(None),
+                                    RequestRecord.review_escalated_at.is_(None),
+                                    RequestRecord.created_at <= before)))
+    moved = []
+    for record in due:
+        result = session.execute(
+            update(RequestRecord)
+            .where(RequestRecord.id == record.id, RequestRecord.review_escalated_at.is_(None))
+            .values(review_escalated_at=now))
+        if result.rowcount == 1:
+            moved.append(record)
+    return moved

@@ -132,7 +132,7 @@ def test_two_approvals_issue_exactly_one_certificate(service, database, signer, 
     with pytest.raises(InvalidTransition, match="already issued"):
         service.vote(request.id, approver="U0CAROL", approve=True)
     stored, info = service.get(request.id)
-    assert stored.state is State.ISSUED and info["serial"] == certificate.spec.serial
+    assert stored.state is State.ISSUED and info.serial == certificate.spec.serial
     with database.session() as session:
         rows = session.scalars(select(CertificateRecord).where(CertificateRecord.request_id == request.id)).all()
         assert len(rows) == 1 and rows[0].holder == "U0REQ"
@@ -236,8 +236,8 @@ def test_signer_failure_keeps_the_request_approved_and_retry_issues(database, cl
     with pytest.raises(SignerUnavailable, match="not present"):
         service.vote(request.id, approver="U0BOB", approve=True)
     stored, info = service.get(request.id)
-    assert stored.state is State.APPROVED and "not present" in info["issue_error"]
-    assert info["serial"] is None
+    assert stored.state is State.APPROVED and "not present" in info.issue_error
+    assert info.serial is None
     with database.session() as session:
         assert session.scalar(select(CertificateRecord.id)) is None
     assert service.retry_issuing() == []  # still down: nothing issued, nothing raised

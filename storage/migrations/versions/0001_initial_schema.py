@@ -130,6 +130,7 @@ def upgrade() -> None:
     with op.batch_alter_table('certificates', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_certificates_subject_fingerprint'), ['subject_fingerprint'], unique=False)
         batch_op.create_index('ix_certificates_valid_before', ['valid_before'], unique=False)
+        batch_op.create_index(batch_op.f('ix_certificates_holder'), ['holder'], unique=False)
 
     # The chain starts from a fixed genesis hash; every append updates this one row first.
     audit_head = sa.table('audit_head', sa.column('id', sa.Integer), sa.column('seq', sa.Integer),
@@ -139,6 +140,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table('certificates', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_certificates_holder'))
         batch_op.drop_index('ix_certificates_valid_before')
         batch_op.drop_index(batch_op.f('ix_certificates_subject_fingerprint'))
 
