@@ -80,7 +80,7 @@ class Pkcs11Uri:
             try:
                 return Path(unquote(path)).read_text().rstrip("\r\n")
             except OSError as exc:
-                raise SignerUnavailable(f"PIN file {path!r} named by pin-source cannot be read: "
+                raise SignerUnavailable(f"PIN file {unquote(path)!r} named by pin-source cannot be read: "
                                         f"{exc.strerror}") from None
         return fallback
 
@@ -98,18 +98,25 @@ def parse_pkcs11_uri(text: str) -> Pkcs11Uri:
         for item in filter(None, part.split(separator)):
             name, eq, value = item.partition("=")
             if not eq:
-                raise BadInput(f"PKCS#11 URI attribute {name!r} has no '=value'")
+                # Not echoed: a mistyped `pin-value:1234` would put the PIN in the message.
+                where = "path" if separator == ";" else "query"
+                raise BadInput(f"the PKCS#11 URI has a {where} attribute without '=value'")
             if name not in allowed and not name.startswith("x-"):
                 where = "path" if separator == ";" else "query"
                 raise BadInput(f"unknown PKCS#11 URI {where} attribute {name!r}: use "
                                + ", ".join(sorted(allowed)))
             if name in values:
                 raise BadInput(f"PKCS#11 URI attribute {name!r} is given twice")
-            values[name] = unquote_to_bytes(value) if name == "id" else unquote(value)
+            if name == "id":
+                values[name] = unquote_to_bytes(value)
+            elif name == "pin-source":
+                values[name] = value  # a URI itself: decoded once, where it is read
+            else:
+                values[name] = unquote(value)
     if values.get("type", "private") != "private":
         raise BadInput("the PKCS#11 URI must name a private key (type=private or no type)")
     slot_id = values.get("slot-id")
-    if slot_id is not None and not str(slot_id).isdigit():
+    if slot_id is not None and not (slot_id.isascii() and slot_id.isdigit()):
         raise BadInput("PKCS#11 URI slot-id must be a number")
     if "pin-value" in values and "pin-source" in values:
         raise BadInput("PKCS#11 URI has both pin-value and pin-source: give one")
@@ -159,6 +166,9 @@ class _Connection:
             raise SignerUnavailable(f"PKCS#11 token {self.token.label!r} refused the PIN "
                                     f"({type(exc).__name__}); it is not retried, "
                                     "to avoid locking the token") from None
+        except p11.PKCS11Error as exc:
+            raise SignerUnavailable(f"PKCS#11 token {self.token.label!r}: cannot open a session "
+                                    f"({_reason(exc)})") from None
 
     def close(self) -> None:
         try:
@@ -221,6 +231,11 @@ class Pkcs11Signer:
         return f"PKCS#11 {self.uri.describe()}"
 
     def _connect(self) -> None:
+        if self._conn is not None:
+            # Close the failed session first: closing a logged-in session logs the whole
+            # process out, which would strand a new session opened while it was still around.
+            self._conn.close()
+            self._conn = None
         conn = _Connection(self.uri, self._module, self._pin)
         try:
             private = conn.session.get_key(object_class=ObjectClass.PRIVATE_KEY, **_key_query(self.uri))
@@ -238,8 +253,6 @@ class Pkcs11Signer:
             conn.close()
             raise SignerUnavailable(f"PKCS#11 token {conn.token.label!r}: cannot read "
                                     f"{self.uri.describe()} ({_reason(exc)})") from None
-        if self._conn is not None:
-            self._conn.close()
         self._conn, self._key = conn, private
         self.public_key: PublicKey = public_key
         self._always_authenticate = bool(always_authenticate)
