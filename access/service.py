@@ -160,7 +160,7 @@ class AccessService:
     # --- requests ------------------------------------------------------------------------
 
     def open_request(self, *, user: str, target: str, duration: timedelta, reason: str,
-                     key_fingerprint: str | None = None) -> Request:
+                     key_fingerprint: str | None = None, channel: str | None = None) -> Request:
         """Check a request against policy and store it (pending) before anything is posted."""
         policy = self.policy
         now = self.clock()
@@ -171,7 +171,8 @@ class AccessService:
                 key_fingerprint=key.fingerprint, now=now, directory=self.directory,
                 pending_for_target=requests_repo.pending_count(session=session, requester=user,
                                                                target=target))
-            requests_repo.insert(session=session, request=request, public_key=key.public_key)
+            requests_repo.insert(session=session, request=request, public_key=key.public_key,
+                                 channel=channel)
             audit.append(session, actor=user, action="request.created", subject=f"request:{request.id}",
                          now=now, details=_request_details(request))
         return request
@@ -359,8 +360,8 @@ class AccessService:
                              subject=f"request:{record.id}", now=now)
             return [requests_repo.to_domain(record, ()) for record in moved]
 
-    def unposted(self) -> list[str]:
-        """Pending requests whose Slack message was never posted (Slack was down): post them."""
+    def unposted(self) -> list[tuple[str, str]]:
+        """(request id, channel) of pending requests never posted to Slack (Slack was down)."""
         with self._require_db().session() as session:
             return requests_repo.unposted(session=session)
 

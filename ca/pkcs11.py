@@ -243,8 +243,9 @@ class Pkcs11Signer:
             always_authenticate = _attribute(private, Attribute.ALWAYS_AUTHENTICATE, False)
         except p11.NoSuchKey:
             conn.close()
-            raise SignerUnavailable(f"PKCS#11 token {conn.token.label!r} has no private key "
-                                    f"matching {self.uri.describe()}") from None
+            hint = ("; no PIN was given, and tokens show private keys only after login: set "
+                    "VOUCH_PKCS11_PIN or pin-source= in the URI") if self._pin is None else ""
+            raise SignerUnavailable(f"no private key matches {self.uri.describe()}{hint}") from None
         except p11.MultipleObjectsReturned:
             conn.close()
             raise SignerError(f"PKCS#11 token {conn.token.label!r} has several keys matching "

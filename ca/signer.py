@@ -146,8 +146,11 @@ def create_file_key(path: str | os.PathLike, key_type: CaKeyType, *, passphrase:
                   else serialization.NoEncryption())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption)
     signer = FileSigner(key, source=f"CA key file {str(path)!r}")
-    _write_private(path, pem)
-    Path(f"{path}.pub").write_text(signer.public_key.line() + " vouch-ca\n")
+    try:
+        _write_private(path, pem)
+        Path(f"{path}.pub").write_text(signer.public_key.line() + " vouch-ca\n")
+    except OSError as exc:
+        raise BadInput(f"cannot write the CA key to {str(path)!r}: {exc.strerror}") from None
     return signer
 
 

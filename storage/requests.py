@@ -23,12 +23,14 @@ def to_domain(record: RequestRecord, votes: Iterable[ApprovalRecord]) -> Request
         version=record.version)
 
 
-def insert(*, session: Session, request: Request, public_key: str) -> RequestRecord:
+def insert(*, session: Session, request: Request, public_key: str,
+           channel: str | None = None) -> RequestRecord:
     record = RequestRecord(
         id=request.id, kind=request.kind.value, requester=request.requester, target=request.target,
         duration_seconds=int(request.duration.total_seconds()), reason=request.reason,
         key_fingerprint=request.key_fingerprint, public_key=public_key, state=request.state.value,
-        version=request.version, created_at=request.created_at, expires_at=request.expires_at)
+        version=request.version, created_at=request.created_at, expires_at=request.expires_at,
+        channel=channel)
     session.add(record)
     session.flush()
     return record
@@ -137,11 +139,13 @@ def mark_reviewed(*, session: Session, request_id: str, by: str, now: datetime) 
     return result.rowcount == 1
 
 
-def unposted(*, session: Session) -> list[str]:
-    return list(session.scalars(
-        select(RequestRecord.id).where(RequestRecord.state == State.PENDING.value,
-                                       RequestRecord.message_ts.is_(None))
-        .order_by(RequestRecord.created_at)))
+def unposted(*, session: Session) -> list[tuple[str, str]]:
+    rows = session.execute(
+        select(RequestRecord.id, RequestRecord.channel).where(
+            RequestRecord.state == State.PENDING.value, RequestRecord.kind == Kind.REQUEST.value,
+            RequestRecord.message_ts.is_(None), RequestRecord.channel.is_not(None))
+        .order_by(RequestRecord.created_at))
+    return [(request_id, channel) for request_id, channel in rows]
 
 
 def pending_of(*, session: Session, requester: str) -> list[RequestRecord]:

@@ -99,7 +99,10 @@ def cmd_ca_sign(args, ctx: Context) -> int:
                        f"{getattr(exc, 'strerror', None) or exc}") from None
     public_key = parse_public_key(text)
     duration = parse_duration(args.duration)
-    source = parse_source_addresses(args.source_address) if args.source_address else None
+    # An empty value is a mistake, not "no restriction": refuse it rather than sign without it.
+    source = parse_source_addresses(args.source_address) if args.source_address is not None else None
+    if args.force_command is not None and not args.force_command.strip():
+        raise BadInput("--force-command is empty: give the command, or leave the option out")
     signer = ctx.signer()
     try:
         db = ctx.database()
@@ -133,9 +136,7 @@ def cmd_revoke(args, ctx: Context) -> int:
 def cmd_krl(args, ctx: Context) -> int:
     data = ctx.service().krl()
     if args.out:
-        from ca.krl import write_atomic
-
-        write_atomic(args.out, data)
+        _write_file(args.out, data, mode=0o644)
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -210,6 +211,13 @@ def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[
     return "\n".join(lines) + "\n"
 
 
+def cmd_serve(args, ctx: Context) -> int:
+    from bot.serve import serve
+
+    serve(ctx.settings, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_db_upgrade(args, ctx: Context) -> int:
     from storage.db import Database
 
@@ -273,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="vouch", description="Short-lived OpenSSH certificates, vouched for in Slack.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run the bot: Slack endpoint, web endpoints, jobs")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.set_defaults(func=cmd_serve)
 
     ca = commands.add_parser("ca", help="the certificate authority's key and direct signing")
     ca_commands = ca.add_subparsers(dest="ca_command", required=True, parser_class=_Parser)

@@ -1,0 +1,140 @@
+"""`vouch serve`: build everything from settings, check it, and run it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from access.durations import parse_duration
+from access.policy import PolicyError, PolicyStore
+from access.service import AccessService
+from bot.app import Bot, build_app
+from bot.jobs import Jobs, Scheduler
+from bot.metrics import Metrics
+from bot.slack import SlackDirectory, SlackGateway, SlackUnavailable, make_client
+from bot.web import create_web_app
+from ca.errors import BadInput
+from ca.keystore import open_signer
+from storage.db import Database
+from vouch.logs import configure_logging
+from vouch.settings import Settings
+
+log = logging.getLogger("vouch.serve")
+
+_PLACEHOLDERS = ("changeme", "change-me", "placeholder", "your-", "xxx", "todo", "<", "...", "…")
+
+
+def _secret(settings: Settings, name: str, *, prefix: str | None = None, required: bool = True) -> str | None:
+    value = getattr(settings, name)
+    env = f"VOUCH_{name.upper()}"
+    if value is None or not value.get_secret_value().strip():
+        if required:
+            raise BadInput(f"{env} is not set: `vouch serve` needs it (as an environment "
+                           f"variable, or a file named {env} in VOUCH_SECRETS_DIR)")
+        return None
+    text = value.get_secret_value().strip()
+    lowered = text.lower()
+    if any(p in lowered for p in _PLACEHOLDERS) or (prefix and not text.startswith(prefix)):
+        expected = f" (it should start with {prefix})" if prefix else ""
+        raise BadInput(f"{env} looks like a placeholder, not a real value{expected}")
+    return text
+
+
+@dataclass
+class Vouch:
+    """Everything `vouch serve` runs, built and checked."""
+
+    settings: Settings
+    db: Database
+    service: AccessService
+    bot: Bot
+    web: object
+    jobs: Jobs
+    policy: PolicyStore
+    interval: float
+    socket_mode: object | None = None
+
+    def reload_policy(self) -> None:
+        try:
+            policy = self.policy.reload()
+        except (PolicyError, BadInput) as exc:
+            log.error("policy reload refused, keeping the previous policy: %s", exc.detail)
+            self.service.audit_event(actor="vouch", action="policy.reload_refused",
+                                     subject=f"policy:{self.policy.path}",
+                                     details={"problems": exc.detail.splitlines()[:50]})
+            return
+        log.info("policy reloaded: %d targets", len(policy.targets))
+        self.service.audit_event(actor="vouch", action="policy.reloaded",
+                                 subject=f"policy:{self.policy.path}",
+                                 details={"targets": sorted(policy.targets)})
+
+
+def build(settings: Settings) -> Vouch:
+    """Everything `serve` needs; raises BadInput (exit 2) naming the first thing missing."""
+    bot_token = _secret(settings, "slack_bot_token", prefix="xoxb-")
+    app_token = _secret(settings, "slack_app_token", prefix="xapp-", required=False)
+    signing_secret = _secret(settings, "slack_signing_secret", required=app_token is None)
+    interval = parse_duration(settings.scheduler_interval).total_seconds()
+    policy = PolicyStore(settings.policy_file)
+    db = Database(settings.database_url)
+    db.prepare()
+    passphrase = settings.ca_key_passphrase
+    signer = open_signer(settings.ca_key, module=settings.pkcs11_module,
+                         pin=settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else None,
+                         passphrase=passphrase.get_secret_value().encode() if passphrase else None)
+    metrics = Metrics()
+    client = make_client(bot_token, settings.slack_api_url)
+    gateway = SlackGateway(client, metrics)
+    try:
+        team_id, _ = gateway.auth_test()
+    except SlackUnavailable as exc:
+        raise BadInput(f"Slack did not accept VOUCH_SLACK_BOT_TOKEN at {settings.slack_api_url}: "
+                       f"{exc.message}") from None
+    service = AccessService(db, signer, policy=policy, directory=SlackDirectory(gateway))
+    bot = Bot(service, gateway, metrics, team_id=team_id, policy=policy)
+    bolt = build_app(bot, client, signing_secret or "unused-in-socket-mode")
+    socket_mode = None
+    if app_token:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        socket_mode = SocketModeHandler(bolt, app_token, web_client=client)
+    web = create_web_app(bolt=None if app_token else bolt, service=service, db=db, metrics=metrics)
+    return Vouch(settings=settings, db=db, service=service, bot=bot, web=web, jobs=Jobs(bot),
+                 policy=policy, interval=interval, socket_mode=socket_mode)
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror} "
+                           "(is another vouch running? choose another --port)") from None
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    configure_logging(settings.log_format)
+    check_port(host, port)
+    vouch = build(settings)
+    scheduler = Scheduler(vouch.jobs, vouch.interval).start()
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=vouch.reload_policy,
+                                                             daemon=True).start())
+    if vouch.socket_mode is not None:
+        vouch.socket_mode.connect()
+        log.info("Slack traffic over Socket Mode")
+    log.info("vouch serving on http://%s:%d", host, port)
+    config = uvicorn.Config(vouch.web, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        scheduler.stop()
+        if vouch.socket_mode is not None:
+            vouch.socket_mode.close()
+        vouch.db.close()

@@ -1,0 +1,172 @@
+"""The Slack Web API, as the rest of the bot needs it: neutral types in, neutral types out.
+
+Calls are retried on 429 (honouring Retry-After), 5xx and connection errors by slack-sdk's retry
+handlers; posts to one channel go one at a time so a burst queues instead of tripping the
+per-channel limit (about one message per second).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
+                                                   RateLimitErrorRetryHandler,
+                                                   ServerErrorRetryHandler)
+from slack_sdk.webhook import WebhookClient
+
+from bot.metrics import Metrics
+from ca.errors import VouchError
+
+log = logging.getLogger("vouch.slack")
+
+_CACHE_SECONDS = 300.0
+
+
+class SlackUnavailable(VouchError):
+    """A Web API call failed after its retries."""
+
+
+@dataclass(frozen=True)
+class SlackUser:
+    id: str
+    team_id: str | None
+    name: str
+    tz: str | None
+    is_bot: bool
+    deleted: bool
+    restricted: bool  # a guest: is_restricted or is_ultra_restricted
+
+
+def make_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:
+    base_url = base_url if base_url.endswith("/") else base_url + "/"
+    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[
+        RateLimitErrorRetryHandler(max_retry_count=5),
+        ServerErrorRetryHandler(max_retry_count=3),
+        ConnectionErrorRetryHandler(max_retry_count=3),
+    ])
+
+
+class SlackGateway:
+    def __init__(self, client: WebClient, metrics: Metrics) -> None:
+        self.client = client
+        self.metrics = metrics
+        self._users: dict[str, tuple[float, SlackUser]] = {}
+        self._dms: dict[str, str] = {}
+        self._channel_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        self._groups: tuple[float, dict[str, str]] | None = None
+        self._members: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def _call(self, method: str, **params) -> dict:
+        try:
+            response = getattr(self.client, method.replace(".", "_"))(**params)
+            return response.data  # type: ignore[return-value]
+        except SlackApiError as exc:
+            self.metrics.slack_errors.labels(method=method).inc()
+            error = exc.response.get("error", "unknown") if exc.response is not None else "unknown"
+            raise SlackUnavailable(f"Slack refused {method}: {error}", detail=str(exc)) from None
+        except Exception as exc:  # connection errors after the retry handler gave up
+            self.metrics.slack_errors.labels(method=method).inc()
+            raise SlackUnavailable(f"Slack is unreachable ({method})", detail=repr(exc)) from None
+
+    def auth_test(self) -> tuple[str, str]:
+        data = self._call("auth.test")
+        return data["team_id"], data["user_id"]
+
+    def post(self, channel: str, text: str, blocks: list | None = None,
+             thread_ts: str | None = None) -> tuple[str, str]:
+        params = {"channel": channel, "text": text, "unfurl_links": False, "unfurl_media": False}
+        if blocks is not None:
+            params["blocks"] = blocks
+        if thread_ts:
+            params["thread_ts"] = thread_ts
+        with self._lock_for(channel):
+            data = self._call("chat.postMessage", **params)
+        return data["channel"], data["ts"]
+
+    def update(self, channel: str, ts: str, text: str, blocks: list) -> None:
+        self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+
+    def dm(self, user: str, text: str, blocks: list | None = None) -> tuple[str, str]:
+        channel = self._dms.get(user)
+        if channel is None:
+            channel = self._call("conversations.open", users=user)["channel"]["id"]
+            self._dms[user] = channel
+        return self.post(channel, text, blocks)
+
+    def ephemeral(self, channel: str, user: str, text: str) -> None:
+        self._call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    def respond(self, response_url: str, text: str) -> None:
+        """An ephemeral reply through a slash command's or button's response_url."""
+        try:
+            response = WebhookClient(response_url, timeout=10).send(
+                text=text, response_type="ephemeral", replace_original=False)
+        except Exception as exc:  # noqa: BLE001 - reported, never raised into a listener
+            self.metrics.slack_errors.labels(method="response_url").inc()
+            log.warning("response_url failed: %r", exc)
+            return
+        if response.status_code >= 300:
+            self.metrics.slack_errors.labels(method="response_url").inc()
+            log.warning("response_url answered %s", response.status_code)
+
+    def open_view(self, trigger_id: str, view: dict) -> None:
+        self._call("views.open", trigger_id=trigger_id, view=view)
+
+    def user(self, user_id: str) -> SlackUser:
+        cached = self._users.get(user_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        data = self._call("users.info", user=user_id)["user"]
+        user = SlackUser(
+            id=data["id"], team_id=data.get("team_id"),
+            name=(data.get("profile") or {}).get("display_name") or data.get("real_name") or data.get("name", ""),
+            tz=data.get("tz"), is_bot=bool(data.get("is_bot")) or data["id"] == "USLACKBOT",
+            deleted=bool(data.get("deleted")),
+            restricted=bool(data.get("is_restricted") or data.get("is_ultra_restricted")))
+        self._users[user_id] = (time.monotonic() + _CACHE_SECONDS, user)
+        return user
+
+    def group_ids(self) -> dict[str, str]:
+        """User group handles ("@db-owners") to their ids, for mentions and membership."""
+        if self._groups is None or self._groups[0] < time.monotonic():
+            data = self._call("usergroups.list")
+            groups = {f"@{g['handle']}": g["id"] for g in data.get("usergroups", [])}
+            self._groups = (time.monotonic() + _CACHE_SECONDS, groups)
+        return self._groups[1]
+
+    def group_members(self, handle: str) -> frozenset[str]:
+        cached = self._members.get(handle)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        group_id = self.group_ids().get(handle)
+        members = frozenset()
+        if group_id is not None:
+            members = frozenset(self._call("usergroups.users.list", usergroup=group_id).get("users", []))
+        self._members[handle] = (time.monotonic() + 60.0, members)
+        return members
+
+    def _lock_for(self, channel: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._channel_locks[channel]
+
+
+class SlackDirectory:
+    """Resolves "@handle" user groups through Slack (cached), for the policy's approver lists."""
+
+    def __init__(self, gateway: SlackGateway) -> None:
+        self.gateway = gateway
+
+    def members(self, handle: str) -> frozenset[str]:
+        try:
+            return self.gateway.group_members(handle)
+        except SlackUnavailable as exc:
+            # Fail closed: an unresolvable group grants nobody anything.
+            log.warning("cannot resolve user group %s: %s", handle, exc.detail)
+            return frozenset()

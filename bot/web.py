@@ -1,0 +1,86 @@
+"""The HTTP surface of `vouch serve` (CONTRACT "HTTP"), as a Starlette app.
+
+bolt's own Starlette adapter calls the synchronous App.dispatch on the event loop, which
+serialises every Slack request behind the slowest one; here dispatch runs in a worker thread,
+and dispatch itself only verifies, acks and hands the work to lazy listeners.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt import App, BoltRequest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from access.service import AccessService
+from bot.metrics import Metrics
+from ca.errors import VouchError
+from storage.db import Database
+
+log = logging.getLogger("vouch.web")
+
+# Slack requests are small; anything larger is not from Slack.
+_MAX_BODY = 1024 * 1024
+
+
+def create_web_app(*, bolt: App | None, service: AccessService, db: Database,
+                   metrics: Metrics) -> Starlette:
+    limiter = anyio.CapacityLimiter(64)
+
+    async def slack_events(request: Request) -> Response:
+        if bolt is None:
+            return PlainTextResponse("Slack traffic arrives over Socket Mode here", status_code=404)
+        body = await request.body()
+        if len(body) > _MAX_BODY:
+            return PlainTextResponse("request too large", status_code=413)
+        bolt_request = BoltRequest(body=body.decode("utf-8", errors="replace"),
+                                   query=str(request.url.query), headers=dict(request.headers))
+        response = await anyio.to_thread.run_sync(bolt.dispatch, bolt_request, limiter=limiter)
+        return Response(status_code=response.status, content=response.body,
+                        headers=response.first_headers_without_set_cookie())
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        def check() -> str | None:
+            try:
+                db.ping()
+                service.signer.check()
+            except VouchError as exc:
+                return exc.message
+            return None
+
+        problem = await anyio.to_thread.run_sync(check)
+        if problem:
+            return PlainTextResponse(f"not ready: {problem}\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def ca_pub(request: Request) -> Response:
+        return PlainTextResponse(service.signer.public_key.line() + " vouch-ca\n")
+
+    async def krl(request: Request) -> Response:
+        try:
+            data = await anyio.to_thread.run_sync(service.krl)
+        except VouchError as exc:
+            log.error("KRL unavailable: %s", exc.detail)
+            return PlainTextResponse(f"KRL unavailable: {exc.message}\n", status_code=503)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Cache-Control": "no-store"})
+
+    return Starlette(routes=[
+        Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", prometheus),
+        Route("/ca.pub", ca_pub),
+        Route("/krl", krl),
+    ])
