@@ -210,7 +210,7 @@ class AccessService:
         now = self.clock()
         try:
             with self._require_db().session() as session:
-                loaded = requests_repo.load(session=session, request_id=request_id)
+                loaded = requests_repo.load(session=session, request_id=request_id, for_update=True)
                 if loaded is None:
                     raise BadInput(f"no request {request_id[:64]!r}")
                 _, request = loaded
@@ -301,6 +301,17 @@ class AccessService:
                              subject=f"request:{request_id}", now=now, details=_describe(certificate))
         except (_Conflict, IntegrityError):
             return None  # another worker issued it first; ours is discarded unreleased
+        except Exception as exc:
+            # Not recorded, so not released. Free the claim so a retry need not wait out the
+            # lease; if even that fails, the lease frees it later.
+            try:
+                with db.session() as session:
+                    requests_repo.release_issue(session=session, request_id=request_id, serial=serial,
+                                                error=f"recording the certificate failed: "
+                                                      f"{type(exc).__name__}")
+            except Exception:  # noqa: BLE001 - the original failure is what matters
+                pass
+            raise
         return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate)
 
     def retry_issuing(self) -> list[Issued]:

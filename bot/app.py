@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from slack_bolt import App
@@ -131,28 +129,34 @@ class Bot:
         parsed = commands.parse(name, text)
         if isinstance(parsed, commands.Help) or actor.team != self.team_id:
             return  # answered in the ack
-        with self._acting(actor) as user:
-            self._run(name, parsed, actor, user)
+        self._acting(actor, lambda: self._run(name, parsed, actor))
 
     def on_vote(self, body) -> None:
         click = _from_action(body)
-        with self._acting(click.actor):
-            self._vote(click.actor, click.request_id, approve=click.action_id == views.APPROVE)
+        self._acting(click.actor, lambda: self._vote(click.actor, click.request_id,
+                                                     approve=click.action_id == views.APPROVE))
 
     def on_review(self, body) -> None:
         click = _from_action(body)
-        with self._acting(click.actor):
+        message_ts = (body.get("message") or {}).get("ts")
+
+        def review() -> None:
             request = self.service.review(click.request_id, reviewer=click.actor.user)
-            self._refresh_alert(request.id, click.actor.channel, body.get("message", {}).get("ts"))
+            self._refresh_alert(request.id, click.actor.channel, message_ts)
             self._tell(click.actor, f"Marked break-glass use `{request.id}` as reviewed.")
+
+        self._acting(click.actor, review)
 
     def on_form(self, body) -> None:
         actor, values, channel = _from_view(body)
-        with self._acting(actor):
-            ask = commands.AskAccess(target=values.get("target", ""),
-                                     duration=parse_duration(values.get("duration", "")),
-                                     reason=values.get("reason", ""))
-            self._ask(actor, ask, key=values.get("key") or None, channel=channel or None)
+
+        def ask() -> None:
+            wanted = commands.AskAccess(target=values.get("target", ""),
+                                        duration=parse_duration(values.get("duration", "")),
+                                        reason=values.get("reason", ""))
+            self._ask(actor, wanted, key=values.get("key") or None, channel=channel or None)
+
+        self._acting(actor, ask)
 
     def on_error(self, error, body) -> None:
         ref = secrets.token_hex(4)
@@ -160,7 +164,7 @@ class Bot:
 
     # --- the commands ---------------------------------------------------------------------
 
-    def _run(self, name: str, parsed: commands.Command, actor: Actor, user) -> None:
+    def _run(self, name: str, parsed: commands.Command, actor: Actor) -> None:
         if isinstance(parsed, commands.AskAccess):
             if name == "/ssh-breakglass":
                 self._breakglass(actor, parsed)
@@ -249,7 +253,7 @@ class Bot:
                 self.refresh(item.request_id)
                 _, info = self.service.get(item.request_id)
                 if info.ts and item.newly:
-                    self._safe(self.slack.post, info.channel,
+                    self.quietly(self.slack.post, info.channel,
                                f"Certificate serial {item.serial} revoked by {views.mention(actor.user)}"
                                + (f": {revoke.reason}" if revoke.reason else "."), thread_ts=info.ts)
         serials = ", ".join(str(i.serial) for i in done)
@@ -287,13 +291,17 @@ class Bot:
         target = policy.target(request.target)
         required = target.approvals_required if target else 1
         if result.issued is not None:
-            self.deliver(result.issued)
+            self._send_certificate(result.issued)
         _, info = self.service.get(request_id)
         if info.ts:
-            self._safe(self.slack.post, info.channel, views.vote_note(actor.user, approve, request, required),
+            self.quietly(self.slack.post, info.channel, views.vote_note(actor.user, approve, request, required),
                        thread_ts=info.ts)
+            if result.issued is not None:
+                spec = result.issued.certificate.spec
+                self.quietly(self.slack.post, info.channel, views.issued_note(spec.serial, spec.valid_before),
+                           thread_ts=info.ts)
         if result.decided and request.state is State.DENIED:
-            self._safe(self.slack.dm, request.requester,
+            self.quietly(self.slack.dm, request.requester,
                        f"Your request `{request.id}` for {request.target} was denied by "
                        f"{views.mention(actor.user)}.")
         self.refresh(request_id)
@@ -301,16 +309,24 @@ class Bot:
     def _signing_failed(self, request_id: str, error: SignerUnavailable) -> None:
         request, info = self.service.get(request_id)
         log.warning("signing failed for %s: %s", request_id, error.detail)
-        self._safe(self.slack.dm, request.requester,
+        self.quietly(self.slack.dm, request.requester,
                    f"Your request `{request.id}` for {request.target} is approved, but the CA could "
                    "not sign right now. Vouch retries automatically and sends the certificate here.")
         if info.ts:
-            self._safe(self.slack.post, info.channel, "Approved, but signing failed; Vouch will retry.",
+            self.quietly(self.slack.post, info.channel, "Approved, but signing failed; Vouch will retry.",
                        thread_ts=info.ts)
         self.refresh(request_id)
 
     def deliver(self, issued: Issued) -> None:
         """DM the certificate to its holder and note it in the request's thread."""
+        self._send_certificate(issued)
+        request, spec = issued.request, issued.certificate.spec
+        _, info = self.service.get(request.id)
+        if info.ts and request.kind is Kind.REQUEST:
+            self.quietly(self.slack.post, info.channel, views.issued_note(spec.serial, spec.valid_before),
+                       thread_ts=info.ts)
+
+    def _send_certificate(self, issued: Issued) -> None:
         request, certificate = issued.request, issued.certificate
         kind = "breakglass" if request.kind is Kind.BREAKGLASS else "request"
         self.metrics.certificates.labels(kind=kind).inc()
@@ -321,11 +337,6 @@ class Bot:
             pass
         dm = views.certificate_dm(certificate, request, tz=tz)
         self.slack.dm(request.requester, dm.text, dm.blocks)
-        _, info = self.service.get(request.id)
-        if info.ts and request.kind is Kind.REQUEST:
-            self._safe(self.slack.post, info.channel,
-                       views.issued_note(certificate.spec.serial, certificate.spec.valid_before),
-                       thread_ts=info.ts)
 
     def post_request(self, request_id: str, channel: str) -> bool:
         """Post the request message and call the approvers in its thread. False if Slack failed:
@@ -344,7 +355,7 @@ class Bot:
             return False
         self.service.set_message(request_id, channel=posted_channel, ts=ts)
         groups = self._group_mentions()
-        self._safe(self.slack.post, posted_channel, views.approvers_note(target, groups), thread_ts=ts)
+        self.quietly(self.slack.post, posted_channel, views.approvers_note(target, groups), thread_ts=ts)
         return True
 
     def refresh(self, request_id: str) -> None:
@@ -356,7 +367,7 @@ class Bot:
         principals = target.principals if target else ()
         required = target.approvals_required if target else 1
         rendered = views.request_message(request, info, principals=principals, approvals_required=required)
-        self._safe(self.slack.update, info.channel, info.ts, rendered.text, rendered.blocks)
+        self.quietly(self.slack.update, info.channel, info.ts, rendered.text, rendered.blocks)
 
     def _refresh_alert(self, request_id: str, channel: str | None, ts: str | None) -> None:
         request, info = self.service.get(request_id)
@@ -365,7 +376,7 @@ class Bot:
         alert = views.breakglass_alert(request, info, review_within=review)
         channel, ts = info.channel or channel, info.ts or ts
         if channel and ts:
-            self._safe(self.slack.update, channel, ts, alert.text, alert.blocks)
+            self.quietly(self.slack.update, channel, ts, alert.text, alert.blocks)
 
     def _group_mentions(self) -> dict[str, str]:
         try:
@@ -375,14 +386,13 @@ class Bot:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    @contextmanager
-    def _acting(self, actor: Actor):
-        """Check who acted, then run the work; any refusal goes back to them, ephemerally."""
+    def _acting(self, actor: Actor, work: Callable[[], None]) -> None:
+        """Check who acted, then do the work; any refusal goes back to them, ephemerally."""
         try:
-            user = self._check(actor)
-            yield user
+            self._check(actor)
+            work()
         except VouchError as exc:
-            self._tell(actor, exc.message[:1:].upper() + exc.message[1:])
+            self._tell(actor, exc.message[:1].upper() + exc.message[1:])
         except Exception:  # noqa: BLE001 - the person gets a reference, the log gets the rest
             ref = secrets.token_hex(4)
             log.exception("error handling a Slack request (ref %s)", ref)
@@ -407,12 +417,12 @@ class Bot:
         if actor.response_url:
             self.slack.respond(actor.response_url, text)
         elif actor.channel and not actor.channel.startswith("D"):
-            self._safe(self.slack.ephemeral, actor.channel, actor.user, text)
+            self.quietly(self.slack.ephemeral, actor.channel, actor.user, text)
         else:
-            self._safe(self.slack.dm, actor.user, text)
+            self.quietly(self.slack.dm, actor.user, text)
 
     @staticmethod
-    def _safe(call, *args, **kwargs):
+    def quietly(call, *args, **kwargs):
         """A notification that may fail without undoing what was decided (it is logged)."""
         try:
             return call(*args, **kwargs)
@@ -442,5 +452,3 @@ def build_app(bot: Bot, client: WebClient, signing_secret: str, *, workers: int 
     app.error(bot.on_error)
     return app
 
-
-__all__ = ["Bot", "build_app", "time"]

@@ -39,7 +39,7 @@ class Jobs:
         for request in self.service.expire_due():
             self.bot.metrics.requests.labels(outcome="expired").inc()
             self.bot.refresh(request.id)
-            self.bot._safe(self.bot.slack.dm, request.requester,
+            self.bot.quietly(self.bot.slack.dm, request.requester,
                            f"Your request `{request.id}` for {request.target} expired: nobody "
                            "decided in time. Ask again with /ssh-request if you still need access.")
 
@@ -66,7 +66,7 @@ class Jobs:
             if reminder.request_id:
                 request, _ = self.service.get(reminder.request_id)
                 hint = f"for {request.target} "
-            self.bot._safe(self.bot.slack.dm, reminder.holder,
+            self.bot.quietly(self.bot.slack.dm, reminder.holder,
                            views.reminder_dm(hint, reminder.serial, reminder.valid_before, tz))
 
     def escalate(self) -> None:
@@ -78,7 +78,7 @@ class Jobs:
             if request.kind is not Kind.BREAKGLASS:
                 continue
             admins = " ".join(views.mention(a) for a in sorted(policy.admins.users))
-            self.bot._safe(
+            self.bot.quietly(
                 self.bot.slack.post, policy.security_channel,
                 f"⚠️ Break-glass use `{request.id}` by {views.mention(request.requester)} on "
                 f"{request.target} is still unreviewed after "

@@ -99,6 +99,10 @@ def parse_public_key(text: str) -> PublicKey:
                        "convert it with `ssh-keygen -i -m PKCS8 -f FILE`")
     if text.startswith("---- BEGIN SSH2 PUBLIC KEY"):
         raise BadInput("that is an RFC 4716 (SSH2) public key: convert it with `ssh-keygen -i -f FILE`")
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if len(lines) > 1:
+        raise BadInput(f"that is {len(lines)} lines: give exactly one public key line")
+    text = lines[0].strip() if lines else text
     parts = text.split(None, 2)
     key_type = parts[0]
     _check_type_name(key_type)

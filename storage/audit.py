@@ -61,28 +61,39 @@ class Verification:
 
 
 def verify(session: Session, *, batch: int = 10_000) -> Verification:
-    """Walk the chain from the start; name the first event that was modified, deleted or moved."""
-    expected_prev, expected_seq, count = GENESIS, 1, 0
+    """Walk the chain from the start; name the first event that was modified, deleted, moved or
+    forged. Reads the head and the events in one snapshot, so appends meanwhile are not alarms."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    head_seq, head_hash = session.execute(select(AuditHead.seq, AuditHead.hash)).one()
+    expected_prev, expected_seq = GENESIS, 1
     rows = session.execute(
         select(AuditEvent.seq, AuditEvent.at, AuditEvent.actor, AuditEvent.action,
                AuditEvent.subject, AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash)
         .order_by(AuditEvent.seq).execution_options(yield_per=batch))
     for seq, at, actor, action, subject, details, prev_hash, stored_hash in rows:
+        if seq < expected_seq or seq > head_seq:
+            return Verification(False, expected_seq - 1, seq,
+                                f"event {seq} was never written by Vouch (forged or inserted)")
         if seq != expected_seq:
-            return Verification(False, count, expected_seq,
+            return Verification(False, expected_seq - 1, expected_seq,
                                 f"event {expected_seq} is missing (deleted?); next is {seq}")
         if prev_hash != expected_prev:
-            return Verification(False, count, seq, f"event {seq} does not follow event {seq - 1} "
+            return Verification(False, seq - 1, seq, f"event {seq} does not follow event {seq - 1} "
                                 "(an earlier event was changed, or events were reordered)")
         computed = link(prev_hash, canonical(seq, format_time(at), actor, action, subject, details))
         if computed != stored_hash:
-            return Verification(False, count, seq, f"event {seq} was modified after it was written")
-        expected_prev, expected_seq, count = computed, seq + 1, count + 1
-    head_seq, head_hash = session.execute(select(AuditHead.seq, AuditHead.hash)).one()
-    if head_seq != count or head_hash != expected_prev:
+            return Verification(False, seq - 1, seq, f"event {seq} was modified after it was written")
+        expected_prev, expected_seq = computed, seq + 1
+    count = expected_seq - 1
+    if count < head_seq:
         return Verification(False, count, count + 1,
                             f"the chain ends at event {count} but {head_seq} were written "
                             "(the newest events were deleted)")
+    if head_hash != expected_prev:
+        return Verification(False, count - 1, count,
+                            f"event {count} was modified after it was written (it no longer "
+                            "matches the chain head)")
     return Verification(True, count)
 
 

@@ -98,32 +98,25 @@ class Database:
         except OperationalError as exc:
             raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
 
-    def is_empty(self) -> bool:
-        with self.engine.connect() as connection:
-            return not inspect(connection).get_table_names()
-
     def upgrade(self) -> tuple[str | None, str]:
         """Apply every pending migration; concurrent replicas wait for each other. Returns (from, to)."""
-        try:
-            with self.engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
-                                       {"id": _MIGRATION_LOCK_ID})
-                before = MigrationContext.configure(connection).get_current_revision()
-                command.upgrade(_alembic_config(connection), "head")
-            return before, head_revision()
-        except OperationalError as exc:
-            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
+        return self._locked_upgrade(only_if_empty=False)
 
     def prepare(self, *, allow_init: bool = True) -> None:
-        """Initialise an empty database; refuse one that is behind or ahead of the code."""
+        """Initialise an empty database; refuse one that is behind or ahead of the code.
+
+        Several processes may start on one new database at once: the check and the
+        initialisation happen under one lock, so exactly one of them creates the tables.
+        """
         current = self.revision()
         head = head_revision()
         if current == head:
             return
-        if current is None and allow_init and self.is_empty():
-            self.upgrade()
-            return
+        if current is None and allow_init:
+            before, after = self._locked_upgrade(only_if_empty=True)
+            if after == head:
+                return
+            current = before
         if current is None:
             raise DatabaseBehind("the database has tables but no Vouch migration record: "
                                  "point VOUCH_DATABASE_URL at a database of its own")
@@ -133,6 +126,24 @@ class Database:
                                  f"({head}): upgrade Vouch")
         raise DatabaseBehind(f"the database is at migration {current}, behind this Vouch ({head}): "
                              "run `vouch db upgrade`")
+
+    def _locked_upgrade(self, *, only_if_empty: bool) -> tuple[str | None, str]:
+        """Under the migration lock (PostgreSQL's advisory lock, SQLite's write lock) read the
+        revision and migrate; returns (revision before, revision after). With only_if_empty, a
+        database that already has tables is left alone: someone else initialised it (after is
+        then their revision), or it is not ours."""
+        try:
+            with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                                       {"id": _MIGRATION_LOCK_ID})
+                before = MigrationContext.configure(connection).get_current_revision()
+                if only_if_empty and (before is not None or inspect(connection).get_table_names()):
+                    return before, before
+                command.upgrade(_alembic_config(connection), "head")
+            return before, head_revision()
+        except OperationalError as exc:
+            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
 
     def ping(self) -> None:
         try:

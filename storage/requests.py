@@ -36,12 +36,16 @@ def insert(*, session: Session, request: Request, public_key: str,
     return record
 
 
-def get(*, session: Session, request_id: str) -> RequestRecord | None:
-    return session.get(RequestRecord, request_id, populate_existing=True)
+def get(*, session: Session, request_id: str, for_update: bool = False) -> RequestRecord | None:
+    return session.get(RequestRecord, request_id, populate_existing=True,
+                       with_for_update=for_update or None)
 
 
-def load(*, session: Session, request_id: str) -> tuple[RequestRecord, Request] | None:
-    record = get(session=session, request_id=request_id)
+def load(*, session: Session, request_id: str,
+         for_update: bool = False) -> tuple[RequestRecord, Request] | None:
+    """The request and its votes. for_update locks the row (PostgreSQL) until the transaction
+    ends, so concurrent voters queue instead of racing; SQLite's write lock already does that."""
+    record = get(session=session, request_id=request_id, for_update=for_update)
     if record is None:
         return None
     votes = session.scalars(select(ApprovalRecord).where(ApprovalRecord.request_id == request_id))

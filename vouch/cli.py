@@ -103,6 +103,10 @@ def cmd_ca_sign(args, ctx: Context) -> int:
     source = parse_source_addresses(args.source_address) if args.source_address is not None else None
     if args.force_command is not None and not args.force_command.strip():
         raise BadInput("--force-command is empty: give the command, or leave the option out")
+    if args.key_id is not None and not args.key_id.strip():
+        raise BadInput("--key-id is empty: give an ID, or leave the option out for the default")
+    if args.out:
+        _check_writable(args.out)  # before signing: a certificate nobody receives is not recorded
     signer = ctx.signer()
     try:
         db = ctx.database()
@@ -262,6 +266,14 @@ def _iso(text: str | None, flag: str) -> datetime | None:
     if moment.tzinfo is None:
         raise BadInput(f"{flag} {text!r} has no time zone: add Z or an offset such as +02:00")
     return moment.astimezone(timezone.utc)
+
+
+def _check_writable(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise BadInput(f"cannot write {path!r}: the directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise BadInput(f"cannot write {path!r}: no permission to write in {directory!r}")
 
 
 def _write_file(path: str, data: bytes, *, mode: int) -> None:
