@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTHON ?= python3
-APT_PACKAGES := softhsm2 opensc openssh-server openssh-client postgresql
+APT_PACKAGES := softhsm2 opensc openssh-server openssh-client postgresql chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: run test apt venv clean
