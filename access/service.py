@@ -74,12 +74,19 @@ class RequestInfo:
 
 
 @dataclass(frozen=True)
-class Reminder:
+class HeldCertificate:
+    """A live certificate as its holder sees it."""
+
     holder: str
     serial: int
     request_id: str | None
     principals: list[str]
     valid_before: datetime
+
+    @classmethod
+    def of(cls, record: CertificateRecord) -> HeldCertificate:
+        return cls(holder=record.holder or "", serial=record.serial, request_id=record.request_id,
+                   principals=json.loads(record.principals), valid_before=record.valid_before)
 
 
 @dataclass(frozen=True)
@@ -376,16 +383,16 @@ class AccessService:
         with self._require_db().session() as session:
             return requests_repo.unposted(session=session)
 
-    def status(self, user: str) -> tuple[list[Request], list[CertificateRecord]]:
+    def status(self, user: str) -> tuple[list[Request], list[HeldCertificate]]:
         """The user's pending requests and live certificates."""
         now = self.clock()
         with self._require_db().session() as session:
             pending = [requests_repo.to_domain(r, ()) for r in
                        requests_repo.pending_of(session=session, requester=user)]
-            live = certs.live_of(session=session, holder=user, now=now)
+            live = [HeldCertificate.of(r) for r in certs.live_of(session=session, holder=user, now=now)]
         return pending, live
 
-    def reminders_due(self) -> list[Reminder]:
+    def reminders_due(self) -> list[HeldCertificate]:
         """Certificates due a reminder (reminder_before their expiry), each claimed once."""
         now = self.clock()
         within = self.policy.reminder_before
@@ -393,10 +400,7 @@ class AccessService:
         with self._require_db().session() as session:
             for record in certs.expiring_unreminded(session=session, now=now, within=within):
                 if certs.mark_reminded(session=session, certificate_id=record.id, at=now):
-                    due.append(Reminder(holder=record.holder, serial=record.serial,
-                                        request_id=record.request_id,
-                                        principals=json.loads(record.principals),
-                                        valid_before=record.valid_before))
+                    due.append(HeldCertificate.of(record))
         return due
 
     def unreviewed_breakglass(self) -> list[Request]:

@@ -264,7 +264,7 @@ class Bot:
         pending, live = self.service.status(actor.user)
         tz = self.slack.user(actor.user).tz
         lines = [f"• `{r.id}` {r.target} for {format_duration(r.duration)} — pending" for r in pending]
-        lines += [f"• serial {c.serial}: {', '.join(_principals(c.principals))} until "
+        lines += [f"• serial {c.serial}: {', '.join(c.principals)} until "
                   f"{views.local_time(c.valid_before, tz)}" for c in live]
         self._tell(actor, "\n".join(["Your pending requests and live certificates:", *lines])
                    if lines else "You have no pending requests and no live certificates.")
@@ -429,12 +429,6 @@ class Bot:
         except SlackUnavailable as exc:
             log.warning("Slack notification failed: %s", exc.detail)
             return None
-
-
-def _principals(text: str) -> list[str]:
-    import json
-
-    return json.loads(text)
 
 
 def build_app(bot: Bot, client: WebClient, signing_secret: str, *, workers: int = 32) -> App:
