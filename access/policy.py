@@ -55,7 +55,8 @@ class People:
         return any(user_id in directory.members(group) for group in self.groups)
 
     def mentions(self) -> list[str]:
-        return sorted(self.users) + sorted(self.groups)
+        """How to name them to people: user IDs as Slack mentions (the policy's IDs are Slack's)."""
+        return [f"<@{user}>" for user in sorted(self.users)] + sorted(self.groups)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ Clock = Callable[[], datetime]
 KRL_EXPIRY_GRACE = timedelta(days=1)
 # A claim to issue that is older than this was abandoned (a crashed replica): others may retry.
 ISSUE_LEASE = timedelta(minutes=2)
+# Likewise for posting a request's message to Slack.
+POST_LEASE = timedelta(minutes=2)
 _MAX_SERIAL = 2**64 - 1
 _VOTE_RETRIES = 20
 
@@ -381,7 +383,18 @@ class AccessService:
     def unposted(self) -> list[tuple[str, str]]:
         """(request id, channel) of pending requests never posted to Slack (Slack was down)."""
         with self._require_db().session() as session:
-            return requests_repo.unposted(session=session)
+            return requests_repo.unposted(session=session, now=self.clock(), lease=POST_LEASE)
+
+    def claim_post(self, request_id: str) -> bool:
+        """True for the one worker that should post this request's message now."""
+        with self._require_db().session() as session:
+            return requests_repo.claim_post(session=session, request_id=request_id,
+                                            now=self.clock(), lease=POST_LEASE)
+
+    def release_post(self, request_id: str) -> None:
+        """Posting failed: let the next sweep try at once."""
+        with self._require_db().session() as session:
+            requests_repo.release_post(session=session, request_id=request_id)
 
     def status(self, user: str) -> tuple[list[Request], list[HeldCertificate]]:
         """The user's pending requests and live certificates."""

@@ -23,6 +23,7 @@ from access.requests import (AlreadyVoted, InvalidTransition, Kind, PolicyRefusa
 from access.service import AccessService, Issued
 from bot import commands, views
 from bot.metrics import Metrics
+from bot.outbox import Outbox
 from bot.slack import SlackGateway, SlackUnavailable
 from ca.errors import BadInput, SignerUnavailable, VouchError
 
@@ -89,6 +90,7 @@ class Bot:
         self.metrics = metrics
         self.team_id = team_id
         self.policy = policy
+        self.outbox = Outbox()
 
     # --- acks: no I/O, answered within milliseconds ---------------------------------------
 
@@ -108,15 +110,7 @@ class Bot:
 
     def ack_form(self, ack, body) -> None:
         _, values, _ = _from_view(body)
-        errors = {}
-        try:
-            parse_duration(values.get("duration", ""))
-        except BadInput as exc:
-            errors["duration"] = exc.message[:150]
-        if not values.get("reason", "").strip():
-            errors["reason"] = "Say why you need access: approvers see it."
-        if not values.get("target"):
-            errors["target"] = "Choose a target."
+        errors = _form_errors(values)
         if errors:
             ack(response_action="errors", errors=errors)
         else:
@@ -149,6 +143,8 @@ class Bot:
 
     def on_form(self, body) -> None:
         actor, values, channel = _from_view(body)
+        if _form_errors(values):
+            return  # shown next to the fields by the ack; nothing to do
 
         def ask() -> None:
             wanted = commands.AskAccess(target=values.get("target", ""),
@@ -201,11 +197,11 @@ class Bot:
             self.metrics.requests.labels(outcome="refused").inc()
             raise
         self.metrics.requests.labels(outcome="created").inc()
-        posted = self.post_request(request.id, target_channel)
-        where = f"<#{target_channel}>" if posted else "the requests channel as soon as Slack answers"
+        self.outbox.submit(target_channel, lambda: self.post_request(request.id, target_channel))
         self._tell(actor, f"Request `{request.id}` for *{request.target}* "
-                          f"({format_duration(request.duration)}) is posted in {where}. "
-                          "You'll get the certificate by DM once it is approved.")
+                          f"({format_duration(request.duration)}) is stored and goes to "
+                          f"<#{target_channel}> for approval. You'll get the certificate by DM "
+                          "once it is approved.")
 
     def _breakglass(self, actor: Actor, ask: commands.AskAccess) -> None:
         issued = self.service.breakglass(user=actor.user, target=ask.target, duration=ask.duration,
@@ -339,12 +335,14 @@ class Bot:
         self.slack.dm(request.requester, dm.text, dm.blocks)
 
     def post_request(self, request_id: str, channel: str) -> bool:
-        """Post the request message and call the approvers in its thread. False if Slack failed:
-        the request is stored and the posting job tries again."""
+        """Post the request message and call the approvers in its thread. False if Slack failed
+        (the posting sweep tries again) or another worker is posting it."""
+        if not self.service.claim_post(request_id):
+            return False
         policy = self.policy()
         request, info = self.service.get(request_id)
         target = policy.target(request.target)
-        if target is None:
+        if target is None or request.state is not State.PENDING:
             return False
         rendered = views.request_message(request, info, principals=target.principals,
                                          approvals_required=target.approvals_required)
@@ -352,6 +350,7 @@ class Bot:
             posted_channel, ts = self.slack.post(channel, rendered.text, rendered.blocks)
         except SlackUnavailable as exc:
             log.warning("could not post request %s: %s", request_id, exc.detail)
+            self.service.release_post(request_id)
             return False
         self.service.set_message(request_id, channel=posted_channel, ts=ts)
         groups = self._group_mentions()
@@ -429,6 +428,20 @@ class Bot:
         except SlackUnavailable as exc:
             log.warning("Slack notification failed: %s", exc.detail)
             return None
+
+
+def _form_errors(values: dict[str, str]) -> dict[str, str]:
+    """The request form's problems by block, as Slack shows them next to the fields."""
+    errors = {}
+    try:
+        parse_duration(values.get("duration", ""))
+    except BadInput as exc:
+        errors["duration"] = exc.message[:150]
+    if not values.get("reason", "").strip():
+        errors["reason"] = "Say why you need access: approvers see it."
+    if not values.get("target"):
+        errors["target"] = "Choose a target."
+    return errors
 
 
 def build_app(bot: Bot, client: WebClient, signing_secret: str, *, workers: int = 32) -> App:

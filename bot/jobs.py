@@ -52,7 +52,7 @@ class Jobs:
     def post_unposted(self) -> None:
         """Requests stored while Slack was failing: post them now."""
         for request_id, channel in self.service.unposted():
-            self.bot.post_request(request_id, channel)
+            self.bot.outbox.submit(channel, lambda r=request_id, c=channel: self.bot.post_request(r, c))
 
     def remind(self) -> None:
         """A DM to each holder, once, reminder_before their certificate expires."""

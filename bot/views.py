@@ -26,7 +26,7 @@ _STATE_LINE = {
     State.APPROVED: "✅ Approved",
     State.ISSUED: "✅ Approved — certificate issued",
     State.DENIED: "❌ Denied",
-    State.EXPIRED: "⌛ Expired — no decision in time",
+    State.EXPIRED: "⌛ Expired — this request expired with no decision",
     State.CANCELLED: "🚫 Cancelled",
     State.REVOKED: "⛔ Revoked",
 }

@@ -66,6 +66,7 @@ class RequestRecord(SQLModel, table=True):
     # Where the request was posted in Slack, so every later render updates the same message.
     channel: str | None = None
     message_ts: str | None = None
+    post_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     # Issuing: the serial reserved before signing, when, and the last failure, if any.
     issue_serial: int | None = Field(default=None, sa_column=Column(UInt64(), nullable=True))
     issue_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))

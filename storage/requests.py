@@ -143,13 +143,33 @@ def mark_reviewed(*, session: Session, request_id: str, by: str, now: datetime) 
     return result.rowcount == 1
 
 
-def unposted(*, session: Session) -> list[tuple[str, str]]:
+def _postable(now: datetime, lease: timedelta):
+    return (RequestRecord.message_ts.is_(None),
+            or_(RequestRecord.post_claimed_at.is_(None), RequestRecord.post_claimed_at < now - lease))
+
+
+def unposted(*, session: Session, now: datetime, lease: timedelta) -> list[tuple[str, str]]:
+    """Pending requests nobody has posted or is posting (a claim older than `lease` lapsed)."""
     rows = session.execute(
         select(RequestRecord.id, RequestRecord.channel).where(
             RequestRecord.state == State.PENDING.value, RequestRecord.kind == Kind.REQUEST.value,
-            RequestRecord.message_ts.is_(None), RequestRecord.channel.is_not(None))
+            RequestRecord.channel.is_not(None), *_postable(now, lease))
         .order_by(RequestRecord.created_at))
     return [(request_id, channel) for request_id, channel in rows]
+
+
+def claim_post(*, session: Session, request_id: str, now: datetime, lease: timedelta) -> bool:
+    """Only one worker (thread or replica) posts a request's message."""
+    result = session.execute(update(RequestRecord)
+                             .where(RequestRecord.id == request_id, *_postable(now, lease))
+                             .values(post_claimed_at=now))
+    return result.rowcount == 1
+
+
+def release_post(*, session: Session, request_id: str) -> None:
+    session.execute(update(RequestRecord)
+                    .where(RequestRecord.id == request_id, RequestRecord.message_ts.is_(None))
+                    .values(post_claimed_at=None))
 
 
 def pending_of(*, session: Session, requester: str) -> list[RequestRecord]:

@@ -222,6 +222,13 @@ def cmd_serve(args, ctx: Context) -> int:
     return 0
 
 
+def cmd_sandbox(args, ctx: Context) -> int:
+    from bot.sandbox.server import run_sandbox
+
+    run_sandbox(port=args.port, host=args.host, workdir=Path(args.dir))
+    return 0
+
+
 def cmd_db_upgrade(args, ctx: Context) -> int:
     from storage.db import Database
 
@@ -336,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     host = commands.add_parser("host-setup", help="print what a host needs to trust Vouch")
     host.add_argument("--target", metavar="NAME", help="also print the principals of this target")
     host.set_defaults(func=cmd_host_setup)
+
+    sandbox = commands.add_parser("sandbox", help="the local Slack sandbox: the real bot and a "
+                                  "page that plays Slack")
+    sandbox.add_argument("--port", type=int, default=8080)
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--dir", default="sandbox", metavar="DIR",
+                         help="its database, CA key, policy and demo key (default ./sandbox)")
+    sandbox.set_defaults(func=cmd_sandbox)
 
     db = commands.add_parser("db", help="database migrations")
     db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)

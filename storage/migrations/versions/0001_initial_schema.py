@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.Column('decided_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('message_ts', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('post_claimed_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('issue_serial', storage.types.UInt64(), nullable=True),
     sa.Column('issue_claimed_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('issue_error', sa.Text(), nullable=True),

@@ -1,0 +1,326 @@
+"""The sandbox end to end: the real bot, the fake Slack and the page, driven in headless Chromium.
+
+What a person does on the page reaches the bot as the signed requests Slack would send; the
+certificate that comes back in the DM must be one `ssh-keygen -L` reads. Screenshots of every step
+are saved under the test's tmp dir (``screenshots/``).
+
+Also here, without a browser: the port-taken and files-in-the-way messages, reuse of a previous
+run's files, and the request form (a modal) through the page's API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bot.sandbox.server import Sandbox
+from ca.errors import BadInput
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+def _post(url: str, data: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(data).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        return json.loads(resp.read())
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=15) as resp:
+        return json.loads(resp.read())
+
+
+def _wait(predicate, timeout: float = 15.0, what: str = "condition"):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    sb = Sandbox(port=0, workdir=tmp_path / "sandbox", scheduler_interval=1.0).start()
+    try:
+        yield sb
+    finally:
+        sb.stop()
+
+
+# --- the browser ------------------------------------------------------------------------
+
+@pytest.fixture
+def browser(tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed "
+                    "(make test installs chromium and chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--no-default-browser-check", "--window-size=1440,960",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    # An explicit driver path: selenium-manager must not look anything up or download.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_request_approve_and_receive_certificate_in_the_browser(sandbox, browser, tmp_path):
+    from selenium.common.exceptions import (NoSuchElementException,
+                                            StaleElementReferenceException)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    d = browser
+
+    def wait(condition, timeout=20):
+        return WebDriverWait(d, timeout, poll_frequency=0.1, ignored_exceptions=(
+            NoSuchElementException, StaleElementReferenceException)).until(condition)
+
+    def shot(name: str) -> None:
+        assert d.save_screenshot(str(shots / f"{name}.png"))
+
+    def by_testid(testid: str, root=None):
+        return (root or d).find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+    def become(user_id: str) -> None:
+        Select(d.find_element(By.ID, "user-switch")).select_by_value(user_id)
+        wait(lambda _: d.find_element(By.ID, "user-switch").get_attribute("value") == user_id)
+
+    def click(testid: str) -> None:
+        # The page re-renders as state arrives: find and click in one retried step.
+        wait(lambda _: by_testid(testid).click() or True)
+
+    def open_sidebar(testid: str) -> None:
+        click(testid)
+        wait(lambda _: "active" in by_testid(testid).get_attribute("class"))
+
+    def command(text: str) -> None:
+        box = by_testid("composer")
+        box.clear()
+        box.send_keys(text)
+        box.send_keys(Keys.ENTER)
+        wait(lambda _: by_testid("composer").get_attribute("value") == "")
+
+    def ephemeral_with(text: str) -> bool:
+        return any(text in e.text
+                   for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="ephemeral"]'))
+
+    d.get(sandbox.url + "/")
+    wait(lambda _: len(Select(d.find_element(By.ID, "user-switch")).options) == 5)
+    become("U0ALICE")
+    open_sidebar("channel-C0REQUESTS")
+    assert sandbox.demo_key.line in by_testid("demo-key-command").text
+    shot("00-start")
+
+    # alice registers the demo key: the bot answers ephemerally, "Only visible to you".
+    command(f"/ssh-key add {sandbox.demo_key.line}")
+    wait(lambda _: ephemeral_with(sandbox.demo_key.fingerprint))
+    assert "Only visible to you" in wait(lambda _: by_testid("ephemeral").text)
+    shot("01-alice-registered-key")
+
+    # alice asks for prod-db: the request is posted in #access-requests with Approve and Deny.
+    command("/ssh-request prod-db 1h testing the sandbox")
+    request = wait(lambda _: next(
+        (m.text for m in d.find_elements(By.CSS_SELECTOR, '#messages [data-testid="message"]')
+         if "testing the sandbox" in m.text), None))
+    for shown in ("@alice", "prod-db", "postgres", "1h", sandbox.demo_key.fingerprint):
+        assert shown in request
+    wait(lambda _: by_testid("action-Approve") and by_testid("action-Deny"))
+    wait(lambda _: ephemeral_with("prod-db"))  # the bot's answer to alice alone
+    shot("02-alice-request-posted")
+
+    # bob approves with the button, as a click Slack would send, signed.
+    become("U0BOB")
+    open_sidebar("channel-C0REQUESTS")
+    wait(lambda _: by_testid("action-Deny"))
+    click("action-Approve")
+    # the request message is updated in place (no more buttons); the decision is a thread reply
+    wait(lambda _: not d.find_elements(By.CSS_SELECTOR, '[data-testid="action-Approve"]'))
+    click("replies-link")
+    wait(lambda _: len(d.find_elements(By.CSS_SELECTOR, '#thread-replies [data-testid="message"]'))
+         >= 2 and "@bob" in by_testid("thread-panel").text)
+    shot("03-bob-approved")
+
+    # alice finds the certificate in her DM with Vouch.
+    become("U0ALICE")
+    open_sidebar("dm-vouch")
+    line = wait(lambda _: by_testid("certificate-line").text.strip())
+    assert line.startswith("ssh-ed25519-cert-v01@openssh.com ")
+    click("copy-certificate")
+    wait(lambda _: "Copied" in by_testid("copy-certificate").text)
+    shot("04-alice-certificate-dm")
+
+    cert_file = tmp_path / "demo_key-cert.pub"
+    cert_file.write_text(line + "\n")
+    listed = subprocess.run(["ssh-keygen", "-L", "-f", str(cert_file)], capture_output=True,
+                            text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    assert "user certificate" in listed.stdout
+    assert sandbox.demo_key.fingerprint in listed.stdout
+    assert "postgres" in listed.stdout
+
+    # "Save next to the demo key" writes it where the demo ssh line expects it.
+    click("save-certificate")
+    saved = sandbox.demo_key.certificate
+    _wait(lambda: saved.exists() and saved.read_text().strip() == line, what=f"{saved} written")
+
+    # The Download button serves the same line, named for the demo key.
+    href = wait(lambda _: by_testid("download-certificate").get_attribute("href"))
+    with urllib.request.urlopen(href, timeout=10) as resp:
+        assert resp.read().decode().strip() == line
+        assert 'filename="demo_key-cert.pub"' in resp.headers["Content-Disposition"]
+
+    # Host set-up: the `vouch host-setup` text and the exact ssh line.
+    click("certificate-host-setup")
+    text = wait(lambda _: by_testid("host-setup-text").text)
+    assert "TrustedUserCAKeys /etc/ssh/vouch_ca.pub" in text
+    assert "echo postgres > /etc/ssh/auth_principals/postgres" in text
+    assert by_testid("host-setup-ssh").text == (
+        "ssh -i ~/.ssh/id_ed25519 -o CertificateFile=~/.ssh/id_ed25519-cert.pub postgres@HOST")
+    assert str(sandbox.demo_key.private) in by_testid("host-setup-demo-ssh").text
+    shot("05-host-setup")
+
+    logs = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"] \
+        if hasattr(d, "get_log") else []
+    assert not logs, logs
+
+
+# --- without a browser ------------------------------------------------------------------
+
+def test_taken_port_is_one_clear_error_and_touches_no_files(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BadInput) as err:
+            Sandbox(port=port, workdir=tmp_path / "sb").start()
+    message = err.value.message
+    assert f"port {port}" in message and "--port" in message
+    assert "\n" not in message
+    assert not (tmp_path / "sb").exists()
+
+
+@pytest.mark.parametrize("name, content, expect", [
+    ("ca_key", b"this is not a key\n", "ca_key"),
+    ("vouch.db", b"garbage, not SQLite" * 100, "vouch.db"),
+    ("policy.yaml", b"targets: [\n", "policy.yaml"),
+])
+def test_files_in_the_way_say_what_to_delete(tmp_path, name, content, expect):
+    workdir = tmp_path / "sb"
+    workdir.mkdir()
+    (workdir / name).write_bytes(content)
+    with pytest.raises(BadInput) as err:
+        Sandbox(port=0, workdir=workdir).start()
+    message = err.value.message
+    assert expect in message
+    assert "delete" in message
+    assert "\n" not in message
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "sb").write_text("x")
+    with pytest.raises(BadInput, match="in the way"):
+        Sandbox(port=0, workdir=tmp_path / "sb").start()
+
+
+def test_second_run_reuses_the_files(tmp_path):
+    workdir = tmp_path / "sb"
+    with Sandbox(port=0, workdir=workdir) as first:
+        assert sorted(first.created) == ["ca_key", "demo_key", "policy.yaml", "vouch.db"]
+        key = first.demo_key
+    ca = (workdir / "ca_key").read_bytes()
+    with Sandbox(port=0, workdir=workdir) as second:
+        assert second.created == []
+        assert second.demo_key == key
+        assert _get(second.url + "/api/info")["demo_key"]["public"] == key.line
+    assert (workdir / "ca_key").read_bytes() == ca
+
+
+def test_request_form_modal_through_the_page_api(sandbox):
+    url = sandbox.url
+    key = sandbox.demo_key.line
+    assert _post(url + "/api/command", {"user": "U0ALICE", "channel": "C0GENERAL",
+                                        "text": f"/ssh-key add {key}"})["ok"]
+    # help is answered in the HTTP response itself, and shown as an ephemeral
+    answer = _post(url + "/api/command", {"user": "U0ALICE", "channel": "C0GENERAL",
+                                          "text": "/ssh-request help"})
+    assert "Usage" in answer["response"]["text"]
+    bad = _post(url + "/api/command", {"user": "U0ALICE", "channel": "C0GENERAL", "text": "/nope"})
+    assert not bad["ok"] and "not a valid command" in bad["error"]
+
+    _wait(lambda: any("Registered" in e["text"]
+                      for e in _get(url + "/api/state?user=U0ALICE")["ephemerals"]),
+          what="key added")
+    assert _post(url + "/api/command", {"user": "U0ALICE", "channel": "C0GENERAL",
+                                        "text": "/ssh-request"})["ok"]
+    modal = _wait(lambda: _get(url + "/api/state?user=U0ALICE")["modal"], what="modal opened")
+    assert [b["block_id"] for b in modal["blocks"]][:3] == ["target", "duration", "reason"]
+    assert _get(url + "/api/state?user=U0BOB")["modal"] is None  # only alice sees her modal
+
+    wrong = _post(url + "/api/view", {"user": "U0ALICE", "view_id": modal["id"], "values": {
+        "target": {"value": {"type": "static_select", "selected_option": None}},
+        "duration": {"value": {"type": "plain_text_input", "value": "soon"}},
+        "reason": {"value": {"type": "plain_text_input", "value": None}}}})
+    assert not wrong["ok"] and set(wrong["errors"]) == {"target", "duration", "reason"}
+    assert _get(url + "/api/state?user=U0ALICE")["modal"]["errors"]["duration"]
+
+    right = _post(url + "/api/view", {"user": "U0ALICE", "view_id": modal["id"], "values": {
+        "target": {"value": {"type": "static_select",
+                             "selected_option": {"text": {"type": "plain_text", "text": "staging"},
+                                                 "value": "staging"}}},
+        "duration": {"value": {"type": "plain_text_input", "value": "30m"}},
+        "reason": {"value": {"type": "plain_text_input", "value": "deploy check"}}}})
+    assert right["ok"], right
+    assert _get(url + "/api/state?user=U0ALICE")["modal"] is None
+
+    def posted():
+        state = _get(url + "/api/state?user=U0CAROL")
+        channel = next(c for c in state["channels"] if c["id"] == "C0REQUESTS")
+        return [m for m in channel["messages"] if "staging" in m["text"]]
+
+    message = _wait(posted, what="request posted")[0]
+    assert "deploy check" in message["text"]
+    # the host set-up for that target names its principal
+    setup = _get(url + "/api/host-setup?target=staging")
+    assert "echo deploy > /etc/ssh/auth_principals/deploy" in setup["text"]
+    assert setup["ssh"].endswith("deploy@HOST")
+
+
+def test_ssh_keygen_made_the_demo_key(sandbox):
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen is not installed")
+    key = sandbox.demo_key
+    assert key.private.stat().st_mode & 0o077 == 0
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key.private)], capture_output=True,
+                             text=True, timeout=30)
+    assert derived.returncode == 0, derived.stderr
+    assert derived.stdout.split()[:2] == key.line.split()[:2]
+    assert Path(str(key.private) + ".pub").exists()
