@@ -82,27 +82,36 @@ def _canonical_time(dialect: str):
 
 def verify(session: Session, *, batch: int = 10_000) -> Verification:
     """Walk the chain from the start; name the first event that was modified, deleted, moved or
-    forged. Head and events are read in one snapshot of a connection of its own, so appends
-    meanwhile are not alarms, whatever the caller's session has done before."""
-    with session.get_bind().connect() as connection:
-        dialect = connection.dialect.name
-        if dialect == "postgresql":
+    forged. Head and events are read in one snapshot, so appends meanwhile are not alarms."""
+    if session.get_bind().dialect.name == "postgresql":
+        # A connection of its own at REPEATABLE READ: the caller's session may already have run
+        # a statement, after which its isolation level can no longer change.
+        with session.get_bind().connect() as connection:
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
-        with connection.begin():
-            head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
-            query = (select(_EVENTS.c.seq, _canonical_time(dialect), _EVENTS.c.actor,
-                            _EVENTS.c.action, _EVENTS.c.subject, _EVENTS.c.details,
-                            _EVENTS.c.prev_hash, _EVENTS.c.hash).order_by(_EVENTS.c.seq))
-            sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
-            # Every value is text or an integer already: a plain DB-API cursor skips SQLAlchemy's
-            # per-row processing, which otherwise costs more than the hashing (bench/storage.py).
-            raw = connection.connection.driver_connection
-            cursor = raw.cursor(name="vouch_audit_verify") if dialect == "postgresql" else raw.cursor()
-            try:
-                cursor.execute(sql)
-                return _walk(_batches(cursor, batch), head_seq, head_hash)
-            finally:
-                cursor.close()
+            with connection.begin():
+                return _verify_on(connection, batch)
+    # SQLite: every Vouch transaction holds the write lock (BEGIN IMMEDIATE), so the caller's
+    # own transaction is already a snapshot no one can append to; a second connection would wait
+    # for that very lock.
+    return _verify_on(session.connection(), batch)
+
+
+def _verify_on(connection, batch: int) -> Verification:
+    dialect = connection.dialect.name
+    head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
+    query = (select(_EVENTS.c.seq, _canonical_time(dialect), _EVENTS.c.actor, _EVENTS.c.action,
+                    _EVENTS.c.subject, _EVENTS.c.details, _EVENTS.c.prev_hash, _EVENTS.c.hash)
+             .order_by(_EVENTS.c.seq))
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    # Every value is text or an integer already: a plain DB-API cursor skips SQLAlchemy's per-row
+    # processing, which otherwise costs more than the hashing (bench/storage.py).
+    raw = connection.connection.driver_connection
+    cursor = raw.cursor(name="vouch_audit_verify") if dialect == "postgresql" else raw.cursor()
+    try:
+        cursor.execute(sql)
+        return _walk(_batches(cursor, batch), head_seq, head_hash)
+    finally:
+        cursor.close()
 
 
 def _batches(cursor, size: int):
