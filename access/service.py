@@ -12,6 +12,7 @@ Guarantees, each settled by the database rather than by locks in this process:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -61,6 +62,7 @@ class Revoked:
 class Issued:
     request: Request
     certificate: Certificate
+    seconds: float = 0.0  # reserving, signing, recording and auditing it
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,7 @@ class AccessService:
         """
         db = self._require_db()
         now = self.clock()
+        started = time.perf_counter()
         serial = new_serial()
         with db.session() as session:
             loaded = requests_repo.load(session=session, request_id=request_id)
@@ -321,7 +324,8 @@ class AccessService:
             except Exception:  # noqa: BLE001 - the original failure is what matters
                 pass
             raise
-        return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate)
+        return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate,
+                      seconds=time.perf_counter() - started)
 
     def retry_issuing(self) -> list[Issued]:
         """Issue approved requests whose signing failed earlier or whose claim lapsed."""

@@ -326,6 +326,7 @@ class Bot:
         request, certificate = issued.request, issued.certificate
         kind = "breakglass" if request.kind is Kind.BREAKGLASS else "request"
         self.metrics.certificates.labels(kind=kind).inc()
+        self.metrics.signing.observe(issued.seconds)
         tz = None
         try:
             tz = self.slack.user(request.requester).tz
