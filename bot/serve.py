@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 
 import uvicorn
+from slack_sdk.errors import SlackApiError
 
 from access.durations import parse_duration
 from access.policy import PolicyError, PolicyStore
@@ -122,12 +123,16 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     configure_logging(settings.log_format)
     check_port(host, port)
     vouch = build(settings)
+    if vouch.socket_mode is not None:
+        try:
+            vouch.socket_mode.connect()
+        except SlackApiError as exc:
+            raise BadInput(f"Slack did not accept VOUCH_SLACK_APP_TOKEN at {settings.slack_api_url}: "
+                           f"{exc.response.get('error', 'refused')}") from None
+        log.info("Slack traffic over Socket Mode")
     scheduler = Scheduler(vouch.jobs, vouch.interval).start()
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=vouch.reload_policy,
                                                              daemon=True).start())
-    if vouch.socket_mode is not None:
-        vouch.socket_mode.connect()
-        log.info("Slack traffic over Socket Mode")
     log.info("vouch serving on http://%s:%d", host, port)
     config = uvicorn.Config(vouch.web, host=host, port=port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=5)

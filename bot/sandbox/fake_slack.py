@@ -10,7 +10,10 @@ Besides ``/api/<method>`` the server answers:
 
 * ``POST /response/<token>`` — a ``response_url`` as Slack hands out with commands and clicks;
 * ``POST /upload/v1/<file_id>`` — the upload URL from ``files.getUploadURLExternal``;
-* ``GET /_sandbox/state`` — a JSON snapshot of the workspace (for the sandbox page).
+* ``GET /_sandbox/state`` — a JSON snapshot of the workspace (for the sandbox page);
+* ``/link/?ticket=…`` (websocket) — Socket Mode, at the URL ``apps.connections.open`` hands out:
+  the app gets ``{"type": "hello", ...}`` on connect; ``socket_send`` delivers an envelope to
+  it and returns its ack, ``socket_connected`` waits for it to connect.
 
 All state lives behind one lock: the server runs in its own thread, tests read from theirs. A
 call is appended to ``calls`` in the same critical section that applies its effects, so once a
@@ -27,6 +30,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -37,7 +41,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 __all__ = ["Call", "FakeSlack", "Message"]
 
@@ -94,6 +99,13 @@ class Message:
     files: list = field(default_factory=list)
     attachments: list = field(default_factory=list)
     deleted: bool = False
+
+
+@dataclass
+class _SocketConnection:
+    websocket: Any
+    loop: asyncio.AbstractEventLoop
+    closed: bool = False
 
 
 class _SlackError(Exception):
@@ -161,6 +173,12 @@ class FakeSlack:
         self._injected: dict[str, list[dict]] = {}
         self._last_ts_us = 0
         self._view_seq = 0
+        # Socket Mode: tickets from apps.connections.open, open connections (oldest first),
+        # envelopes waiting for their ack, and every message the app sent over the socket.
+        self._socket_tickets: set[str] = set()
+        self._sockets: list[_SocketConnection] = []
+        self._socket_pending: dict[str, tuple[threading.Event, dict]] = {}
+        self._socket_received: list[dict] = []
 
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -174,6 +192,7 @@ class FakeSlack:
             Route("/response/{token:path}", self._handle_response_url, methods=["POST"]),
             Route("/upload/v1/{file_id}", self._handle_upload, methods=["POST"]),
             Route("/_sandbox/state", self._handle_state, methods=["GET"]),
+            WebSocketRoute("/link/", self._handle_socket),
         ])
         self._methods: dict[str, Callable[[dict], dict]] = {
             "auth.test": self._auth_test,
@@ -413,6 +432,99 @@ class FakeSlack:
                         channels=channels, ephemerals=self.ephemerals(), views=self.views(),
                         calls=[dict(method=c.method, status=c.status, at=c.at, error=c.error)
                                for c in self._calls[-200:]])
+
+    # --- Socket Mode -----------------------------------------------------------------------
+
+    def socket_connected(self, timeout: float = 5.0) -> bool:
+        """Wait until an app is connected over Socket Mode (True), or ``timeout`` passed (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if any(not c.closed for c in self._sockets):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def socket_received(self) -> list[dict]:
+        """Every JSON message the app sent over Socket Mode (acks), oldest first, as
+        ``{"data": <the message>, "at": <time.time()>}``."""
+        with self._lock:
+            return copy.deepcopy(self._socket_received)
+
+    def socket_send(self, type: str, payload: dict, *, timeout: float = 5.0,
+                    envelope_id: str | None = None, accepts_response_payload: bool = True,
+                    retry_attempt: int = 0, retry_reason: str = "") -> dict:
+        """Deliver an envelope (``type``: ``slash_commands``, ``interactive``, ``events_api``) to
+        the newest connected app and return its ack, ``{"envelope_id": ..., "payload": ...}``
+        (``payload`` only when the app answered with one). AssertionError when no app is
+        connected or no ack arrives within ``timeout`` seconds."""
+        started = time.monotonic()
+        envelope: dict[str, Any] = {"envelope_id": envelope_id or str(uuid.uuid4()), "type": type,
+                                    "payload": payload,
+                                    "accepts_response_payload": accepts_response_payload}
+        if type == "events_api":
+            envelope.update(retry_attempt=retry_attempt, retry_reason=retry_reason)
+        eid = envelope["envelope_id"]
+        done, slot = threading.Event(), {}
+        with self._lock:
+            conn = next((c for c in reversed(self._sockets) if not c.closed), None)
+            if conn is None:
+                raise AssertionError("no app is connected over Socket Mode")
+            self._socket_pending[eid] = (done, slot)
+        try:
+            asyncio.run_coroutine_threadsafe(conn.websocket.send_text(json.dumps(envelope)),
+                                             conn.loop).result(timeout)
+            left = max(0.0, timeout - (time.monotonic() - started))
+            if not done.wait(left):
+                raise AssertionError(f"no ack for {type} envelope {eid} within {timeout}s")
+            return slot["ack"]
+        finally:
+            with self._lock:
+                self._socket_pending.pop(eid, None)
+
+    async def _handle_socket(self, websocket: WebSocket) -> None:
+        ticket = websocket.query_params.get("ticket", "")
+        with self._lock:
+            known = ticket in self._socket_tickets
+        if not known:
+            await websocket.close(code=1008)  # before accept: the handshake is refused (403)
+            return
+        await websocket.accept()
+        conn = _SocketConnection(websocket, asyncio.get_running_loop())
+        with self._lock:
+            self._sockets.append(conn)
+            count = sum(1 for c in self._sockets if not c.closed)
+        try:
+            await websocket.send_text(json.dumps({
+                "type": "hello", "num_connections": count,
+                "debug_info": {"host": "applink-fake", "build_number": 1,
+                               "approximate_connection_time": 18060},
+                "connection_info": {"app_id": self.app_id}}))
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    data = {"unparsed": raw}
+                with self._lock:
+                    self._socket_received.append(dict(data=data, at=time.time()))
+                    eid = data.get("envelope_id") if isinstance(data, dict) else None
+                    waiting = self._socket_pending.get(eid) if isinstance(eid, str) else None
+                    if waiting is not None and not waiting[0].is_set():
+                        waiting[1]["ack"] = data
+                        waiting[0].set()
+        except Exception:  # the app went away mid-send; the connection is simply gone
+            pass
+        finally:
+            with self._lock:
+                conn.closed = True
+                self._sockets.remove(conn)
 
     # --- HTTP handlers ---------------------------------------------------------------------
 
@@ -898,4 +1010,6 @@ class FakeSlack:
 
     def _apps_connections_open(self, p: dict) -> dict:
         host = self.url.split("://", 1)[-1].rstrip("/")
-        return dict(url=f"ws://{host}/link/?ticket={secrets.token_hex(16)}&app_id={self.app_id}")
+        ticket = secrets.token_hex(16)
+        self._socket_tickets.add(ticket)
+        return dict(url=f"ws://{host}/link/?ticket={ticket}&app_id={self.app_id}")
