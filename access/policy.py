@@ -17,7 +17,7 @@ import yaml
 
 from access.durations import parse_duration
 from ca.cert import EXTENSIONS, parse_source_addresses
-from ca.errors import BadInput, VouchError
+from ca.errors import BadInput
 
 EVERYONE = "*"
 DEFAULT_MIN_DURATION = timedelta(minutes=5)
@@ -105,7 +105,7 @@ class Problem:
     message: str
 
 
-class PolicyError(VouchError):
+class PolicyError(BadInput):
     """A policy file with problems; `problems` holds every one found, with its line."""
 
     def __init__(self, path: str, problems: list[Problem]) -> None:

@@ -387,7 +387,9 @@ def _run(func: Callable, args) -> int:
     try:
         return func(args, Context(settings))
     except BadInput as exc:
-        print(f"vouch: {exc.message}", file=sys.stderr)
+        lines = exc.lines() if hasattr(exc, "lines") else [f"vouch: {exc.message}"]
+        for line in lines:  # a policy file's problems: every one, as FILE:LINE: message
+            print(line, file=sys.stderr)
         return 2
     except VouchError as exc:
         print(f"vouch: {exc.message}", file=sys.stderr)

@@ -904,3 +904,28 @@ def test_every_command_and_click_was_acknowledged_within_one_second(server):
     assert slow == []
     worst = max(r.elapsed for r in answered)
     print(f"{len(answered)} Slack requests acknowledged, slowest {worst * 1000:.0f} ms")
+
+
+# --- /ssh-key list and remove through Slack ---------------------------------------------------
+
+def test_key_list_and_remove(server, user_keys):
+    user = "U0CAROL"
+    first, second = user_keys["ecdsa-p384"], user_keys["rsa-2048"]
+    register_key(server, user, first)
+    register_key(server, user, second)
+    since = Since(server.fake)
+    ok(server.driver.command(user, "/ssh-key", "list"))
+    listing = since.ephemeral(user)
+    newest, older = fingerprint(second.public_path), fingerprint(first.public_path)
+    assert listing.index(newest) < listing.index(older), listing  # newest first, used by default
+    assert "used by default" in listing.split(newest, 1)[1].split("\n", 1)[0]
+    since = Since(server.fake)
+    ok(server.driver.command(user, "/ssh-key", f"remove {newest}"))
+    assert newest in since.ephemeral(user, containing="Removed")
+    since = Since(server.fake)
+    ok(server.driver.command(user, "/ssh-key", "list"))
+    listing = since.ephemeral(user)
+    assert newest not in listing and older in listing
+    since = Since(server.fake)
+    ok(server.driver.command(user, "/ssh-key", f"remove {newest}"))
+    assert "no registered key" in since.ephemeral(user)
