@@ -42,7 +42,6 @@ import pstats
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,11 +69,9 @@ from storage import audit  # noqa: E402
 from storage import certificates as certs  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.models import RequestRecord  # noqa: E402
+from bench.timing import PIN, TOKEN, compare, init_token, measure  # noqa: E402
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-TOKEN = "bench"
-PIN = "1234"
-SO_PIN = "12345678"
 REQUESTER, APPROVER, TARGET = "U0ALICE", "U0BOB", "prod-db"
 DURATION = timedelta(hours=1)
 POLICY = parse_policy(f"""
@@ -105,80 +102,7 @@ def loadavg() -> str:
 # --- measuring (as bench/sign.py) ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Result:
-    count: int
-    median_ns: int
-    total_ns: int
-
-    @property
-    def per_second(self) -> float:
-        return self.count / (self.total_ns / 1e9)
-
-    @property
-    def median_ms(self) -> float:
-        return self.median_ns / 1e6
-
-
-def measure(fn: Callable[[], object], n: int) -> tuple[list[int], int]:
-    clock = time.perf_counter_ns
-    times = [0] * n
-    start = clock()
-    for i in range(n):
-        t0 = clock()
-        fn()
-        times[i] = clock() - t0
-    return times, clock() - start
-
-
-def compare(
-    contenders: dict[str, tuple[Callable[[], object], int]], rounds: int
-) -> dict[str, Result]:
-    """Contenders `name: (fn, n)` in alternating rounds; no warm-up, so that each Vouch database
-    ends with exactly n certificates (the first calls' statement compiling is in the totals)."""
-    times: dict[str, list[int]] = {name: [] for name in contenders}
-    totals = dict.fromkeys(contenders, 0)
-    names = list(contenders)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, n = contenders[name]
-            chunk = n // rounds + (r < n % rounds)
-            round_times, total = measure(fn, chunk)
-            times[name] += round_times
-            totals[name] += total
-        print(f"  round {r + 1}/{rounds} done (load average {loadavg()})", flush=True)
-    return {
-        name: Result(len(times[name]), int(statistics.median(times[name])), totals[name])
-        for name in contenders
-    }
-
-
 # --- set-up ----------------------------------------------------------------------------------
-
-
-def init_token(root: Path) -> None:
-    """A private SoftHSM2 token. Must run before python-pkcs11 loads the module in this process."""
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    subprocess.run(
-        [
-            "softhsm2-util",
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--so-pin",
-            SO_PIN,
-            "--pin",
-            PIN,
-        ],
-        check=True,
-        capture_output=True,
-    )
 
 
 def token_signer():
@@ -974,7 +898,8 @@ def main() -> int:
                 f"{args.count} certificates per contender, {args.rounds} rounds: {', '.join(runs)}",
                 flush=True,
             )
-            results = compare(runs, args.rounds)
+            results = compare(runs, args.rounds, warm_up=False, after_round=lambda r: print(
+                f"  round {r + 1}/{args.rounds} done (load average {loadavg()})", flush=True))
 
             print("\nchecks:")
             for name, contender in contenders.items():

@@ -25,13 +25,11 @@ import argparse
 import hashlib
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -45,11 +43,9 @@ from ca.cert import (CertificateSpec, encode_tbs, new_serial, sign_certificate, 
                      validity)
 from ca.keys import PublicKey, parse_public_key  # noqa: E402
 from ca.signer import CaKeyType, create_file_key  # noqa: E402
+from bench.timing import PIN, TOKEN, Result, compare, init_token, measure  # noqa: E402
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-TOKEN = "bench"
-PIN = "1234"
-SO_PIN = "12345678"
 SSH_KEYGEN_SKIPPED = {"ed25519": "OpenSSH 9.2's ssh-keygen -D says 'skipping unsupported key type'"}
 
 # Targets: how much faster than ssh-keygen-per-certificate Vouch must be (P-256), and how close
@@ -58,65 +54,7 @@ TARGET_VS_SSH_KEYGEN = 50.0
 TARGET_VS_RAW = 1.5
 
 
-@dataclass(frozen=True)
-class Result:
-    count: int
-    median_ns: int
-    total_ns: int
-
-    @property
-    def per_second(self) -> float:
-        return self.count / (self.total_ns / 1e9)
-
-    @property
-    def median_us(self) -> float:
-        return self.median_ns / 1e3
-
-
-def measure(fn: Callable[[], object], n: int) -> tuple[list[int], int]:
-    """Call `fn` n times: the time of each call and of the whole loop, in ns."""
-    clock = time.perf_counter_ns
-    times = [0] * n
-    start = clock()
-    for i in range(n):
-        t0 = clock()
-        fn()
-        times[i] = clock() - t0
-    return times, clock() - start
-
-
-def compare(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int = 20
-            ) -> dict[str, Result]:
-    """Measure contenders `name: (fn, n)` in alternating rounds, so that a slow spell on a shared
-    machine hits all of them alike rather than whichever ran at the time; warm each up first."""
-    for fn, n in contenders.values():
-        measure(fn, max(3, n // 20))
-    times: dict[str, list[int]] = {name: [] for name in contenders}
-    totals = dict.fromkeys(contenders, 0)
-    names = list(contenders)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            fn, n = contenders[name]
-            chunk = n // rounds + (r < n % rounds)
-            round_times, total = measure(fn, chunk)
-            times[name] += round_times
-            totals[name] += total
-    return {name: Result(count=len(times[name]), median_ns=int(statistics.median(times[name])),
-                         total_ns=totals[name]) for name in contenders}
-
-
 # --- set-up ------------------------------------------------------------------------------
-
-def init_token(root: Path) -> None:
-    """A private SoftHSM2 token. Must run before python-pkcs11 loads the module in this process."""
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n"
-                    "log.level = ERROR\n")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN,
-                    "--so-pin", SO_PIN, "--pin", PIN], check=True, capture_output=True)
-
 
 def user_key(root: Path) -> tuple[PublicKey, Path]:
     """An Ed25519 user public key, parsed and as `user.pub` for ssh-keygen."""

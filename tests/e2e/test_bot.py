@@ -410,7 +410,6 @@ def test_outsiders_can_neither_request_nor_approve(server, keys):
 def test_two_of_n_first_approval_updates_tally_second_by_group_member_issues(server, keys):
     fake, driver = server.fake, server.driver
     request_id, message = ask(server, REQUESTER, "payments", "2h", "two approvals needed")
-    since = Since(fake)
     ok(driver.click_button(BOB, channel=REQUESTS, ts=message.ts, label="Approve"))
     fake.wait_for(lambda: "1 of 2 — <@U0BOB>" in shown(fake.message(REQUESTS, message.ts)))
     current = fake.message(REQUESTS, message.ts)

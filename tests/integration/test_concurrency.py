@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from access.policy import parse_policy
 from access.requests import AlreadyVoted, InvalidTransition, State
-from access.service import ISSUE_LEASE, AccessService, Issued, VoteResult
+from access.service import AccessService, Issued, VoteResult
 from ca.errors import SignerUnavailable
 from ca.signer import CaKeyType, FileSigner, create_file_key
 from storage import audit
