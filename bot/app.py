@@ -91,6 +91,7 @@ class Bot:
         self.team_id = team_id
         self.policy = policy
         self.outbox = Outbox()
+        self._remembered: set[str] = set()  # users recorded in the users table by this process
 
     # --- acks: no I/O, answered within milliseconds ---------------------------------------
 
@@ -411,6 +412,9 @@ class Bot:
             raise Refused("Guests cannot request, approve or revoke access with Vouch.")
         if user.team_id and user.team_id != self.team_id:
             raise Refused("Vouch serves only its own workspace.")
+        if user.id not in self._remembered:
+            self.service.remember_user(user.id, name=user.name, tz=user.tz)
+            self._remembered.add(user.id)
         return user
 
     def _tell(self, actor: Actor, text: str) -> None:

@@ -36,6 +36,3 @@ class Outbox:
                 job()
             except Exception:  # noqa: BLE001 - one failed post must not stop the channel's queue
                 log.exception("posting to %s failed", channel)
-
-    def pending(self) -> int:
-        return sum(jobs.qsize() for jobs in self._queues.values())

@@ -48,10 +48,6 @@ def put_mpint_bytes(unsigned: bytes) -> bytes:
     return put_string(unsigned)
 
 
-def put_name_list(names: list[str]) -> bytes:
-    return put_string(",".join(names))
-
-
 class Reader:
     """Reads SSH wire types from a buffer, refusing to read past its end."""
 

@@ -928,3 +928,10 @@ def test_key_list_and_remove(server, user_keys):
     since = Since(server.fake)
     ok(server.driver.command(user, "/ssh-key", f"remove {newest}"))
     assert "no registered key" in since.ephemeral(user)
+
+
+def test_people_who_act_are_recorded_with_name_and_time_zone(server, keys):
+    rows = dict((uid, (name, tz)) for uid, name, tz in server.query("SELECT id, name, tz FROM users"))
+    assert REQUESTER in rows
+    name, tz = rows[REQUESTER]
+    assert name and tz  # from users.info: shown in certificate DMs and /ssh-status in the user's zone
