@@ -35,7 +35,6 @@ import argparse
 import cProfile
 import glob
 import http.client
-import io
 import json
 import os
 import pstats
@@ -69,7 +68,7 @@ from storage import audit  # noqa: E402
 from storage import certificates as certs  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.models import RequestRecord  # noqa: E402
-from bench.timing import PIN, TOKEN, compare, init_token, measure  # noqa: E402
+from bench.timing import PIN, TOKEN, compare, init_token, measure, print_top_functions  # noqa: E402
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 REQUESTER, APPROVER, TARGET = "U0ALICE", "U0BOB", "prod-db"
@@ -750,15 +749,7 @@ def profile(contender: VouchContender, n: int, top: int) -> None:
             continue
         _cc, ncalls, _tt, cum, _callers = max(matches, key=lambda v: v[3])
         print(f"    {cum / total:6.1%}  {cum / n * 1e3:7.2f} ms  {ncalls / n:5.1f} calls  {label}")
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(top)
-    print(
-        "\n".join(
-            "  " + line
-            for line in out.getvalue().splitlines()
-            if line.strip() and not line.startswith(("   Ordered", "   List reduced"))
-        )
-    )
+    print_top_functions(profiler, top)
 
 
 # --- main ------------------------------------------------------------------------------------

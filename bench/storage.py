@@ -30,7 +30,6 @@ import argparse
 import base64
 import cProfile
 import hashlib
-import io
 import json
 import json.encoder
 import os
@@ -58,6 +57,7 @@ from ca.wire import put_string  # noqa: E402
 from storage import audit  # noqa: E402
 from storage import certificates as certs  # noqa: E402
 from storage.db import Database  # noqa: E402
+from bench.timing import print_top_functions  # noqa: E402
 from storage.models import AuditEvent, CertificateRecord, RequestRecord  # noqa: E402
 from storage.types import UTCDateTime  # noqa: E402
 
@@ -734,15 +734,7 @@ def profile_verify(backend: Backend, events: int, top: int) -> None:
         if seconds < total * 0.005:
             continue
         print(f"  {seconds / total:6.1%}  {seconds:6.2f} s  {name}")
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(top)
-    print(
-        "\n".join(
-            "  " + line
-            for line in out.getvalue().splitlines()
-            if line.strip() and not line.startswith(("   Ordered", "   List reduced"))
-        )
-    )
+    print_top_functions(profiler, top)
 
 
 def step_costs(backend: Backend, chain: list[tuple], sample: int) -> dict[str, float]:

@@ -3,7 +3,10 @@ SoftHSM2 token."""
 
 from __future__ import annotations
 
+import cProfile
+import io
 import os
+import pstats
 import statistics
 import subprocess
 import time
@@ -81,3 +84,11 @@ def init_token(root: Path) -> None:
     os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN,
                     "--so-pin", SO_PIN, "--pin", PIN], check=True, capture_output=True)
+
+
+def print_top_functions(profiler: cProfile.Profile, top: int) -> None:
+    """The `top` functions by own time, indented, without pstats' header lines."""
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(top)
+    print("\n".join("  " + line for line in out.getvalue().splitlines()
+                    if line.strip() and not line.startswith(("   Ordered", "   List reduced"))))

@@ -8,7 +8,6 @@ Every test takes the `database`/`database_url` fixture, so it runs once per data
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -23,29 +22,12 @@ from sqlalchemy import bindparam, text
 from storage import audit
 from storage.db import Database
 from storage.types import UTCDateTime
+from support.processes import process_context
 
 REPO = Path(__file__).resolve().parents[2]
 VOUCH = REPO / ".venv" / "bin" / "vouch"
 if not VOUCH.exists():  # a venv elsewhere: use the script next to the running interpreter
     VOUCH = Path(sys.executable).with_name("vouch")
-
-# Separate processes: by default started from a forkserver that has the heavy libraries
-# preloaded. Like 'spawn', each child descends from a freshly exec'd interpreter that never opened
-# a database or started a thread, and builds its own Database from the URL; unlike 'spawn' it does
-# not pay ~1.3 s of CPU importing SQLAlchemy, Alembic and cryptography per child (50 spawned
-# children take ~2 minutes per database on 2 CPUs). VOUCH_TEST_START_METHOD=spawn runs them spawned.
-START_METHOD = os.environ.get("VOUCH_TEST_START_METHOD", "forkserver")
-PRELOAD = ["pytest", "access.service", "access.policy", "ca.signer", "storage.db", "storage.audit",
-           "sqlite3", "sqlalchemy.dialects.sqlite.pysqlite", "psycopg",
-           "sqlalchemy.dialects.postgresql.psycopg"]
-
-
-def process_context():
-    context = multiprocessing.get_context(START_METHOD)
-    if START_METHOD == "forkserver":
-        context.set_forkserver_preload(PRELOAD)  # no effect once the server runs: same list in both
-    return context
-
 
 BASE = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 N = 10  # events in the standard chain

@@ -9,8 +9,6 @@ Every test takes the `database`/`database_url` fixture, so it runs once per data
 from __future__ import annotations
 
 import functools
-import multiprocessing
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -27,24 +25,7 @@ from ca.errors import SignerUnavailable
 from ca.signer import CaKeyType, FileSigner, create_file_key
 from storage import audit
 from storage.db import Database, StorageUnavailable
-
-# Separate processes: by default started from a forkserver that has the heavy libraries
-# preloaded. Like 'spawn', each child descends from a freshly exec'd interpreter that never opened
-# a database or started a thread, and builds its own Database from the URL; unlike 'spawn' it does
-# not pay ~1.3 s of CPU importing SQLAlchemy, Alembic and cryptography per child (50 spawned
-# children take ~2 minutes per database on 2 CPUs). VOUCH_TEST_START_METHOD=spawn runs them spawned.
-START_METHOD = os.environ.get("VOUCH_TEST_START_METHOD", "forkserver")
-PRELOAD = ["pytest", "access.service", "access.policy", "ca.signer", "storage.db", "storage.audit",
-           "sqlite3", "sqlalchemy.dialects.sqlite.pysqlite", "psycopg",
-           "sqlalchemy.dialects.postgresql.psycopg"]
-
-
-def process_context():
-    context = multiprocessing.get_context(START_METHOD)
-    if START_METHOD == "forkserver":
-        context.set_forkserver_preload(PRELOAD)  # no effect once the server runs: same list in both
-    return context
-
+from support.processes import process_context
 
 APPROVERS = [f"U0APP{i:02d}" for i in range(50)]
 REQUESTER = "U0REQ"

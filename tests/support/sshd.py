@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ca.krl import write_atomic
+
 SSHD = "/usr/sbin/sshd"  # sshd refuses to run unless started by absolute path
 LOGIN_MARKER = "vouch-login-ok"
 DEFAULT_USER = "vouchtest"
@@ -135,23 +137,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # resolved here, not in the forked child
@@ -304,12 +289,12 @@ class Sshd:
                  "-f", str(self.host_key_path)],
                 check=True, capture_output=True,
             )
-        _write_atomic(
+        write_atomic(
             self.ca_keys_path,
             "".join(k.strip() + "\n" for k in self.trusted_ca_keys).encode(),
         )
         if self.revoked_keys is not None:
-            _write_atomic(self.krl_path, self.revoked_keys)
+            write_atomic(self.krl_path, self.revoked_keys)
         self._principals_dir = Path(tempfile.mkdtemp(prefix="vouch-sshd-principals-"))
         os.chmod(self._principals_dir, 0o755)
         for login_user, names in self.principals.items():
@@ -320,7 +305,7 @@ class Sshd:
         if self._principals_dir is None:
             raise RuntimeError("call start() first")
         self.principals[login_user] = list(names)
-        _write_atomic(
+        write_atomic(
             self._principals_dir / login_user, "".join(n + "\n" for n in names).encode()
         )
 
@@ -362,7 +347,7 @@ class Sshd:
             )
         self.revoked_keys = krl
         self.krl_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.krl_path, krl)
+        write_atomic(self.krl_path, krl)
 
     # -- process -------------------------------------------------------------------
 
