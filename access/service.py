@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy.exc import IntegrityError
-
 from access.policy import Directory, NoDirectory, Policy
 from access.requests import (AlreadyVoted, InvalidTransition, Kind, PolicyRefusal, Request, State,
                              cast_vote, certificate_spec, check_transition, may_revoke, may_review,
@@ -31,7 +29,7 @@ from storage import audit
 from storage import certificates as certs
 from storage import keys as keys_repo
 from storage import requests as requests_repo
-from storage.db import Database
+from storage.db import Database, Duplicate
 from storage.models import CertificateRecord, UserKey
 
 Clock = Callable[[], datetime]
@@ -242,7 +240,7 @@ class AccessService:
                     audit.append(session, actor=approver, action=f"request.{outcome.request.state.value}",
                                  subject=f"request:{request_id}", now=now,
                                  details={"approvers": outcome.request.approvers})
-        except IntegrityError:
+        except Duplicate:
             # The unique (request, approver) constraint: a concurrent second click by the same person.
             raise AlreadyVoted("you have already voted on this request") from None
         return VoteResult(outcome.request, outcome.decided)
@@ -311,7 +309,7 @@ class AccessService:
                     raise _Conflict
                 audit.append(session, actor="vouch", action="certificate.issued",
                              subject=f"request:{request_id}", now=now, details=_describe(certificate))
-        except (_Conflict, IntegrityError):
+        except (_Conflict, Duplicate):
             return None  # another worker issued it first; ours is discarded unreleased
         except Exception as exc:
             # Not recorded, so not released. Free the claim so a retry need not wait out the

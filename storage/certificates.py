@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
+from storage.db import unique
 from storage.models import CertificateRecord
 
 
@@ -22,7 +23,8 @@ def record_certificate(*, session: Session, serial: int, key_id: str, principals
         valid_after=valid_after, valid_before=valid_before, issued_at=issued_at,
         issued_by=issued_by, request_id=request_id, holder=holder)
     session.add(record)
-    session.flush()
+    with unique("certificate"):  # serial and request_id are unique: one certificate per request
+        session.flush()
     return record
 
 

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from ca.errors import BadInput, VouchError
@@ -24,6 +24,19 @@ _MIGRATION_LOCK_ID = 0x766F756368
 
 class StorageUnavailable(VouchError):
     """The database cannot be reached or used."""
+
+
+class Duplicate(Exception):
+    """A unique constraint refused the write: someone else already did this (a lost race)."""
+
+
+@contextmanager
+def unique(what: str) -> Iterator[None]:
+    """Turn a unique-constraint violation inside the block into Duplicate."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Duplicate(what) from exc
 
 
 class DatabaseBehind(VouchError):

@@ -9,6 +9,7 @@ from sqlalchemy import func, or_, select, update
 from sqlmodel import Session
 
 from access.requests import Kind, Request, State, Vote
+from storage.db import unique
 from storage.models import ApprovalRecord, RequestRecord
 
 
@@ -53,10 +54,11 @@ def load(*, session: Session, request_id: str,
 
 
 def add_vote(*, session: Session, request_id: str, vote: Vote) -> None:
-    """Raises IntegrityError if this approver already voted (a concurrent double click)."""
+    """Raises Duplicate if this approver already voted (a concurrent double click)."""
     session.add(ApprovalRecord(request_id=request_id, approver=vote.approver, approve=vote.approve,
                                at=vote.at))
-    session.flush()
+    with unique("vote"):
+        session.flush()
 
 
 def compare_and_set(*, session: Session, request_id: str, version: int, expect: State,
