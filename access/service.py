@@ -275,17 +275,17 @@ class AccessService:
         now = self.clock()
         started = time.perf_counter()
         serial = new_serial()
-        with db.session() as session:
-            loaded = requests_repo.load(session=session, request_id=request_id)
-            if loaded is None or loaded[1].state is not State.APPROVED:
-                return None
-            record, request = loaded
-            if not requests_repo.claim_issue(session=session, request_id=request_id, serial=serial,
-                                             now=now, lease=ISSUE_LEASE):
-                return None
-            audit.append(session, actor="vouch", action="certificate.reserved",
+        # The claim need not reach the disk by itself: nothing it guards leaves this process
+        # before the certificate's own durable commit below, which carries it to disk as well.
+        # Lost in a power cut, it costs a retry, never a certificate.
+        with db.transaction(durable=False) as connection:
+            claimed = requests_repo.claim_issue(session=connection, request_id=request_id,
+                                                serial=serial, now=now, lease=ISSUE_LEASE)
+            if claimed is None:
+                return None  # not approved (any more), or another worker holds the claim
+            request, public_line = claimed
+            audit.append(connection, actor="vouch", action="certificate.reserved",
                          subject=f"request:{request_id}", now=now, details={"serial": str(serial)})
-            public_line = record.public_key
         try:
             target = self.policy.target(request.target)
             if target is None:
@@ -301,13 +301,13 @@ class AccessService:
                              details={"serial": str(serial), "error": exc.message})
             raise
         try:
-            with db.session() as session:
-                self._record(session, certificate, issued_at=now, issued_by="vouch",
+            with db.transaction() as connection:
+                self._record(connection, certificate, issued_at=now, issued_by="vouch",
                              request_id=request_id, holder=request.requester)
-                if not requests_repo.mark_issued(session=session, request_id=request_id,
+                if not requests_repo.mark_issued(session=connection, request_id=request_id,
                                                  serial=serial, now=now):
                     raise _Conflict
-                audit.append(session, actor="vouch", action="certificate.issued",
+                audit.append(connection, actor="vouch", action="certificate.issued",
                              subject=f"request:{request_id}", now=now, details=_describe(certificate))
         except (_Conflict, Duplicate):
             return None  # another worker issued it first; ours is discarded unreleased
@@ -315,10 +315,10 @@ class AccessService:
             # Not recorded, so not released. Free the claim so a retry need not wait out the
             # lease; if even that fails, the lease frees it later.
             try:
-                with db.session() as session:
-                    requests_repo.release_issue(session=session, request_id=request_id, serial=serial,
-                                                error=f"recording the certificate failed: "
-                                                      f"{type(exc).__name__}")
+                with db.transaction() as connection:
+                    requests_repo.release_issue(session=connection, request_id=request_id,
+                                                serial=serial, error=f"recording the certificate "
+                                                                     f"failed: {type(exc).__name__}")
             except Exception:  # noqa: BLE001 - the original failure is what matters
                 pass
             raise

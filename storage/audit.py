@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import String, func, insert, select, type_coerce, update
+from sqlalchemy import String, bindparam, func, insert, select, type_coerce, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from storage.models import AuditEvent, AuditHead
@@ -42,23 +43,26 @@ def link(prev_hash: str, body: bytes) -> str:
 
 _EVENTS = AuditEvent.__table__
 _HEAD = AuditHead.__table__
+# Built once: appends happen on every decision, and building a statement costs more than running it.
+_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
+                 .returning(_HEAD.c.seq, _HEAD.c.hash))
+_INSERT_EVENT = insert(_EVENTS)
+_SET_HEAD_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("new_hash"))
 
 
-def append(session: Session, *, actor: str, action: str, subject: str,
+def append(session: Session | Connection, *, actor: str, action: str, subject: str,
            details: dict[str, Any] | None = None, now: datetime | None = None) -> int:
-    """Add an event in the caller's transaction; returns its sequence number. The head row's
-    UPDATE comes first: it serialises appenders (a row lock on PostgreSQL, the write lock on
-    SQLite), so concurrent writers cannot fork the chain."""
+    """Add an event in the caller's transaction (an ORM session or a Core connection); returns
+    its sequence number. The head row's UPDATE comes first: it serialises appenders (a row lock
+    on PostgreSQL, the write lock on SQLite), so concurrent writers cannot fork the chain."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    seq, prev_hash = session.execute(
-        update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
-        .returning(_HEAD.c.seq, _HEAD.c.hash)).one()
+    seq, prev_hash = session.execute(_ADVANCE_HEAD).one()
     details_text = json.dumps(details or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     new_hash = link(prev_hash, canonical(seq, format_time(now), actor, action, subject, details_text))
-    session.execute(insert(_EVENTS).values(seq=seq, at=now, actor=actor, action=action,
-                                           subject=subject, details=details_text,
-                                           prev_hash=prev_hash, hash=new_hash))
-    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(hash=new_hash))
+    session.execute(_INSERT_EVENT, {"seq": seq, "at": now, "actor": actor, "action": action,
+                                    "subject": subject, "details": details_text,
+                                    "prev_hash": prev_hash, "hash": new_hash})
+    session.execute(_SET_HEAD_HASH, {"new_hash": new_hash})
     return seq
 
 

@@ -5,27 +5,31 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from storage.db import unique
 from storage.models import CertificateRecord
 
 
-def record_certificate(*, session: Session, serial: int, key_id: str, principals: list[str],
-                       subject_key: str, subject_fingerprint: str, ca_fingerprint: str,
-                       valid_after: datetime, valid_before: datetime, issued_at: datetime,
-                       issued_by: str, request_id: str | None = None,
-                       holder: str | None = None) -> CertificateRecord:
-    record = CertificateRecord(
-        serial=serial, key_id=key_id, principals=json.dumps(principals), subject_key=subject_key,
-        subject_fingerprint=subject_fingerprint, ca_fingerprint=ca_fingerprint,
-        valid_after=valid_after, valid_before=valid_before, issued_at=issued_at,
-        issued_by=issued_by, request_id=request_id, holder=holder)
-    session.add(record)
+_CERTIFICATES = CertificateRecord.__table__
+_INSERT_CERTIFICATE = insert(_CERTIFICATES)
+
+
+def record_certificate(*, session: Session | Connection, serial: int, key_id: str,
+                       principals: list[str], subject_key: str, subject_fingerprint: str,
+                       ca_fingerprint: str, valid_after: datetime, valid_before: datetime,
+                       issued_at: datetime, issued_by: str, request_id: str | None = None,
+                       holder: str | None = None) -> None:
+    """Raises Duplicate when the serial or the request already has a certificate."""
     with unique("certificate"):  # serial and request_id are unique: one certificate per request
-        session.flush()
-    return record
+        session.execute(_INSERT_CERTIFICATE, {
+            "serial": serial, "key_id": key_id, "principals": json.dumps(principals),
+            "subject_key": subject_key, "subject_fingerprint": subject_fingerprint,
+            "ca_fingerprint": ca_fingerprint, "valid_after": valid_after,
+            "valid_before": valid_before, "issued_at": issued_at, "issued_by": issued_by,
+            "request_id": request_id, "holder": holder})
 
 
 def get_by_serial(*, session: Session, serial: int) -> CertificateRecord | None:

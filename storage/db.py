@@ -59,7 +59,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _sqlite_connect(dbapi_connection, _record) -> None:
+def _sqlite_connect(dbapi_connection, record) -> None:
     # Take over transaction control from pysqlite so that _sqlite_begin can BEGIN IMMEDIATE.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -69,12 +69,28 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     # (NORMAL in WAL mode may lose the last commits; bench/issue.py measured the cost at ~9%).
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+    record.info[_SYNCHRONOUS] = "FULL"
+
+
+_SYNCHRONOUS = "vouch_synchronous"
+_DURABLE = "vouch_durable"
 
 
 def _sqlite_begin(connection: Connection) -> None:
+    # SQLite refuses to change `synchronous` inside a transaction, so a transaction that need not
+    # reach the disk by itself (Database.transaction(durable=False)) says so before BEGIN. NORMAL,
+    # not OFF: WAL checkpoints stay synced, so a power cut can lose such a commit but never
+    # corrupt the file.
+    # Both statements go straight to the driver: every transaction runs them, and SQLAlchemy's
+    # execution machinery costs five times the statement.
+    level = "FULL" if connection.get_execution_options().get(_DURABLE, True) else "NORMAL"
+    pooled = connection.connection
+    if pooled.info.get(_SYNCHRONOUS) != level:
+        pooled.driver_connection.execute(f"PRAGMA synchronous={level}")
+        pooled.info[_SYNCHRONOUS] = level
     # A deferred transaction that reads and then writes fails with SQLITE_BUSY when another
     # writer committed in between; taking the write lock up front makes writers queue instead.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    pooled.driver_connection.execute("BEGIN IMMEDIATE")
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -105,6 +121,25 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A Core transaction, for paths where the ORM's bookkeeping costs more than the work
+        (issuing): committed when the block ends, rolled back if it raises.
+
+        durable=False commits without waiting for the disk. Use it only for a write whose loss
+        in a power cut is harmless because nothing it guards leaves the process before a later
+        durable commit: both databases write their log in order, so that later commit's flush
+        makes this one durable too (SQLite's WAL is one file; PostgreSQL flushes WAL up to the
+        later commit's position).
+        """
+        with self.engine.connect() as connection:
+            if not durable:
+                connection.execution_options(**{_DURABLE: False})
+            with connection.begin():
+                if not durable and connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                yield connection
 
     def revision(self) -> str | None:
         try:

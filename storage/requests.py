@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from access.requests import Kind, Request, State, Vote
 from storage.db import unique
 from storage.models import ApprovalRecord, RequestRecord
+from storage.types import UInt64, UTCDateTime
 
 
 def to_domain(record: RequestRecord, votes: Iterable[ApprovalRecord]) -> Request:
@@ -72,33 +74,52 @@ def compare_and_set(*, session: Session, request_id: str, version: int, expect: 
     return result.rowcount == 1
 
 
-def claim_issue(*, session: Session, request_id: str, serial: int, now: datetime,
-                lease: timedelta) -> bool:
-    """Reserve `serial` for issuing an approved request; another claim wins only after `lease`."""
-    result = session.execute(
-        update(RequestRecord)
-        .where(RequestRecord.id == request_id, RequestRecord.state == State.APPROVED.value,
-               or_(RequestRecord.issue_claimed_at.is_(None),
-                   RequestRecord.issue_claimed_at < now - lease))
-        .values(issue_serial=serial, issue_claimed_at=now,
-                issue_attempts=RequestRecord.issue_attempts + 1))
-    return result.rowcount == 1
+_REQUESTS = RequestRecord.__table__
+_APPROVALS = ApprovalRecord.__table__
+# The issuing path runs these for every certificate: built once, run on a Core connection.
+_CLAIM_ISSUE = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("request_id"),
+           _REQUESTS.c.state == State.APPROVED.value,
+           or_(_REQUESTS.c.issue_claimed_at.is_(None),
+               _REQUESTS.c.issue_claimed_at < bindparam("lapsed", type_=UTCDateTime())))
+    .values(issue_serial=bindparam("serial", type_=UInt64()),
+            issue_claimed_at=bindparam("now", type_=UTCDateTime()),
+            issue_attempts=_REQUESTS.c.issue_attempts + 1)
+    .returning(*_REQUESTS.c))
+_VOTES = select(_APPROVALS).where(_APPROVALS.c.request_id == bindparam("request_id"))
+_MARK_ISSUED = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("request_id"), _REQUESTS.c.state == State.APPROVED.value,
+           _REQUESTS.c.issue_serial == bindparam("serial", type_=UInt64()))
+    .values(state=State.ISSUED.value, issued_at=bindparam("now", type_=UTCDateTime()),
+            issue_error=None, version=_REQUESTS.c.version + 1))
 
 
-def release_issue(*, session: Session, request_id: str, serial: int, error: str) -> None:
+def claim_issue(*, session: Session | Connection, request_id: str, serial: int, now: datetime,
+                lease: timedelta) -> tuple[Request, str] | None:
+    """Reserve `serial` for issuing an approved request; another claim wins only after `lease`.
+    Returns the request and the public key to certify, or None when it is not approved or
+    someone else holds the claim."""
+    row = session.execute(_CLAIM_ISSUE, {"request_id": request_id, "lapsed": now - lease,
+                                         "serial": serial, "now": now}).first()
+    if row is None:
+        return None
+    votes = session.execute(_VOTES, {"request_id": request_id})
+    return to_domain(row, votes), row.public_key
+
+
+def release_issue(*, session: Session | Connection, request_id: str, serial: int, error: str) -> None:
     session.execute(
-        update(RequestRecord)
-        .where(RequestRecord.id == request_id, RequestRecord.issue_serial == serial)
+        update(_REQUESTS)
+        .where(_REQUESTS.c.id == request_id, _REQUESTS.c.issue_serial == serial)
         .values(issue_claimed_at=None, issue_error=error[:1000]))
 
 
-def mark_issued(*, session: Session, request_id: str, serial: int, now: datetime) -> bool:
-    result = session.execute(
-        update(RequestRecord)
-        .where(RequestRecord.id == request_id, RequestRecord.state == State.APPROVED.value,
-               RequestRecord.issue_serial == serial)
-        .values(state=State.ISSUED.value, issued_at=now, issue_error=None,
-                version=RequestRecord.version + 1))
+def mark_issued(*, session: Session | Connection, request_id: str, serial: int,
+                now: datetime) -> bool:
+    """Only the holder of the claim on `serial` moves the request to issued."""
+    result = session.execute(_MARK_ISSUED, {"request_id": request_id, "serial": serial, "now": now})
     return result.rowcount == 1
 
 
