@@ -14,10 +14,12 @@ On SQLite (a file, WAL, as storage.db opens it) and PostgreSQL (a private cluste
           values are stored the way the ORM writes them. Target: median under 50 ms.
   audit   1M chained events are precomputed with storage.audit's own canonical() and link() and
           bulk-inserted (not 1M append calls); then storage.audit.verify(session) is timed end to
-          end in a Database.session(). Target: over 200,000 events/s. When it misses (or with
-          --profile), the time is taken apart: cProfile of one verify grouped by where it goes,
-          per-event costs of each step measured without the profiler, and bench-only prototypes
-          of the suggested changes (each must still verify the same chain).
+          end in a Database.session(), as `vouch audit verify` runs it: by default the chain is
+          split into seq ranges checked by one worker process per CPU (worker start-up included).
+          verify(workers=1), all in this process, is timed too, for reference. Target: over
+          200,000 events/s. When it misses (or with --profile), the single-process check is
+          taken apart: cProfile grouped by where the time goes, and per-event costs of each step
+          measured without the profiler.
 
 The PostgreSQL cluster runs as the postgres user (needs root) and is removed at the end. The whole
 run takes about 4-5 minutes on 2 cores; --rows/--events scale it down. Exit status 0 either way:
@@ -638,13 +640,23 @@ def load_chain(backend: Backend, chain: list[tuple], head: str) -> float:
     return time.perf_counter() - started
 
 
-def time_verify(backend: Backend, events: int, runs: int) -> tuple[float, list[float]]:
-    """Seconds of each audit.verify(session) run (a Database.session() each), end to end."""
+def default_workers(events: int) -> int:
+    """How many processes audit.verify uses by default for a chain of `events`."""
+    if events < audit.PARALLEL_FROM:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), audit.MAX_WORKERS, events))
+
+
+def time_verify(
+    backend: Backend, events: int, runs: int, *, workers: int | None = None
+) -> tuple[float, list[float]]:
+    """Seconds of each audit.verify(session) run (a Database.session() each), end to end: worker
+    start-up included."""
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         with backend.db.session() as session:
-            result = audit.verify(session)
+            result = audit.verify(session, workers=workers)
         times.append(time.perf_counter() - t0)
         if not (result.ok and result.events == events):
             raise RuntimeError(f"[{backend.name}] verify failed: {result}")
@@ -672,6 +684,8 @@ def _group_python(file: str, fn: str) -> str:
         return PSYCOPG
     if "sqlalchemy" in file:
         return SQLA
+    if file.endswith("storage/chain.py") and fn == "check_run":
+        return LOOP
     if file.endswith("storage/audit.py"):
         return {"format_time": FORMAT, "canonical": CANON, "link": LINK, "verify": LOOP}.get(
             fn, f"audit.{fn}"
@@ -721,7 +735,7 @@ def attribute(stats: pstats.Stats) -> dict[str, float]:
 def profile_verify(backend: Backend, events: int, top: int) -> None:
     profiler = cProfile.Profile()
     with backend.db.session() as session:
-        result = profiler.runcall(audit.verify, session)
+        result = profiler.runcall(audit.verify, session, workers=1)
     assert result.ok and result.events == events, result
     stats = pstats.Stats(profiler)
     total = sum(v[2] for v in stats.stats.values())
@@ -738,46 +752,15 @@ def profile_verify(backend: Backend, events: int, top: int) -> None:
 
 
 def step_costs(backend: Backend, chain: list[tuple], sample: int) -> dict[str, float]:
-    """Per-event µs of each step of verify, measured alone without a profiler."""
+    """Per-event µs of each step of one process's check (storage.chain.check_run), measured
+    alone without a profiler, over the first `sample` events (the per-event cost does not depend
+    on the table size)."""
     costs: dict[str, float] = {}
     sample_rows = chain[:sample]
 
-    def per_event(seconds: float, count: int) -> float:
-        return seconds / count * 1e6
+    def per_event(seconds: float) -> float:
+        return seconds / sample * 1e6
 
-    # Fetching: the same SELECT through SQLAlchemy (yield_per, type processing), and raw.
-    # (over the first `sample` events: the per-event cost does not depend on the table size)
-    query = (
-        select(
-            AuditEvent.seq,
-            AuditEvent.at,
-            AuditEvent.actor,
-            AuditEvent.action,
-            AuditEvent.subject,
-            AuditEvent.details,
-            AuditEvent.prev_hash,
-            AuditEvent.hash,
-        )
-        .where(AuditEvent.seq <= sample)
-        .order_by(AuditEvent.seq)
-        .execution_options(yield_per=10_000)
-    )
-    t0 = time.perf_counter()
-    with backend.db.session() as session:
-        for _row in session.execute(query):
-            pass
-    costs["fetch via SQLAlchemy ORM session (as verify: yield_per 10k)"] = per_event(
-        time.perf_counter() - t0, sample
-    )
-    columns = AuditEvent.__table__.c
-    core = select(*columns).where(columns.seq <= sample).order_by(columns.seq)
-    t0 = time.perf_counter()
-    with backend.db.session() as session:
-        for _row in session.connection().execution_options(yield_per=10_000).execute(core):
-            pass
-    costs["  alternative: Core via session.connection() (no ORM loading)"] = per_event(
-        time.perf_counter() - t0, sample
-    )
     sql = (
         "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_events "
         f"WHERE seq <= {int(sample)} ORDER BY seq"
@@ -788,9 +771,8 @@ def step_costs(backend: Backend, chain: list[tuple], sample: int) -> dict[str, f
         t0 = time.perf_counter()
         if backend.dialect.name == "sqlite":
             cursor = driver.cursor()
-            cursor.arraysize = 10_000
             cursor.execute(sql)
-            while cursor.fetchmany():
+            while cursor.fetchmany(10_000):
                 pass
         else:
             cursor = driver.cursor(name="bench_fetch")  # a server-side cursor, in a transaction
@@ -799,176 +781,19 @@ def step_costs(backend: Backend, chain: list[tuple], sample: int) -> dict[str, f
                 pass
             cursor.close()
             driver.rollback()
-        costs["fetch via raw DBAPI cursor (10k per fetch)"] = per_event(
-            time.perf_counter() - t0, sample
-        )
+        costs["fetch via raw DBAPI cursor (10k per fetch)"] = per_event(time.perf_counter() - t0)
     finally:
         raw.close()
-    # The CPU steps, on rows as verify sees them.
-    ats = [row[1] for row in sample_rows]
-    t0 = time.perf_counter()
-    strings = [audit.format_time(at) for at in ats]
-    costs["format_time (astimezone + strftime)"] = per_event(time.perf_counter() - t0, sample)
-    t0 = time.perf_counter()
-    for at in ats:
-        (
-            f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}:{at.minute:02d}:"
-            f"{at.second:02d}.{at.microsecond:06d}Z"
-        )
-    costs["  alternative: f-string of UTC fields (no strftime)"] = per_event(
-        time.perf_counter() - t0, sample
-    )
-    canonical = audit.canonical
+    strings = [audit.format_time(row[1]) for row in sample_rows]  # the database does this part
+    canonical, link = audit.canonical, audit.link
     t0 = time.perf_counter()
     bodies = [canonical(r[0], s, r[2], r[3], r[4], r[5]) for r, s in zip(sample_rows, strings)]
-    costs["canonical (json.dumps per event)"] = per_event(time.perf_counter() - t0, sample)
-    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-    t0 = time.perf_counter()
-    alt = [
-        encoder.encode([r[0], s, r[2], r[3], r[4], r[5]]).encode()
-        for r, s in zip(sample_rows, strings)
-    ]
-    costs["  alternative: one reused JSONEncoder"] = per_event(time.perf_counter() - t0, sample)
-    assert alt == bodies
-    t0 = time.perf_counter()
-    alt = [fast_canonical(r[0], s, r[2], r[3], r[4], r[5]) for r, s in zip(sample_rows, strings)]
-    costs["  alternative: json.encoder.encode_basestring per field, joined"] = per_event(
-        time.perf_counter() - t0, sample
-    )
-    assert alt == bodies
-    link = audit.link
+    costs["canonical (encode_basestring per field, joined)"] = per_event(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for r, body in zip(sample_rows, bodies):
         link(r[6], body)
-    costs["link (fromhex + sha256 + hexdigest)"] = per_event(time.perf_counter() - t0, sample)
+    costs["link (fromhex + sha256 + hexdigest)"] = per_event(time.perf_counter() - t0)
     return costs
-
-
-_quote = json.encoder.encode_basestring  # the C escaper json.dumps uses with ensure_ascii=False
-
-
-def fast_canonical(seq: int, at: str, actor: str, action: str, subject: str, details: str) -> bytes:
-    """Byte-identical to audit.canonical for an int and five str: json.dumps of a list is '[' +
-    the items, each str through encode_basestring, joined by ',' + ']'."""
-    return (
-        f"[{seq},{_quote(at)},{_quote(actor)},{_quote(action)},{_quote(subject)},{_quote(details)}]"
-    ).encode()
-
-
-def verify_range(url: str, lo: int, hi: int) -> tuple[int, int, str | None, str | None, int | None]:
-    """Bench-only: the chain check of audit.verify over seq lo..hi with the suggested changes
-    applied — a raw DBAPI cursor fetching 10k rows at a time, `at` rendered by the database
-    (PostgreSQL to_char in UTC) or by slicing the stored text (SQLite's 'YYYY-MM-DD
-    HH:MM:SS.ffffff'), fast_canonical, the previous digest kept as bytes. Same hash inputs.
-
-    Each row carries prev_hash, so ranges are independent: the caller checks that each range's
-    first prev_hash is the previous range's last hash. Returns (lo, count, first prev_hash, last
-    hash, first bad seq or None). Opens its own connection, so it can run in a worker process."""
-    from storage.db import make_engine
-
-    engine = make_engine(url)
-    sha256 = hashlib.sha256
-    expected_seq, count, first_prev, prev_hex, prev_digest = lo, 0, None, None, b""
-    raw = engine.raw_connection()
-    try:
-        driver = raw.driver_connection
-        if engine.dialect.name == "sqlite":
-            cursor = driver.cursor()
-            cursor.arraysize = 10_000
-            cursor.execute(
-                "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
-                "FROM audit_events WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                (lo, hi),
-            )
-            fetch = cursor.fetchmany
-            fmt = lambda s: f"{s[:10]}T{s[11:26]}Z"  # noqa: E731
-        else:
-            cursor = driver.cursor(name="bench_verify")  # a server-side cursor, in a transaction
-            cursor.execute(
-                "SELECT seq, to_char(at AT TIME ZONE 'UTC', "
-                '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\'), actor, action, subject, details, '
-                "prev_hash, hash FROM audit_events WHERE seq BETWEEN %s AND %s ORDER BY seq",
-                (lo, hi),
-            )
-            fetch = lambda: cursor.fetchmany(10_000)  # noqa: E731
-            fmt = None
-        while rows := fetch():
-            for seq, at, actor, action, subject, details, prev_hash, stored in rows:
-                if first_prev is None:
-                    first_prev, prev_hex, prev_digest = (
-                        prev_hash,
-                        prev_hash,
-                        bytes.fromhex(prev_hash),
-                    )
-                if seq != expected_seq or prev_hash != prev_hex:
-                    return lo, count, first_prev, prev_hex, expected_seq
-                digest = sha256(
-                    prev_digest
-                    + fast_canonical(seq, fmt(at) if fmt else at, actor, action, subject, details)
-                )
-                computed = digest.hexdigest()
-                if computed != stored:
-                    return lo, count, first_prev, prev_hex, seq
-                prev_digest, prev_hex, expected_seq, count = (
-                    digest.digest(),
-                    computed,
-                    seq + 1,
-                    count + 1,
-                )
-        cursor.close()
-        if engine.dialect.name != "sqlite":
-            driver.rollback()
-    finally:
-        raw.close()
-        engine.dispose()
-    return lo, count, first_prev, prev_hex, None if expected_seq == hi + 1 else expected_seq
-
-
-def verify_prototype(backend: Backend, events: int, workers: int = 1) -> tuple[bool, int]:
-    """The prototype over the whole chain, split into `workers` seq ranges checked in parallel
-    processes (forked), then stitched: genesis, range boundaries, and the head row."""
-    head_seq, head_hash = backend.execute_raw("SELECT seq, hash FROM audit_head WHERE id = 1")[0]
-    step = -(-head_seq // workers)
-    ranges = [(lo, min(head_seq, lo + step - 1)) for lo in range(1, head_seq + 1, step)]
-    url = backend.db.url
-    if workers == 1:
-        parts = [verify_range(url, lo, hi) for lo, hi in ranges]
-    else:
-        import multiprocessing
-
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.starmap(verify_range, [(url, lo, hi) for lo, hi in ranges])
-    expected_prev, total = audit.GENESIS, 0
-    for _lo, count, first_prev, last_hash, bad in sorted(parts):
-        total += count
-        if bad is not None or first_prev != expected_prev:
-            return False, total
-        expected_prev = last_hash
-    return total == events == head_seq and expected_prev == head_hash, total
-
-
-_SQL_VERIFY = """
-WITH chain AS (
-  SELECT seq, prev_hash, hash,
-         lag(seq) OVER w AS before_seq, lag(hash) OVER w AS before_hash,
-         encode(sha256(decode(prev_hash, 'hex') || convert_to(
-           '[' || seq || ',' || to_json(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text
-           || ',' || to_json(actor)::text || ',' || to_json(action)::text || ',' || to_json(subject)::text
-           || ',' || to_json(details)::text || ']', 'UTF8')), 'hex') AS computed
-  FROM audit_events WINDOW w AS (ORDER BY seq))
-SELECT count(*), min(seq) FILTER (WHERE seq <> coalesce(before_seq, 0) + 1
-                                   OR prev_hash <> coalesce(before_hash, repeat('0', 64))
-                                   OR computed <> hash)
-FROM chain
-"""
-
-
-def verify_in_postgresql(backend: Backend, events: int) -> tuple[bool, int, int | None]:
-    """Bench-only: the whole chain check as one PostgreSQL query (sha256(), to_json() escaping
-    like json.dumps(ensure_ascii=False), lag() for the links). Equal to audit.verify only as far as
-    to_json's escaping equals Python's (it does for '"', '\\' and control characters)."""
-    count, first_bad = backend.execute_raw(_SQL_VERIFY)[0]
-    return count == events and first_bad is None, count, first_bad
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -1005,7 +830,7 @@ def main() -> int:
         choices=("auto", "always", "never"),
         default="auto",
         help="take verify apart when it misses the target: cProfile on the first "
-        "backend that misses, step costs and the prototype on each (auto); "
+        "backend that misses, and step costs on each (auto); "
         "all of it on every backend (always); never",
     )
     parser.add_argument(
@@ -1074,7 +899,13 @@ def main() -> int:
                 f"{rate:,.0f} events/s (median)",
                 flush=True,
             )
-            proto = None
+            one_median, _ = time_verify(backend, len(chain), 1, workers=1)
+            single = len(chain) / one_median
+            print(
+                f"[{backend.name}] audit.verify(workers=1), for reference: {one_median:.2f} s -> "
+                f"{single:,.0f} events/s",
+                flush=True,
+            )
             if args.profile == "always" or (args.profile == "auto" and rate < TARGET_VERIFY_PER_S):
                 if args.profile == "always" or not profiled:
                     profile_verify(backend, len(chain), args.top)
@@ -1083,29 +914,7 @@ def main() -> int:
                 print(f"\n[{backend.name}] per-event cost of each step, measured alone (µs/event):")
                 for step, us in costs.items():
                     print(f"  {us:7.2f}  {step}")
-                for workers in sorted({1, os.cpu_count() or 1}):
-                    t0 = time.perf_counter()
-                    ok, count = verify_prototype(backend, len(chain), workers)
-                    proto_s = time.perf_counter() - t0
-                    if ok:
-                        proto = max(proto or 0, len(chain) / proto_s)
-                    print(
-                        f"[{backend.name}] bench-only prototype of the suggested verify, {workers} "
-                        f"process{'es' if workers > 1 else ''}: {'verified' if ok else 'FAILED after'} "
-                        f"{count:,} events in {proto_s:.2f} s -> {len(chain) / proto_s:,.0f} events/s",
-                        flush=True,
-                    )
-                if backend.dialect.name == "postgresql":
-                    t0 = time.perf_counter()
-                    ok, count, first_bad = verify_in_postgresql(backend, len(chain))
-                    sql_s = time.perf_counter() - t0
-                    print(
-                        f"[{backend.name}] bench-only prototype, the chain checked by one SQL query: "
-                        f"{'verified' if ok else f'FAILED (first bad {first_bad})'} {count:,} events "
-                        f"in {sql_s:.2f} s -> {len(chain) / sql_s:,.0f} events/s",
-                        flush=True,
-                    )
-            verify_results.append((backend.name, median, times, proto))
+            verify_results.append((backend.name, median, times, single))
 
     print(
         f"\n{'backend':<11} {'query':<36} {'rows':>5} {'median ms':>10} {'p90 ms':>8}  index used"
@@ -1117,12 +926,14 @@ def main() -> int:
         )
     if verify_results:
         print(
-            f"\n{'backend':<11} {'audit events':>12} {'verify s':>9} {'events/s':>10} {'prototype/s':>12}"
+            f"\n{'backend':<11} {'audit events':>12} {'workers':>7} {'verify s':>9} {'events/s':>10} "
+            f"{'1 process/s':>12}"
         )
-        for name, median, _times, proto in verify_results:
+        workers = default_workers(len(chain))
+        for name, median, _times, single in verify_results:
             print(
-                f"{name:<11} {len(chain):>12,} {median:>9.2f} {len(chain) / median:>10,.0f} "
-                f"{f'{proto:,.0f}' if proto else '-':>12}"
+                f"{name:<11} {len(chain):>12,} {workers:>7} {median:>9.2f} "
+                f"{len(chain) / median:>10,.0f} {single:>12,.0f}"
             )
     print(
         f"\nTargets at {args.rows:,} rows: each query median < {TARGET_QUERY_MS:g} ms and returning "

@@ -7,10 +7,11 @@ stored JSON text itself. Changing, deleting or reordering any event breaks every
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,27 +19,16 @@ from sqlalchemy import String, bindparam, func, insert, select, type_coerce, upd
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from storage.chain import GENESIS, Run, Verification, batches, canonical, check_run, join, link
+from storage.db import StorageUnavailable
 from storage.models import AuditEvent, AuditHead
 
-GENESIS = "0" * 64
+__all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_time", "link",
+           "verify"]
 
 
 def format_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-_quote = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses per string
-
-
-def canonical(seq: int, at: str, actor: str, action: str, subject: str, details: str) -> bytes:
-    """Compact JSON of [seq, at, actor, action, subject, details], byte for byte what
-    json.dumps(..., ensure_ascii=False, separators=(",", ":")) gives, without its per-call cost."""
-    return (f"[{seq},{_quote(at)},{_quote(actor)},{_quote(action)},{_quote(subject)},"
-            f"{_quote(details)}]").encode()
-
-
-def link(prev_hash: str, body: bytes) -> str:
-    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
 
 
 _EVENTS = AuditEvent.__table__
@@ -66,12 +56,13 @@ def append(session: Session | Connection, *, actor: str, action: str, subject: s
     return seq
 
 
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    events: int
-    first_bad: int | None = None
-    problem: str = ""
+# Below this many events a verify runs in the calling process: starting workers costs more.
+PARALLEL_FROM = 200_000
+MAX_WORKERS = 4
+
+
+class VerifyFailed(StorageUnavailable):
+    """A verification worker could not read its part of the chain."""
 
 
 def _canonical_time(dialect: str):
@@ -84,76 +75,116 @@ def _canonical_time(dialect: str):
     return func.replace(type_coerce(column, String), " ", "T").concat("Z")
 
 
-def verify(session: Session, *, batch: int = 10_000) -> Verification:
-    """Walk the chain from the start; name the first event that was modified, deleted, moved or
-    forged. Head and events are read in one snapshot, so appends meanwhile are not alarms."""
+def verify(session: Session, *, batch: int = 10_000, workers: int | None = None) -> Verification:
+    """Check the whole chain; name the first event that was modified, deleted, moved or forged.
+    Head and events are read in one snapshot, so appends meanwhile are not alarms.
+
+    Long chains are split into seq ranges that worker processes (storage.chain) check side by
+    side; `workers` defaults to one per CPU, at most MAX_WORKERS, from PARALLEL_FROM events on.
+    """
     if session.get_bind().dialect.name == "postgresql":
         # A connection of its own at REPEATABLE READ: the caller's session may already have run
         # a statement, after which its isolation level can no longer change.
         with session.get_bind().connect() as connection:
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
-                return _verify_on(connection, batch)
-    # SQLite: every Vouch transaction holds the write lock (BEGIN IMMEDIATE), so the caller's
-    # own transaction is already a snapshot no one can append to; a second connection would wait
-    # for that very lock.
-    return _verify_on(session.connection(), batch)
+                return _verify_on(connection, batch, workers)
+    # SQLite: every Vouch transaction holds the write lock (BEGIN IMMEDIATE), so while the
+    # caller's transaction lasts nobody can append: the caller and the workers (reading through
+    # connections of their own) see the same chain.
+    return _verify_on(session.connection(), batch, workers)
 
 
-def _verify_on(connection, batch: int) -> Verification:
-    dialect = connection.dialect.name
+def _verify_on(connection: Connection, batch: int, workers: int | None) -> Verification:
     head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
-    query = (select(_EVENTS.c.seq, _canonical_time(dialect), _EVENTS.c.actor, _EVENTS.c.action,
-                    _EVENTS.c.subject, _EVENTS.c.details, _EVENTS.c.prev_hash, _EVENTS.c.hash)
-             .order_by(_EVENTS.c.seq))
-    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    if workers is None:
+        workers = _available_cpus() if head_seq >= PARALLEL_FROM else 1
+    workers = max(1, min(workers, MAX_WORKERS, head_seq))
+    url = connection.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        workers = 1  # no other process can open an in-memory database
+    if workers == 1:
+        return join([_check_here(connection, _events_sql(connection, None, None), head_seq, batch)],
+                    head_seq, head_hash)
+    snapshot = None
+    if connection.dialect.name == "postgresql":
+        snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+    step = -(-head_seq // workers)
+    # The first and last ranges are open-ended: events forged below 1 or past the head count too.
+    bounds = [(None if i == 0 else i * step + 1, None if i == workers - 1 else (i + 1) * step)
+              for i in range(workers)]
+    args, kwargs = connection.dialect.create_connect_args(url)
+    # Connection parameters only; the driver's Python-side extras (psycopg's adapters) stay here.
+    kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool))}
+    jobs = [{"dialect": connection.dialect.name, "connect": [list(args), kwargs],
+             "sql": _events_sql(connection, lo, hi), "head_seq": head_seq, "batch": batch,
+             "snapshot": snapshot} for lo, hi in bounds]
+    return join(_run_workers(jobs), head_seq, head_hash)
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _events_sql(connection: Connection, lo: int | None, hi: int | None) -> str:
+    query = select(_EVENTS.c.seq, _canonical_time(connection.dialect.name), _EVENTS.c.actor,
+                   _EVENTS.c.action, _EVENTS.c.subject, _EVENTS.c.details, _EVENTS.c.prev_hash,
+                   _EVENTS.c.hash)
+    if lo is not None:
+        query = query.where(_EVENTS.c.seq >= lo)
+    if hi is not None:
+        query = query.where(_EVENTS.c.seq <= hi)
+    return str(query.order_by(_EVENTS.c.seq)
+               .compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _check_here(connection: Connection, sql: str, head_seq: int, batch: int) -> Run:
     # Every value is text or an integer already: a plain DB-API cursor skips SQLAlchemy's per-row
     # processing, which otherwise costs more than the hashing (bench/storage.py).
     raw = connection.connection.driver_connection
-    cursor = raw.cursor(name="vouch_audit_verify") if dialect == "postgresql" else raw.cursor()
+    postgresql = connection.dialect.name == "postgresql"
+    cursor = raw.cursor(name="vouch_audit_verify") if postgresql else raw.cursor()
     try:
         cursor.execute(sql)
-        return _walk(_batches(cursor, batch), head_seq, head_hash)
+        return check_run(batches(cursor, batch), head_seq)
     finally:
         cursor.close()
 
 
-def _batches(cursor, size: int):
-    while rows := cursor.fetchmany(size):
-        yield from rows
+# The worker: isolated (-I: neither the working directory nor PYTHON* variables can put other
+# code on its path); it imports storage.chain from where this process found it.
+_WORKER = ("import json, sys; job = json.load(sys.stdin); sys.path[:0] = job.pop('path'); "
+           "from storage.chain import main; sys.exit(main(job))")
 
 
-def _walk(rows, head_seq: int, head_hash: str) -> Verification:
-    expected_prev, expected_seq = GENESIS, 1
-    prev_digest = bytes.fromhex(GENESIS)
-    sha256, quote = hashlib.sha256, _quote
-    for seq, at, actor, action, subject, details, prev_hash, stored_hash in rows:
-        if seq < expected_seq or seq > head_seq:
-            return Verification(False, expected_seq - 1, seq,
-                                f"event {seq} was never written by Vouch (forged or inserted)")
-        if seq != expected_seq:
-            return Verification(False, expected_seq - 1, expected_seq,
-                                f"event {expected_seq} is missing (deleted?); next is {seq}")
-        if prev_hash != expected_prev:
-            return Verification(False, seq - 1, seq, f"event {seq} does not follow event {seq - 1} "
-                                "(an earlier event was changed, or events were reordered)")
-        body = (f"[{seq},{quote(at)},{quote(actor)},{quote(action)},{quote(subject)},"
-                f"{quote(details)}]").encode()
-        prev_digest = sha256(prev_digest + body).digest()
-        computed = prev_digest.hex()
-        if computed != stored_hash:
-            return Verification(False, seq - 1, seq, f"event {seq} was modified after it was written")
-        expected_prev, expected_seq = computed, seq + 1
-    count = expected_seq - 1
-    if count < head_seq:
-        return Verification(False, count, count + 1,
-                            f"the chain ends at event {count} but {head_seq} were written "
-                            "(the newest events were deleted)")
-    if head_hash != expected_prev:
-        return Verification(False, count - 1, count,
-                            f"event {count} was modified after it was written (it no longer "
-                            "matches the chain head)")
-    return Verification(True, count)
+def _run_workers(jobs: list[dict]) -> list[Run]:
+    """One worker process per job, all at once; the job (connect arguments included) goes in on
+    stdin, so no secret shows in the process list; the Run comes back as JSON on stdout."""
+    path = [p for p in sys.path if p]
+    workers = []
+    try:
+        for job in jobs:
+            worker = subprocess.Popen([sys.executable, "-I", "-c", _WORKER],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            workers.append(worker)
+            worker.stdin.write(json.dumps({**job, "path": path}))
+            worker.stdin.close()
+        runs = []
+        for worker in workers:
+            out, err = worker.stdout.read(), worker.stderr.read()
+            if worker.wait() != 0:
+                raise VerifyFailed(f"a verification worker failed: {err.strip()[-300:]}")
+            runs.append(Run(**json.loads(out)))
+        return runs
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
 
 
 def export(session: Session, *, since: datetime | None = None, until: datetime | None = None,

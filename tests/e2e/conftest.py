@@ -66,7 +66,8 @@ def pytest_plugin_registered(plugin, manager):
         sys.modules["conftest"] = root
 
 
-def policy_yaml(*, request_ttl: str = "30m") -> str:
+def policy_yaml(*, request_ttl: str = "30m", reminder_before: str = "1m",
+                review_within: str = "4h") -> str:
     """The policy most tests use: one 1-approval target, one 2-approval target whose approvers
     include the requester, a 20-approver target and break-glass on prod-db only."""
     crowd = ", ".join(CROWD)
@@ -74,7 +75,7 @@ def policy_yaml(*, request_ttl: str = "30m") -> str:
         requests_channel: C0REQUESTS
         security_channel: C0SECURITY
         request_ttl: {request_ttl}
-        reminder_before: 1m
+        reminder_before: {reminder_before}
         admins: [{ADMIN}]
         targets:
           prod-db:
@@ -96,7 +97,7 @@ def policy_yaml(*, request_ttl: str = "30m") -> str:
           users: [{GLASS}]
           max_duration: 1h
           targets: [prod-db]
-          review_within: 4h
+          review_within: {review_within}
         """)
 
 

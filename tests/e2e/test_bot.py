@@ -894,6 +894,90 @@ def test_expired_request_message_says_expired_literally(ttl_server, expired_requ
     assert "expired" in final.text or any("expired" in s for s in strings(final.blocks))
 
 
+# --- 18. reminders and break-glass escalation (the scheduler runs every second) ----------------------
+
+REMIND_LEAD = 8  # seconds from issue to the reminder: the certificate lasts reminder_before + this
+REVIEW_WITHIN = 8
+
+
+@pytest.fixture(scope="module")
+def sweep_server(tmp_path_factory, user_keys):
+    fake = make_fake()
+    server = Server(tmp_path_factory.mktemp("vouch-sweeps"), fake,
+                    policy_yaml(reminder_before="30m", review_within=f"{REVIEW_WITHIN}s"))
+    try:
+        server.start()
+        register_key(server, REQUESTER, user_keys["ed25519"])
+        register_key(server, GLASS, user_keys["ecdsa-p256"])
+        settle(fake)
+        yield server
+    finally:
+        server.stop()
+        fake.stop()
+    assert server.proc.returncode in (0, -signal.SIGTERM), f"vouch serve exit {server.proc.returncode}"
+
+
+def reminders(fake, user: str) -> list:
+    return [m for m in dm_messages(fake, user) if "⏰" in m.text]
+
+
+def test_expiry_reminder_is_sent_once_reminder_before_expiry(sweep_server):
+    server, fake = sweep_server, sweep_server.fake
+    request_id, message = ask(server, REQUESTER, "prod-db", f"30m{REMIND_LEAD}s", "remind me")
+    ok(server.driver.click(BOB, channel=REQUESTS, ts=message.ts, action_id=APPROVE,
+                           value=request_id, text="Approve"))
+    wait_dm(fake, REQUESTER, request_id)
+    issued = time.monotonic()
+    [(serial, _, _)] = certificates_of(server, request_id)
+    valid_before = server.scalar("SELECT valid_before FROM certificates WHERE request_id = ?",
+                                 request_id)
+
+    # Not before valid_before - reminder_before: three sweeps pass without one.
+    time.sleep(3)
+    assert reminders(fake, REQUESTER) == []
+    assert server.scalar("SELECT reminder_sent_at FROM certificates WHERE request_id = ?",
+                         request_id) is None
+
+    [reminder] = fake.wait_for(lambda: reminders(fake, REQUESTER), timeout=REMIND_LEAD + 6)
+    assert time.monotonic() - issued >= REMIND_LEAD - 1.5, "reminded too early"
+    assert f"serial {serial}" in reminder.text and "prod-db" in reminder.text, reminder.text
+    sent_at = server.scalar("SELECT reminder_sent_at FROM certificates WHERE request_id = ?",
+                            request_id)
+    assert sent_at is not None and sent_at < valid_before
+
+    time.sleep(3)  # three more sweeps: still one reminder
+    assert len(reminders(fake, REQUESTER)) == 1
+
+
+def test_unreviewed_breakglass_is_escalated_once_and_reviewed_is_not(sweep_server):
+    server, fake = sweep_server, sweep_server.fake
+    _breakglass(server, "unreviewed fire")
+    used = time.monotonic()  # just after it was stored
+    used_id = server.scalar("SELECT id FROM requests WHERE reason = 'unreviewed fire'")
+    _, reviewed_alert, _, _ = _breakglass(server, "reviewed fire")
+    reviewed_id = server.scalar("SELECT id FROM requests WHERE reason = 'reviewed fire'")
+    since = Since(fake)
+    ok(server.driver.click(ADMIN, channel=SECURITY, ts=reviewed_alert.ts, action_id="vouch_review",
+                           value=reviewed_id, text="Mark reviewed"))
+    assert reviewed_id in since.ephemeral(ADMIN, containing="reviewed")
+
+    def escalations(request_id: str) -> list:
+        return [m for m in fake.messages(SECURITY) if "unreviewed" in m.text and request_id in m.text]
+
+    time.sleep(max(0.0, used + REVIEW_WITHIN - 2 - time.monotonic()))
+    assert escalations(used_id) == [], "escalated before review_within"
+    [escalation] = fake.wait_for(lambda: escalations(used_id), timeout=REVIEW_WITHIN + 6)
+    assert f"<@{GLASS}>" in escalation.text and f"<@{ADMIN}>" in escalation.text, escalation.text
+    time.sleep(3)  # later sweeps neither repeat it nor escalate the reviewed use
+    assert len(escalations(used_id)) == 1
+    assert escalations(reviewed_id) == []
+    actions = [row[0] for row in server.query(
+        "SELECT action FROM audit_events WHERE subject = ? ORDER BY seq", f"request:{used_id}")]
+    assert actions.count("breakglass.escalated") == 1, actions
+    assert server.scalar("SELECT reviewed_by FROM requests WHERE id = ?", reviewed_id) == ADMIN
+    assert "Reviewed by" in shown(fake.message(SECURITY, reviewed_alert.ts))
+
+
 # --- acknowledgements -------------------------------------------------------------------------------
 
 def test_every_command_and_click_was_acknowledged_within_one_second(server):

@@ -340,8 +340,10 @@ def test_tampering_is_detected(empty_chain, case):
         assert word in result.problem, f"{case}: {word!r} not in {result.problem!r}"
     for word in not_words:
         assert word not in result.problem, f"{case}: misleading problem: {result.problem!r}"
-    # the same answer in small batches
+    # the same answer in small batches, and from worker processes each checking a range of
+    # seqs (ranges 1-4, 5-8 and 9-: K is the last event of the first, K + 1 opens the second)
     assert verify(database, batch=2) == result
+    assert verify(database, workers=3) == result, f"{case}: in 3 ranges"
 
 
 # --- concurrent appenders ----------------------------------------------------------------------
@@ -400,8 +402,9 @@ def test_verify_while_others_append(database):
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(appender, w) for w in range(2)]
         try:
-            for _ in range(40):
-                results.append(verify(database))
+            for i in range(40):
+                # every fourth in worker processes, which must share the parent's snapshot
+                results.append(verify(database, workers=2 if i % 4 == 0 else 1))
         finally:
             stop.set()
         appended = sum(f.result(timeout=60) for f in futures)
