@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -921,29 +922,33 @@ def reminders(fake, user: str) -> list:
     return [m for m in dm_messages(fake, user) if "⏰" in m.text]
 
 
+def posted_at(message) -> datetime:
+    """When the fake posted a message: its ts is Slack's, seconds since the epoch."""
+    return datetime.fromtimestamp(float(message.ts), timezone.utc)
+
+
+def stored_time(server: Server, sql: str, *args) -> datetime:
+    return datetime.fromisoformat(server.scalar(sql, *args)).replace(tzinfo=timezone.utc)
+
+
 def test_expiry_reminder_is_sent_once_reminder_before_expiry(sweep_server):
     server, fake = sweep_server, sweep_server.fake
     request_id, message = ask(server, REQUESTER, "prod-db", f"30m{REMIND_LEAD}s", "remind me")
     ok(server.driver.click(BOB, channel=REQUESTS, ts=message.ts, action_id=APPROVE,
                            value=request_id, text="Approve"))
     wait_dm(fake, REQUESTER, request_id)
-    issued = time.monotonic()
     [(serial, _, _)] = certificates_of(server, request_id)
-    valid_before = server.scalar("SELECT valid_before FROM certificates WHERE request_id = ?",
-                                 request_id)
+    valid_before = stored_time(server, "SELECT valid_before FROM certificates WHERE request_id = ?",
+                               request_id)
+    due = valid_before - timedelta(minutes=30)
 
-    # Not before valid_before - reminder_before: three sweeps pass without one.
-    time.sleep(3)
-    assert reminders(fake, REQUESTER) == []
-    assert server.scalar("SELECT reminder_sent_at FROM certificates WHERE request_id = ?",
-                         request_id) is None
-
-    [reminder] = fake.wait_for(lambda: reminders(fake, REQUESTER), timeout=REMIND_LEAD + 6)
-    assert time.monotonic() - issued >= REMIND_LEAD - 1.5, "reminded too early"
+    [reminder] = fake.wait_for(lambda: reminders(fake, REQUESTER), timeout=REMIND_LEAD + 8)
+    assert due <= posted_at(reminder) <= due + timedelta(seconds=4), \
+        f"reminded at {posted_at(reminder)}, due at {due}"
     assert f"serial {serial}" in reminder.text and "prod-db" in reminder.text, reminder.text
-    sent_at = server.scalar("SELECT reminder_sent_at FROM certificates WHERE request_id = ?",
-                            request_id)
-    assert sent_at is not None and sent_at < valid_before
+    sent_at = stored_time(server, "SELECT reminder_sent_at FROM certificates WHERE request_id = ?",
+                          request_id)
+    assert due <= sent_at < valid_before
 
     time.sleep(3)  # three more sweeps: still one reminder
     assert len(reminders(fake, REQUESTER)) == 1
@@ -951,11 +956,10 @@ def test_expiry_reminder_is_sent_once_reminder_before_expiry(sweep_server):
 
 def test_unreviewed_breakglass_is_escalated_once_and_reviewed_is_not(sweep_server):
     server, fake = sweep_server, sweep_server.fake
-    _breakglass(server, "unreviewed fire")
-    used = time.monotonic()  # just after it was stored
-    used_id = server.scalar("SELECT id FROM requests WHERE reason = 'unreviewed fire'")
-    _, reviewed_alert, _, _ = _breakglass(server, "reviewed fire")
-    reviewed_id = server.scalar("SELECT id FROM requests WHERE reason = 'reviewed fire'")
+    _breakglass(server, "ignored fire")
+    used_id = server.scalar("SELECT id FROM requests WHERE reason = 'ignored fire'")
+    _, reviewed_alert, _, _ = _breakglass(server, "handled fire")
+    reviewed_id = server.scalar("SELECT id FROM requests WHERE reason = 'handled fire'")
     since = Since(fake)
     ok(server.driver.click(ADMIN, channel=SECURITY, ts=reviewed_alert.ts, action_id="vouch_review",
                            value=reviewed_id, text="Mark reviewed"))
@@ -964,9 +968,11 @@ def test_unreviewed_breakglass_is_escalated_once_and_reviewed_is_not(sweep_serve
     def escalations(request_id: str) -> list:
         return [m for m in fake.messages(SECURITY) if "unreviewed" in m.text and request_id in m.text]
 
-    time.sleep(max(0.0, used + REVIEW_WITHIN - 2 - time.monotonic()))
-    assert escalations(used_id) == [], "escalated before review_within"
-    [escalation] = fake.wait_for(lambda: escalations(used_id), timeout=REVIEW_WITHIN + 6)
+    [escalation] = fake.wait_for(lambda: escalations(used_id), timeout=REVIEW_WITHIN + 8)
+    used_at = stored_time(server, "SELECT created_at FROM requests WHERE id = ?", used_id)
+    due = used_at + timedelta(seconds=REVIEW_WITHIN)
+    assert due <= posted_at(escalation) <= due + timedelta(seconds=4), \
+        f"escalated at {posted_at(escalation)}, due at {due}"
     assert f"<@{GLASS}>" in escalation.text and f"<@{ADMIN}>" in escalation.text, escalation.text
     time.sleep(3)  # later sweeps neither repeat it nor escalate the reviewed use
     assert len(escalations(used_id)) == 1
