@@ -572,10 +572,10 @@ def trace_one(contender: VouchContender) -> list[str]:
         lines.append(f"    tx{state['tx']} {(clock() - t0) / 1e3:8.0f} µs  COMMIT")
         state["tx"] += 1
 
+    contender.stock(1)  # before listening: the set-up's statements are not the issuance's
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     dialect.do_commit = do_commit
-    contender.stock(1)
     try:
         start = clock()
         contender.issue_one()
