@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -850,19 +851,29 @@ def test_http_endpoints(server, keys):
 
 # --- 17. expiry ----------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ttl_server(tmp_path_factory, user_keys):
+@contextmanager
+def own_server(tmp_path_factory, name: str, policy: str, keys: dict):
+    """A `vouch serve` and fake Slack of a test module's own, with keys registered
+    ({user: key})."""
     fake = make_fake()
-    server = Server(tmp_path_factory.mktemp("vouch-ttl"), fake, policy_yaml(request_ttl="5s"))
+    server = Server(tmp_path_factory.mktemp(name), fake, policy)
     try:
         server.start()
-        register_key(server, REQUESTER, user_keys["ed25519"])
+        for user, key in keys.items():
+            register_key(server, user, key)
         settle(fake)
         yield server
     finally:
         server.stop()
         fake.stop()
     assert server.proc.returncode in (0, -signal.SIGTERM), f"vouch serve exit {server.proc.returncode}"
+
+
+@pytest.fixture(scope="module")
+def ttl_server(tmp_path_factory, user_keys):
+    with own_server(tmp_path_factory, "vouch-ttl", policy_yaml(request_ttl="5s"),
+                    {REQUESTER: user_keys["ed25519"]}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -903,19 +914,10 @@ REVIEW_WITHIN = 8
 
 @pytest.fixture(scope="module")
 def sweep_server(tmp_path_factory, user_keys):
-    fake = make_fake()
-    server = Server(tmp_path_factory.mktemp("vouch-sweeps"), fake,
-                    policy_yaml(reminder_before="30m", review_within=f"{REVIEW_WITHIN}s"))
-    try:
-        server.start()
-        register_key(server, REQUESTER, user_keys["ed25519"])
-        register_key(server, GLASS, user_keys["ecdsa-p256"])
-        settle(fake)
+    with own_server(tmp_path_factory, "vouch-sweeps",
+                    policy_yaml(reminder_before="30m", review_within=f"{REVIEW_WITHIN}s"),
+                    {REQUESTER: user_keys["ed25519"], GLASS: user_keys["ecdsa-p256"]}) as server:
         yield server
-    finally:
-        server.stop()
-        fake.stop()
-    assert server.proc.returncode in (0, -signal.SIGTERM), f"vouch serve exit {server.proc.returncode}"
 
 
 def reminders(fake, user: str) -> list:
