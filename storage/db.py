@@ -81,16 +81,16 @@ def _sqlite_begin(connection: Connection) -> None:
     # reach the disk by itself (Database.transaction(durable=False)) says so before BEGIN. NORMAL,
     # not OFF: WAL checkpoints stay synced, so a power cut can lose such a commit but never
     # corrupt the file.
-    # Both statements go straight to the driver: every transaction runs them, and SQLAlchemy's
-    # execution machinery costs five times the statement.
+    # (Through SQLAlchemy, not the bare driver: a locked database must surface as SQLAlchemy's
+    # OperationalError, which storage turns into StorageUnavailable.)
     level = "FULL" if connection.get_execution_options().get(_DURABLE, True) else "NORMAL"
-    pooled = connection.connection
-    if pooled.info.get(_SYNCHRONOUS) != level:
-        pooled.driver_connection.execute(f"PRAGMA synchronous={level}")
-        pooled.info[_SYNCHRONOUS] = level
+    info = connection.connection.info
+    if info.get(_SYNCHRONOUS) != level:
+        connection.exec_driver_sql(f"PRAGMA synchronous={level}")
+        info[_SYNCHRONOUS] = level
     # A deferred transaction that reads and then writes fails with SQLITE_BUSY when another
     # writer committed in between; taking the write lock up front makes writers queue instead.
-    pooled.driver_connection.execute("BEGIN IMMEDIATE")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _alembic_config(connection: Connection) -> Config:
