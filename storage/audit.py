@@ -173,12 +173,16 @@ def _run_workers(jobs: list[dict]) -> list[Run]:
             workers.append(worker)
             worker.stdin.write(json.dumps({**job, "path": path}))
             worker.stdin.close()
+            worker.stdin = None  # sent; communicate() below only reads
         runs = []
         for worker in workers:
-            out, err = worker.stdout.read(), worker.stderr.read()
-            if worker.wait() != 0:
+            out, err = worker.communicate()
+            if worker.returncode != 0:
                 raise VerifyFailed(f"a verification worker failed: {err.strip()[-300:]}")
-            runs.append(Run(**json.loads(out)))
+            try:
+                runs.append(Run(**json.loads(out)))
+            except (ValueError, TypeError):
+                raise VerifyFailed(f"a verification worker answered {out.strip()[:100]!r}") from None
         return runs
     finally:
         for worker in workers:

@@ -380,6 +380,15 @@ def test_concurrent_threads_cannot_fork_the_chain(database):
         assert mine == list(range(each))
 
 
+def test_a_worker_that_fails_is_reported_never_taken_for_a_verdict(database, monkeypatch):
+    append_events(database, 6)
+    monkeypatch.setattr(audit, "_WORKER", "import sys; sys.stdin.read(); "
+                        "sys.stderr.write('OperationalError: could not read the range'); sys.exit(1)")
+    with pytest.raises(audit.VerifyFailed, match="could not read the range"):
+        verify(database, workers=2)
+    assert verify(database, workers=1) == audit.Verification(True, 6)
+
+
 def test_verify_while_others_append(database):
     """`vouch audit verify` runs while the service keeps appending: an intact chain must verify.
 
