@@ -150,7 +150,7 @@ def _work(job: dict) -> Run:
         import sqlite3
 
         # One SELECT is one consistent read; the parent holds the write lock meanwhile.
-        connection = sqlite3.connect(*args, timeout=30)
+        connection = sqlite3.connect(*args, **{**kwargs, "timeout": 30})
         try:
             cursor = connection.cursor()
             cursor.execute(job["sql"])
