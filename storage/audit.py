@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from storage.chain import GENESIS, Run, Verification, batches, canonical, check_run, join, link
 from storage.db import StorageUnavailable
+from storage.direct import Transaction
 from storage.models import AuditEvent, AuditHead
 
 __all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_time", "link",
@@ -40,9 +41,10 @@ _INSERT_EVENT = insert(_EVENTS)
 _SET_HEAD_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("new_hash"))
 
 
-def append(session: Session | Connection, *, actor: str, action: str, subject: str,
+def append(session: Session | Transaction, *, actor: str, action: str, subject: str,
            details: dict[str, Any] | None = None, now: datetime | None = None) -> int:
-    """Add an event in the caller's transaction (an ORM session or a Core connection); returns
+    """Add an event in the caller's transaction (an ORM session or a storage.direct
+    Transaction); returns
     its sequence number. The head row's UPDATE comes first: it serialises appenders (a row lock
     on PostgreSQL, the write lock on SQLite), so concurrent writers cannot fork the chain."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)

@@ -6,10 +6,10 @@ import json
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from storage.db import unique
+from storage.direct import Transaction
 from storage.models import CertificateRecord
 
 
@@ -17,7 +17,7 @@ _CERTIFICATES = CertificateRecord.__table__
 _INSERT_CERTIFICATE = insert(_CERTIFICATES)
 
 
-def record_certificate(*, session: Session | Connection, serial: int, key_id: str,
+def record_certificate(*, session: Session | Transaction, serial: int, key_id: str,
                        principals: list[str], subject_key: str, subject_fingerprint: str,
                        ca_fingerprint: str, valid_after: datetime, valid_before: datetime,
                        issued_at: datetime, issued_by: str, request_id: str | None = None,

@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session
 
 from ca.errors import BadInput, VouchError
+from storage.direct import SYNCHRONOUS, Transaction, sqlite_begin
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: it only has to be the same for every replica running migrations.
@@ -69,28 +70,13 @@ def _sqlite_connect(dbapi_connection, record) -> None:
     # (NORMAL in WAL mode may lose the last commits; bench/issue.py measured the cost at ~9%).
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
-    record.info[_SYNCHRONOUS] = "FULL"
-
-
-_SYNCHRONOUS = "vouch_synchronous"
-_DURABLE = "vouch_durable"
+    record.info[SYNCHRONOUS] = "FULL"
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    # SQLite refuses to change `synchronous` inside a transaction, so a transaction that need not
-    # reach the disk by itself (Database.transaction(durable=False)) says so before BEGIN. NORMAL,
-    # not OFF: WAL checkpoints stay synced, so a power cut can lose such a commit but never
-    # corrupt the file.
-    # (Through SQLAlchemy, not the bare driver: a locked database must surface as SQLAlchemy's
-    # OperationalError, which storage turns into StorageUnavailable.)
-    level = "FULL" if connection.get_execution_options().get(_DURABLE, True) else "NORMAL"
-    info = connection.connection.info
-    if info.get(_SYNCHRONOUS) != level:
-        connection.exec_driver_sql(f"PRAGMA synchronous={level}")
-        info[_SYNCHRONOUS] = level
-    # A deferred transaction that reads and then writes fails with SQLITE_BUSY when another
-    # writer committed in between; taking the write lock up front makes writers queue instead.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Every ORM session and Core connection: durable. (Through SQLAlchemy, not the bare driver:
+    # a locked database must surface as SQLAlchemy's OperationalError.)
+    sqlite_begin(connection.exec_driver_sql, connection.connection.info, durable=True)
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -123,9 +109,10 @@ class Database:
                 raise
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
-        """A Core transaction, for paths where the ORM's bookkeeping costs more than the work
-        (issuing): committed when the block ends, rolled back if it raises.
+    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
+        """A transaction on the bare DB-API connection (storage.direct), for the issuing path,
+        where SQLAlchemy's execution machinery costs more than the statements: committed when
+        the block ends, rolled back if it raises.
 
         durable=False commits without waiting for the disk. Use it only for a write whose loss
         in a power cut is harmless because nothing it guards leaves the process before a later
@@ -133,13 +120,22 @@ class Database:
         makes this one durable too (SQLite's WAL is one file; PostgreSQL flushes WAL up to the
         later commit's position).
         """
-        with self.engine.connect() as connection:
-            if not durable:
-                connection.execution_options(**{_DURABLE: False})
-            with connection.begin():
-                if not durable and connection.dialect.name == "postgresql":
-                    connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                yield connection
+        pooled = self.engine.raw_connection()
+        try:
+            transaction = Transaction(pooled.driver_connection, self.engine.dialect)
+            try:
+                if self.engine.dialect.name == "sqlite":
+                    sqlite_begin(transaction.driver_sql, pooled.info, durable=durable)
+                elif not durable:
+                    transaction.driver_sql("SET LOCAL synchronous_commit TO OFF")
+                yield transaction
+            except BaseException:
+                transaction.rollback()
+                raise
+            transaction.commit()
+            transaction.close()
+        finally:
+            pooled.close()
 
     def revision(self) -> str | None:
         try:

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, or_, select, update
-from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from access.requests import Kind, Request, State, Vote
 from storage.db import unique
+from storage.direct import Transaction
 from storage.models import ApprovalRecord, RequestRecord
 from storage.types import UInt64, UTCDateTime
 
@@ -96,7 +96,7 @@ _MARK_ISSUED = (
             issue_error=None, version=_REQUESTS.c.version + 1))
 
 
-def claim_issue(*, session: Session | Connection, request_id: str, serial: int, now: datetime,
+def claim_issue(*, session: Session | Transaction, request_id: str, serial: int, now: datetime,
                 lease: timedelta) -> tuple[Request, str] | None:
     """Reserve `serial` for issuing an approved request; another claim wins only after `lease`.
     Returns the request and the public key to certify, or None when it is not approved or
@@ -109,14 +109,14 @@ def claim_issue(*, session: Session | Connection, request_id: str, serial: int, 
     return to_domain(row, votes), row.public_key
 
 
-def release_issue(*, session: Session | Connection, request_id: str, serial: int, error: str) -> None:
+def release_issue(*, session: Session | Transaction, request_id: str, serial: int, error: str) -> None:
     session.execute(
         update(_REQUESTS)
         .where(_REQUESTS.c.id == request_id, _REQUESTS.c.issue_serial == serial)
         .values(issue_claimed_at=None, issue_error=error[:1000]))
 
 
-def mark_issued(*, session: Session | Connection, request_id: str, serial: int,
+def mark_issued(*, session: Session | Transaction, request_id: str, serial: int,
                 now: datetime) -> bool:
     """Only the holder of the claim on `serial` moves the request to issued."""
     result = session.execute(_MARK_ISSUED, {"request_id": request_id, "serial": serial, "now": now})

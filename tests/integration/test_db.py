@@ -7,13 +7,19 @@ from storage import audit
 from storage.db import Database
 
 
-def _flush_setting(connection) -> str:
-    """What this connection's commits do: SQLite's synchronous level, PostgreSQL's
-    synchronous_commit."""
-    if connection.dialect.name == "sqlite":
-        return {0: "off", 1: "normal", 2: "full", 3: "extra"}[
-            connection.exec_driver_sql("PRAGMA synchronous").scalar_one()]
-    return connection.exec_driver_sql("SHOW synchronous_commit").scalar_one()
+def _flush_setting(transaction) -> str:
+    """What a transaction's commit does: SQLite's synchronous level, PostgreSQL's
+    synchronous_commit. Takes a storage.direct Transaction or an ORM session."""
+    if hasattr(transaction, "driver_sql"):
+        run = lambda sql: transaction.driver_sql(sql)[0][0]  # noqa: E731
+        dialect = transaction.dialect.name
+    else:
+        connection = transaction.connection()
+        run = lambda sql: connection.exec_driver_sql(sql).scalar_one()  # noqa: E731
+        dialect = connection.dialect.name
+    if dialect == "sqlite":
+        return {0: "off", 1: "normal", 2: "full", 3: "extra"}[run("PRAGMA synchronous")]
+    return run("SHOW synchronous_commit")
 
 
 def _durable_level(dialect: str) -> str:
@@ -47,7 +53,7 @@ def test_a_transaction_flushes_to_disk_unless_told_otherwise(database: Database)
     with database.transaction() as connection:
         assert _flush_setting(connection) == _durable_level(dialect)
     with database.session() as session:
-        assert _flush_setting(session.connection()) == _durable_level(dialect)
+        assert _flush_setting(session) == _durable_level(dialect)
 
 
 def test_a_light_transaction_that_fails_leaves_the_next_one_durable(database: Database):
@@ -57,7 +63,7 @@ def test_a_light_transaction_that_fails_leaves_the_next_one_durable(database: Da
             audit.append(connection, actor="t", action="test.light", subject="x")
             raise RuntimeError("boom")
     with database.session() as session:
-        assert _flush_setting(session.connection()) == _durable_level(dialect)
+        assert _flush_setting(session) == _durable_level(dialect)
         assert session.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 0
 
 

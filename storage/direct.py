@@ -1,0 +1,160 @@
+"""Transactions on the bare DB-API connection, for the issuing path.
+
+Every certificate runs the same ten statements in two transactions. Through SQLAlchemy each
+statement costs about 30 µs of execution machinery on top of 5-20 µs of work, and each
+transaction another 50 µs: together more than the fsync that makes the certificate durable
+(bench/issue.py). Here a Core statement is compiled once per dialect and run on the driver's
+cursor. Parameters and rows go through the type processors SQLAlchemy itself would apply, and
+driver errors come out as SQLAlchemy's exception classes, so callers (storage.db.unique, the
+repositories) cannot tell the difference: the same repository function runs on an ORM session,
+a Core connection or a Transaction.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+
+# The synchronous level a pooled SQLite connection is at, kept in the pool record's info.
+SYNCHRONOUS = "vouch_synchronous"
+
+
+def sqlite_begin(execute, info: dict, *, durable: bool) -> None:
+    """Start a SQLite write transaction. SQLite refuses to change `synchronous` inside a
+    transaction, so a transaction that need not reach the disk by itself says so before BEGIN.
+    NORMAL, not OFF: WAL checkpoints stay synced, so a power cut can lose such a commit but
+    never corrupt the file."""
+    level = "FULL" if durable else "NORMAL"
+    if info.get(SYNCHRONOUS) != level:
+        execute(f"PRAGMA synchronous={level}")
+        info[SYNCHRONOUS] = level
+    # A deferred transaction that reads and then writes fails with SQLITE_BUSY when another
+    # writer committed in between; taking the write lock up front makes writers queue instead.
+    execute("BEGIN IMMEDIATE")
+
+
+class _Compiled:
+    """One statement for one dialect: its SQL, how to turn a parameter dict into what the driver
+    takes, and how to turn the driver's rows into typed rows."""
+
+    __slots__ = ("sql", "positional", "names", "defaults", "binders", "row", "readers")
+
+    def __init__(self, statement, dialect: Dialect, column_keys: tuple[str, ...] | None) -> None:
+        # An INSERT names only the columns given, as SQLAlchemy compiles it for each execution.
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = compiled.string
+        self.positional = compiled.positional
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        self.names = list(compiled.positiontup) if self.positional else list(by_name)
+        # Values written into the statement itself (state == 'approved', version + 1).
+        self.defaults = {name: bind.value for name, bind in by_name.items() if not bind.required}
+        binders = ((name, by_name[name].type.dialect_impl(dialect).bind_processor(dialect))
+                   for name in dict.fromkeys(self.names))
+        self.binders = [(name, process) for name, process in binders if process is not None]
+        columns = list(getattr(statement, "exported_columns", ()))
+        self.row = namedtuple("Row", [c.key for c in columns]) if columns else None
+        self.readers = [c.type.dialect_impl(dialect).result_processor(dialect, None)
+                        for c in columns]
+
+    def parameters(self, params: dict[str, Any]) -> tuple | dict:
+        values = {**self.defaults, **params}
+        for name, process in self.binders:
+            values[name] = process(values[name])
+        if self.positional:
+            return tuple(values[name] for name in self.names)
+        return values
+
+    def rows(self, raw: list) -> list:
+        make, readers = self.row._make, self.readers
+        return [make(value if read is None else read(value) for read, value in zip(readers, row))
+                for row in raw]
+
+
+_COMPILED: dict[tuple, tuple[Any, _Compiled]] = {}
+_CACHE_SIZE = 256  # the hot statements are module constants; anything else is compiled anew
+
+
+def _compiled(statement, dialect: Dialect, params: dict[str, Any]) -> _Compiled:
+    column_keys = tuple(sorted(params)) if getattr(statement, "is_insert", False) else None
+    key = (id(statement), dialect.name, column_keys)
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0] is statement:
+        return hit[1]
+    if len(_COMPILED) >= _CACHE_SIZE:
+        _COMPILED.clear()
+    compiled = _Compiled(statement, dialect, column_keys)
+    _COMPILED[key] = (statement, compiled)  # holds the statement, so its id is not reused
+    return compiled
+
+
+class Rows:
+    """What a statement returned: typed rows (attribute access by column name) and rowcount."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list, rowcount: int) -> None:
+        self._rows, self.rowcount = rows, rowcount
+
+    def __iter__(self) -> Iterator:
+        return iter(self._rows)
+
+    def first(self):
+        return self._rows[0] if self._rows else None
+
+    def one(self):
+        if not self._rows:
+            raise NoResultFound("no row was found when one was required")
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("multiple rows were found when exactly one was required")
+        return self._rows[0]
+
+
+class Transaction:
+    """A transaction on one pooled DB-API connection (see Database.transaction)."""
+
+    def __init__(self, driver, dialect: Dialect) -> None:
+        self._driver, self.dialect = driver, dialect
+        self._cursor = driver.cursor()
+        self._error = dialect.loaded_dbapi.Error
+
+    def execute(self, statement, params: dict[str, Any] | None = None) -> Rows:
+        params = params or {}
+        compiled = _compiled(statement, self.dialect, params)
+        parameters = compiled.parameters(params)
+        cursor = self._cursor
+        try:
+            cursor.execute(compiled.sql, parameters)
+            rows = compiled.rows(cursor.fetchall()) if compiled.row is not None else []
+        except self._error as exc:
+            raise self._wrap(exc, compiled.sql, parameters) from exc
+        return Rows(rows, cursor.rowcount)
+
+    def driver_sql(self, sql: str) -> list[tuple]:
+        """Plain SQL without parameters (PRAGMA, SET, BEGIN); its rows, if any."""
+        try:
+            self._cursor.execute(sql)
+            return self._cursor.fetchall() if self._cursor.description else []
+        except self._error as exc:
+            raise self._wrap(exc, sql, None) from exc
+
+    def commit(self) -> None:
+        try:
+            self._driver.commit()
+        except self._error as exc:
+            raise self._wrap(exc, "COMMIT", None) from exc
+
+    def rollback(self) -> None:
+        try:
+            self._driver.rollback()
+        except self._error:
+            pass  # the connection is gone; the pool discards it
+
+    def close(self) -> None:
+        self._cursor.close()
+
+    def _wrap(self, exc: Exception, sql: str, parameters) -> DBAPIError:
+        return DBAPIError.instance(sql, parameters, exc, self._error, dialect=self.dialect)
