@@ -466,6 +466,47 @@ class Account:
     statements_by_kind: dict[str, int] = field(default_factory=dict)
 
 
+@contextmanager
+def hooked_direct(before, after, committed) -> Iterator[None]:
+    """The issuing path runs on storage.direct Transactions, which SQLAlchemy's events do not
+    see: report their driver cursor's statements (before/after, as the engine events are called)
+    and their commits (committed(ns)) while the block runs."""
+    from storage import direct
+
+    original_init, original_commit = direct.Transaction.__init__, direct.Transaction.commit
+
+    class TimedCursor:
+        def __init__(self, cursor) -> None:
+            self._cursor = cursor
+
+        def execute(self, sql, parameters=None):
+            before(None, None, sql, parameters, None, False)
+            try:
+                if parameters is None:
+                    return self._cursor.execute(sql)
+                return self._cursor.execute(sql, parameters)
+            finally:
+                after(None, None, sql, parameters, None, False)
+
+        def __getattr__(self, name):
+            return getattr(self._cursor, name)
+
+    def init(transaction, driver, dialect) -> None:
+        original_init(transaction, driver, dialect)
+        transaction._cursor = TimedCursor(transaction._cursor)
+
+    def commit(transaction) -> None:
+        t0 = time.perf_counter_ns()
+        original_commit(transaction)
+        committed(time.perf_counter_ns() - t0)
+
+    direct.Transaction.__init__, direct.Transaction.commit = init, commit
+    try:
+        yield
+    finally:
+        direct.Transaction.__init__, direct.Transaction.commit = original_init, original_commit
+
+
 class Instrument:
     """Bench-only wrappers: SQL statements and their wall time, commits and their wall time, and the
     phases of an issuance (open_request, vote, issue, signing). Nothing in Vouch changes."""
@@ -487,6 +528,13 @@ class Instrument:
             self.commits += 1
 
         dialect.do_commit = do_commit
+
+        def committed(ns: int) -> None:
+            self.ns["commit"] += ns
+            self.commits += 1
+
+        self._direct = hooked_direct(self._before, self._after, committed)
+        self._direct.__enter__()
         service = contender.service
         for phase in ("open_request", "vote", "issue"):
             setattr(service, phase, self._timed(phase, getattr(service, phase)))
@@ -503,6 +551,9 @@ class Instrument:
                     outer.ns["sign (PKCS#11, SoftHSM2)"] += outer.clock() - t0
 
         service.signer = TimedSigner()
+
+    def close(self) -> None:
+        self._direct.__exit__(None, None, None)
 
     def reset(self) -> None:
         self.ns = {
@@ -572,14 +623,19 @@ def trace_one(contender: VouchContender) -> list[str]:
         lines.append(f"    tx{state['tx']} {(clock() - t0) / 1e3:8.0f} µs  COMMIT")
         state["tx"] += 1
 
+    def committed(ns: int) -> None:
+        lines.append(f"    tx{state['tx']} {ns / 1e3:8.0f} µs  COMMIT")
+        state["tx"] += 1
+
     contender.stock(1)  # before listening: the set-up's statements are not the issuance's
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     dialect.do_commit = do_commit
     try:
-        start = clock()
-        contender.issue_one()
-        total = clock() - start
+        with hooked_direct(before, after, committed):
+            start = clock()
+            contender.issue_one()
+            total = clock() - start
     finally:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)
@@ -660,6 +716,7 @@ def account_vouch(
                 f"pg_stat_wal over {m} issuances: {syncs} WAL syncs, {writes} WAL "
                 f"writes, {records} WAL records"
             )
+        instrument.close()
         return account
     finally:
         contender.close()
