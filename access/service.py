@@ -293,10 +293,10 @@ class AccessService:
             spec = certificate_spec(request, target, parse_public_key(public_line), serial=serial, now=now)
             certificate = sign_certificate(spec, self.signer)
         except VouchError as exc:
-            with db.session() as session:
-                requests_repo.release_issue(session=session, request_id=request_id, serial=serial,
-                                            error=exc.message)
-                audit.append(session, actor="vouch", action="certificate.issue_failed",
+            with db.transaction() as connection:
+                requests_repo.release_issue(session=connection, request_id=request_id,
+                                            serial=serial, error=exc.message)
+                audit.append(connection, actor="vouch", action="certificate.issue_failed",
                              subject=f"request:{request_id}", now=now,
                              details={"serial": str(serial), "error": exc.message})
             raise

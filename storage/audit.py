@@ -19,7 +19,7 @@ from sqlalchemy import String, bindparam, func, insert, select, type_coerce, upd
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from storage.chain import GENESIS, Run, Verification, batches, canonical, check_run, join, link
+from storage.chain import GENESIS, Run, Verification, canonical, check_query, join, link
 from storage.db import StorageUnavailable
 from storage.direct import Transaction
 from storage.models import AuditEvent, AuditHead
@@ -150,8 +150,7 @@ def _check_here(connection: Connection, sql: str, head_seq: int, batch: int) -> 
     postgresql = connection.dialect.name == "postgresql"
     cursor = raw.cursor(name="vouch_audit_verify") if postgresql else raw.cursor()
     try:
-        cursor.execute(sql)
-        return check_run(batches(cursor, batch), head_seq)
+        return check_query(cursor, sql, head_seq, batch)
     finally:
         cursor.close()
 

@@ -134,7 +134,14 @@ def join(runs: Iterable[Run], head_seq: int, head_hash: str) -> Verification:
     return Verification(True, count)
 
 
-def batches(cursor, size: int):
+def check_query(cursor, sql: str, head_seq: int, batch: int) -> Run:
+    """Run the events query storage.audit built on a DB-API cursor and check what it returns,
+    fetching `batch` rows at a time."""
+    cursor.execute(sql)
+    return check_run(_batches(cursor, batch), head_seq)
+
+
+def _batches(cursor, size: int):
     while rows := cursor.fetchmany(size):
         yield from rows
 
@@ -152,9 +159,7 @@ def _work(job: dict) -> Run:
         # One SELECT is one consistent read; the parent holds the write lock meanwhile.
         connection = sqlite3.connect(*args, **{**kwargs, "timeout": 30})
         try:
-            cursor = connection.cursor()
-            cursor.execute(job["sql"])
-            return check_run(batches(cursor, job["batch"]), job["head_seq"])
+            return check_query(connection.cursor(), job["sql"], job["head_seq"], job["batch"])
         finally:
             connection.close()
     import psycopg
@@ -164,8 +169,7 @@ def _work(job: dict) -> Run:
         # The parent's snapshot: every worker sees exactly the chain the parent read the head of.
         connection.execute("SET TRANSACTION SNAPSHOT %s" % _literal(job["snapshot"]))
         with connection.cursor(name="vouch_audit_verify") as cursor:
-            cursor.execute(job["sql"])
-            run = check_run(batches(cursor, job["batch"]), job["head_seq"])
+            run = check_query(cursor, job["sql"], job["head_seq"], job["batch"])
         connection.rollback()
         return run
 

@@ -121,20 +121,19 @@ class Database:
         later commit's position).
         """
         pooled = self.engine.raw_connection()
+        transaction = Transaction(pooled.driver_connection, self.engine.dialect)
         try:
-            transaction = Transaction(pooled.driver_connection, self.engine.dialect)
-            try:
-                if self.engine.dialect.name == "sqlite":
-                    sqlite_begin(transaction.driver_sql, pooled.info, durable=durable)
-                elif not durable:
-                    transaction.driver_sql("SET LOCAL synchronous_commit TO OFF")
-                yield transaction
-            except BaseException:
-                transaction.rollback()
-                raise
+            if self.engine.dialect.name == "sqlite":
+                sqlite_begin(transaction.driver_sql, pooled.info, durable=durable)
+            elif not durable:
+                transaction.driver_sql("SET LOCAL synchronous_commit TO OFF")
+            yield transaction
             transaction.commit()
-            transaction.close()
+        except BaseException:
+            transaction.rollback()
+            raise
         finally:
+            transaction.close()
             pooled.close()
 
     def revision(self) -> str | None:

@@ -663,6 +663,17 @@ class Sandbox:
                 return _json_error(exc, 500)
             return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
+        async def posted(request: Request, call) -> Response:
+            """A POST with a JSON object body: call(body) names the function and its arguments."""
+            try:
+                body = await body_of(request)
+            except BadInput as exc:
+                return _json_error(exc)
+            return await run(*call(body))
+
+        def field(body: dict, name: str) -> str:
+            return str(body.get(name, ""))
+
         async def page(request: Request) -> Response:
             return FileResponse(_PAGE, media_type="text/html; charset=utf-8",
                                 headers={"Cache-Control": "no-store"})
@@ -674,37 +685,22 @@ class Sandbox:
             return await run(sandbox.state, request.query_params.get("user", "U0ALICE"))
 
         async def api_command(request: Request) -> Response:
-            try:
-                b = await body_of(request)
-            except BadInput as exc:
-                return _json_error(exc)
-            return await run(sandbox.command, str(b.get("user", "")), str(b.get("channel", "")),
-                             str(b.get("text", "")))
+            return await posted(request, lambda b: (
+                sandbox.command, field(b, "user"), field(b, "channel"), field(b, "text")))
 
         async def api_click(request: Request) -> Response:
-            try:
-                b = await body_of(request)
-            except BadInput as exc:
-                return _json_error(exc)
-            return await run(sandbox.click, str(b.get("user", "")), str(b.get("channel", "")),
-                             str(b.get("ts", "")), str(b.get("action_id", "")),
-                             str(b.get("value", "")), str(b.get("text", "")))
+            return await posted(request, lambda b: (
+                sandbox.click, field(b, "user"), field(b, "channel"), field(b, "ts"),
+                field(b, "action_id"), field(b, "value"), field(b, "text")))
 
         async def api_view(request: Request) -> Response:
-            try:
-                b = await body_of(request)
-            except BadInput as exc:
-                return _json_error(exc)
-            values = b.get("values") if isinstance(b.get("values"), dict) else {}
-            return await run(sandbox.submit_view, str(b.get("user", "")),
-                             str(b.get("view_id", "")), values)
+            return await posted(request, lambda b: (
+                sandbox.submit_view, field(b, "user"), field(b, "view_id"),
+                b["values"] if isinstance(b.get("values"), dict) else {}))
 
         async def api_view_close(request: Request) -> Response:
-            try:
-                b = await body_of(request)
-            except BadInput as exc:
-                return _json_error(exc)
-            return await run(sandbox.close_view, str(b.get("user", "")), str(b.get("view_id", "")))
+            return await posted(request, lambda b: (
+                sandbox.close_view, field(b, "user"), field(b, "view_id")))
 
         async def api_host_setup(request: Request) -> Response:
             target = request.query_params.get("target") or None
@@ -730,12 +726,8 @@ class Sandbox:
                 "Cache-Control": "no-store"})
 
         async def api_certificate_save(request: Request) -> Response:
-            try:
-                b = await body_of(request)
-            except BadInput as exc:
-                return _json_error(exc)
-            return await run(sandbox.save_certificate, str(request.path_params["serial"]),
-                             str(b.get("user", "")))
+            return await posted(request, lambda b: (
+                sandbox.save_certificate, str(request.path_params["serial"]), field(b, "user")))
 
         async def proxy(request: Request) -> Response:
             path = request.url.path
