@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlmodel import Session
 
 from access.requests import Kind, Request, State, Vote
@@ -144,12 +144,19 @@ def expire_pending(*, session: Session, now: datetime, limit: int = 500) -> list
 
 
 def approved_unissued(*, session: Session, now: datetime, lease: timedelta) -> list[str]:
-    """Approved requests whose issuing failed or whose claim lapsed: to be retried."""
+    """Approved requests to issue again: the last attempt failed (and released its claim), its
+    claim lapsed, or nobody tried within `lease` of the approval. A fresh approval belongs to
+    the worker that approved it, which issues it next; a sweep taking it first would leave that
+    worker (a break-glass user waiting for the answer) with nothing."""
+    lapsed = now - lease
+    unclaimed = RequestRecord.issue_claimed_at.is_(None)
     return list(session.scalars(
         select(RequestRecord.id).where(
             RequestRecord.state == State.APPROVED.value,
-            or_(RequestRecord.issue_claimed_at.is_(None),
-                RequestRecord.issue_claimed_at < now - lease))))
+            or_(RequestRecord.issue_claimed_at < lapsed,
+                and_(unclaimed, RequestRecord.issue_attempts > 0),
+                and_(unclaimed, func.coalesce(RequestRecord.decided_at,
+                                              RequestRecord.created_at) < lapsed)))))
 
 
 def set_message(*, session: Session, request_id: str, channel: str, ts: str) -> None:

@@ -263,6 +263,24 @@ def test_an_abandoned_claim_is_retried_after_the_lease(database, clock, signer, 
     assert issued.certificate.spec.serial != 5
 
 
+def test_a_fresh_approval_is_left_to_the_worker_that_approved_it(database, clock, signer, user_keys):
+    """Between the deciding vote's commit and its own issue() (or break-glass's), the retry sweep
+    of another thread or replica must not take the request: the approver would get nothing."""
+    service = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service.add_key("U0REQ", user_keys["ed25519"].public.line())
+    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+    with database.session() as session:  # approved just now; its worker has not claimed it yet
+        now = clock.now.replace(tzinfo=None) if database.url.startswith("sqlite") else clock.now
+        session.execute(text("UPDATE requests SET state='approved', decided_at=:t WHERE id=:id"),
+                        {"t": now, "id": request.id})
+    assert service.retry_issuing() == []
+    clock.advance(seconds=ISSUE_LEASE.total_seconds() - 1)
+    assert service.retry_issuing() == []
+    clock.advance(seconds=2)  # the approving worker died before issuing: the sweep takes over
+    [issued] = service.retry_issuing()
+    assert issued.request.id == request.id
+
+
 def test_audit_write_failure_releases_no_certificate(database, clock, signer, user_keys, monkeypatch):
     service = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
     service.add_key("U0REQ", user_keys["ed25519"].public.line())
