@@ -30,6 +30,7 @@ from storage import certificates as certs
 from storage import keys as keys_repo
 from storage import requests as requests_repo
 from storage.db import Database, Duplicate
+from storage.direct import Connection as DirectConnection
 from storage.models import CertificateRecord, UserKey
 
 Clock = Callable[[], datetime]
@@ -272,19 +273,23 @@ class AccessService:
         SignerUnavailable when signing fails; the request stays approved, with the error recorded.
         """
         db = self._require_db()
+        with db.connection() as connection:  # one checkout from the pool for all of it
+            return self._issue(connection, request_id)
+
+    def _issue(self, connection: DirectConnection, request_id: str) -> Issued | None:
         now = self.clock()
         started = time.perf_counter()
         serial = new_serial()
         # The claim need not reach the disk by itself: nothing it guards leaves this process
         # before the certificate's own durable commit below, which carries it to disk as well.
         # Lost in a power cut, it costs a retry, never a certificate.
-        with db.transaction(durable=False) as connection:
-            claimed = requests_repo.claim_issue(session=connection, request_id=request_id,
+        with connection.transaction(durable=False) as transaction:
+            claimed = requests_repo.claim_issue(session=transaction, request_id=request_id,
                                                 serial=serial, now=now, lease=ISSUE_LEASE)
             if claimed is None:
                 return None  # not approved (any more), or another worker holds the claim
             request, public_line = claimed
-            audit.append(connection, actor="vouch", action="certificate.reserved",
+            audit.append(transaction, actor="vouch", action="certificate.reserved",
                          subject=f"request:{request_id}", now=now, details={"serial": str(serial)})
         try:
             target = self.policy.target(request.target)
@@ -293,30 +298,31 @@ class AccessService:
             spec = certificate_spec(request, target, parse_public_key(public_line), serial=serial, now=now)
             certificate = sign_certificate(spec, self.signer)
         except VouchError as exc:
-            with db.transaction() as connection:
-                requests_repo.release_issue(session=connection, request_id=request_id,
+            with connection.transaction() as transaction:
+                requests_repo.release_issue(session=transaction, request_id=request_id,
                                             serial=serial, error=exc.message)
-                audit.append(connection, actor="vouch", action="certificate.issue_failed",
+                audit.append(transaction, actor="vouch", action="certificate.issue_failed",
                              subject=f"request:{request_id}", now=now,
                              details={"serial": str(serial), "error": exc.message})
             raise
         try:
-            with db.transaction() as connection:
-                self._record(connection, certificate, issued_at=now, issued_by="vouch",
+            with connection.transaction() as transaction:
+                self._record(transaction, certificate, issued_at=now, issued_by="vouch",
                              request_id=request_id, holder=request.requester)
-                if not requests_repo.mark_issued(session=connection, request_id=request_id,
+                if not requests_repo.mark_issued(session=transaction, request_id=request_id,
                                                  serial=serial, now=now):
                     raise _Conflict
-                audit.append(connection, actor="vouch", action="certificate.issued",
+                audit.append(transaction, actor="vouch", action="certificate.issued",
                              subject=f"request:{request_id}", now=now, details=_describe(certificate))
         except (_Conflict, Duplicate):
             return None  # another worker issued it first; ours is discarded unreleased
         except Exception as exc:
             # Not recorded, so not released. Free the claim so a retry need not wait out the
-            # lease; if even that fails, the lease frees it later.
+            # lease, on a connection of its own (this one may be what failed); if even that
+            # fails, the lease frees it later.
             try:
-                with db.transaction() as connection:
-                    requests_repo.release_issue(session=connection, request_id=request_id,
+                with self._require_db().transaction() as transaction:
+                    requests_repo.release_issue(session=transaction, request_id=request_id,
                                                 serial=serial, error=f"recording the certificate "
                                                                      f"failed: {type(exc).__name__}")
             except Exception:  # noqa: BLE001 - the original failure is what matters

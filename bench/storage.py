@@ -6,8 +6,8 @@ On SQLite (a file, WAL, as storage.db opens it) and PostgreSQL (a private cluste
   scans   100k certificates and 100k requests are bulk-loaded with a realistic spread (most
           expired or decided long ago, a few hundred due now), ANALYZEd; then
           - "certificates expiring within 15 minutes": storage.certificates.expiring_unreminded
-          - "requests past their TTL": the SELECT inside storage.requests.expire_pending (pending,
-            expires_at <= now, ordered, limited), built the same way, without the UPDATEs
+          - "requests past their TTL": storage.requests.past_ttl, the SELECT of expire_pending
+            (pending, expires_at <= now, ordered, limited), without its UPDATEs
           are each timed over --runs runs (median, a fresh session per run), and each query's plan
           is printed (SQLite EXPLAIN QUERY PLAN, PostgreSQL EXPLAIN ANALYZE) with the index it uses.
           Each query must return exactly the rows planted as due: that also proves the bulk-loaded
@@ -52,12 +52,12 @@ for _path in (REPO, REPO / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from sqlalchemy import event, select  # noqa: E402
+from sqlalchemy import event  # noqa: E402
 
-from access.requests import State  # noqa: E402
 from ca.wire import put_string  # noqa: E402
 from storage import audit  # noqa: E402
 from storage import certificates as certs  # noqa: E402
+from storage import requests as requests_repo  # noqa: E402
 from storage.db import Database  # noqa: E402
 from bench.timing import print_top_functions  # noqa: E402
 from storage.models import AuditEvent, CertificateRecord, RequestRecord  # noqa: E402
@@ -514,15 +514,8 @@ def backends(names: list[str], root: Path) -> Iterator[list[Backend]]:
 
 
 def pending_past_ttl(session, now: datetime, limit: int = EXPIRE_LIMIT) -> list[RequestRecord]:
-    """The SELECT of storage.requests.expire_pending, verbatim, without its UPDATEs."""
-    return list(
-        session.scalars(
-            select(RequestRecord)
-            .where(RequestRecord.state == State.PENDING.value, RequestRecord.expires_at <= now)
-            .order_by(RequestRecord.expires_at)
-            .limit(limit)
-        )
-    )
+    """The SELECT of storage.requests.expire_pending, without its UPDATEs."""
+    return requests_repo.past_ttl(session=session, now=now, limit=limit)
 
 
 def expiring_soon(session, now: datetime) -> list[CertificateRecord]:
@@ -531,7 +524,7 @@ def expiring_soon(session, now: datetime) -> list[CertificateRecord]:
 
 QUERIES = {
     "certificates expiring within 15 min": (expiring_soon, "ix_certificates_valid_before"),
-    "requests past their TTL": (pending_past_ttl, "ix_requests_state_expires_at"),
+    "requests past their TTL": (pending_past_ttl, "ix_requests_pending_expires_at"),
 }
 
 

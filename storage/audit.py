@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from storage.chain import GENESIS, Run, Verification, canonical, check_query, join, link
 from storage.db import StorageUnavailable
-from storage.direct import Transaction
+from storage.direct import MEMO, Transaction
 from storage.models import AuditEvent, AuditHead
 
 __all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_time", "link",
@@ -29,7 +29,8 @@ __all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_t
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 in UTC to the microsecond: 2026-11-22T17:31:26.036231Z."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 _EVENTS = AuditEvent.__table__
@@ -37,24 +38,46 @@ _HEAD = AuditHead.__table__
 # Built once: appends happen on every decision, and building a statement costs more than running it.
 _ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
                  .returning(_HEAD.c.seq, _HEAD.c.hash))
-_INSERT_EVENT = insert(_EVENTS)
 _SET_HEAD_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("new_hash"))
+_MOVE_HEAD = (update(_HEAD)
+              .where(_HEAD.c.id == 1, _HEAD.c.seq == bindparam("prev_seq"),
+                     _HEAD.c.hash == bindparam("prev_hash"))
+              .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
+_INSERT_EVENT = insert(_EVENTS)
+_HEAD_MEMO = "audit_head"
 
 
 def append(session: Session | Transaction, *, actor: str, action: str, subject: str,
            details: dict[str, Any] | None = None, now: datetime | None = None) -> int:
     """Add an event in the caller's transaction (an ORM session or a storage.direct
-    Transaction); returns
-    its sequence number. The head row's UPDATE comes first: it serialises appenders (a row lock
-    on PostgreSQL, the write lock on SQLite), so concurrent writers cannot fork the chain."""
+    Transaction); returns its sequence number.
+
+    The head row's UPDATE comes first: it serialises appenders (a row lock on PostgreSQL, the
+    write lock on SQLite), so concurrent writers cannot fork the chain. When this Database's
+    last append is known (storage.direct.MEMO), one UPDATE moves the head on from it only if
+    the head is still there, seq and hash; otherwise (another process appended, or that
+    transaction rolled back) the head is read under the lock and the event chained to it.
+    """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    seq, prev_hash = session.execute(_ADVANCE_HEAD).one()
     details_text = json.dumps(details or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    new_hash = link(prev_hash, canonical(seq, format_time(now), actor, action, subject, details_text))
+    body = (format_time(now), actor, action, subject, details_text)
+    memo = session.info.get(MEMO)
+    known = memo.get(_HEAD_MEMO) if memo is not None else None
+    moved = False
+    if known is not None:
+        seq, prev_hash = known[0] + 1, known[1]
+        new_hash = link(prev_hash, canonical(seq, *body))
+        moved = session.execute(_MOVE_HEAD, {"prev_seq": known[0], "prev_hash": prev_hash,
+                                             "new_seq": seq, "new_hash": new_hash}).rowcount == 1
+    if not moved:
+        seq, prev_hash = session.execute(_ADVANCE_HEAD).one()
+        new_hash = link(prev_hash, canonical(seq, *body))
+        session.execute(_SET_HEAD_HASH, {"new_hash": new_hash})
     session.execute(_INSERT_EVENT, {"seq": seq, "at": now, "actor": actor, "action": action,
                                     "subject": subject, "details": details_text,
                                     "prev_hash": prev_hash, "hash": new_hash})
-    session.execute(_SET_HEAD_HASH, {"new_hash": new_hash})
+    if memo is not None:
+        memo[_HEAD_MEMO] = (seq, new_hash)
     return seq
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session
 
 from ca.errors import BadInput, VouchError
-from storage.direct import SYNCHRONOUS, Transaction, sqlite_begin
+from storage.direct import MEMO, SYNCHRONOUS, Connection as DirectConnection, Transaction, sqlite_begin
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: it only has to be the same for every replica running migrations.
@@ -96,11 +96,12 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.memo: dict = {}  # see storage.direct.MEMO
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back if it raises."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.engine, expire_on_commit=False, info={MEMO: self.memo}) as session:
             try:
                 yield session
                 session.commit()
@@ -109,10 +110,20 @@ class Database:
                 raise
 
     @contextmanager
+    def connection(self) -> Iterator[DirectConnection]:
+        """One pooled connection on the bare DB-API (storage.direct), for the issuing path, where
+        SQLAlchemy's execution machinery costs more than the statements; its transaction()
+        gives one transaction after another on it."""
+        pooled = self.engine.raw_connection()
+        try:
+            yield DirectConnection(pooled, self.engine.dialect, self.memo)
+        finally:
+            pooled.close()
+
+    @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
-        """A transaction on the bare DB-API connection (storage.direct), for the issuing path,
-        where SQLAlchemy's execution machinery costs more than the statements: committed when
-        the block ends, rolled back if it raises.
+        """A transaction on a connection of its own (see connection()): committed when the
+        block ends, rolled back if it raises.
 
         durable=False commits without waiting for the disk. Use it only for a write whose loss
         in a power cut is harmless because nothing it guards leaves the process before a later
@@ -120,21 +131,8 @@ class Database:
         makes this one durable too (SQLite's WAL is one file; PostgreSQL flushes WAL up to the
         later commit's position).
         """
-        pooled = self.engine.raw_connection()
-        transaction = Transaction(pooled.driver_connection, self.engine.dialect)
-        try:
-            if self.engine.dialect.name == "sqlite":
-                sqlite_begin(transaction.driver_sql, pooled.info, durable=durable)
-            elif not durable:
-                transaction.driver_sql("SET LOCAL synchronous_commit TO OFF")
-            yield transaction
-            transaction.commit()
-        except BaseException:
-            transaction.rollback()
-            raise
-        finally:
-            transaction.close()
-            pooled.close()
+        with self.connection() as connection, connection.transaction(durable=durable) as tx:
+            yield tx
 
     def revision(self) -> str | None:
         try:

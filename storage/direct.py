@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -21,6 +22,10 @@ from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 
 # The synchronous level a pooled SQLite connection is at, kept in the pool record's info.
 SYNCHRONOUS = "vouch_synchronous"
+# Under this key a Transaction's (and a Database session's) `info` holds a dict shared by every
+# transaction on one Database: what one transaction learnt that the next may rely on, such as
+# the audit chain's head, checked again by the statement that relies on it.
+MEMO = "vouch_memo"
 
 
 def sqlite_begin(execute, info: dict, *, durable: bool) -> None:
@@ -113,13 +118,40 @@ class Rows:
         return self._rows[0]
 
 
+class Connection:
+    """One pooled DB-API connection, for transactions one after another (Database.connection):
+    AccessService.issue runs its claim and its record on one checkout from the pool."""
+
+    def __init__(self, pooled, dialect: Dialect, memo: dict) -> None:
+        self._pooled, self.dialect, self._memo = pooled, dialect, memo
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
+        """Committed when the block ends, rolled back if it raises. durable=False: see
+        Database.transaction."""
+        transaction = Transaction(self._pooled.driver_connection, self.dialect, self._memo)
+        try:
+            if self.dialect.name == "sqlite":
+                sqlite_begin(transaction.driver_sql, self._pooled.info, durable=durable)
+            elif not durable:
+                transaction.driver_sql("SET LOCAL synchronous_commit TO OFF")
+            yield transaction
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+        finally:
+            transaction.close()
+
+
 class Transaction:
     """A transaction on one pooled DB-API connection (see Database.transaction)."""
 
-    def __init__(self, driver, dialect: Dialect) -> None:
+    def __init__(self, driver, dialect: Dialect, memo: dict | None = None) -> None:
         self._driver, self.dialect = driver, dialect
         self._cursor = driver.cursor()
         self._error = dialect.loaded_dbapi.Error
+        self.info = {MEMO: memo} if memo is not None else {}
 
     def execute(self, statement, params: dict[str, Any] | None = None) -> Rows:
         params = params or {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.types import UInt64, UTCDateTime
@@ -41,14 +41,30 @@ class UserKey(SQLModel, table=True):
     removed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
+# (name, columns, WHERE) of the partial indexes over live requests, which is where every lookup
+# by state goes; decided requests (the bulk of the table, and only growing) are in none of them.
+# A query uses one only when it repeats the index's WHERE terms with literal values (SQLite's
+# rule): storage.requests writes them with in_state() and the constants below.
+LIVE_REQUEST_INDEXES = (
+    # The TTL sweep (expire_pending) and the repost of unposted requests.
+    ("ix_requests_pending_expires_at", ("expires_at",), "state = 'pending'"),
+    # At most a few pending requests per user and target; a user's pending requests.
+    ("ix_requests_pending_requester", ("requester", "target"), "state = 'pending'"),
+    # The retry sweep over approved requests that have no certificate yet.
+    ("ix_requests_approved", ("created_at",), "state = 'approved'"),
+    # Break-glass uses awaiting review, for the escalation sweep.
+    ("ix_requests_breakglass_unreviewed", ("created_at",),
+     "kind = 'breakglass' AND reviewed_at IS NULL AND review_escalated_at IS NULL"),
+)
+
+
 class RequestRecord(SQLModel, table=True):
     """An access request (or break-glass use) and where it stands."""
 
     __tablename__ = "requests"
-    __table_args__ = (
-        Index("ix_requests_state_expires_at", "state", "expires_at"),
-        Index("ix_requests_requester_target_state", "requester", "target", "state"),
-    )
+    __table_args__ = tuple(
+        Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+        for name, columns, where in LIVE_REQUEST_INDEXES)
 
     id: str = Field(primary_key=True)
     kind: str
@@ -128,7 +144,7 @@ class AuditEvent(SQLModel, table=True):
     seq: int = Field(primary_key=True)
     at: datetime = Field(sa_column=_utc(index=True))
     actor: str
-    action: str = Field(index=True)
+    action: str
     subject: str
     details: str = Field(sa_column=Column(Text, nullable=False))  # canonical JSON
     prev_hash: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, literal, or_, select, update
 from sqlmodel import Session
 
 from access.requests import Kind, Request, State, Vote
@@ -13,6 +13,16 @@ from storage.db import unique
 from storage.direct import Transaction
 from storage.models import ApprovalRecord, RequestRecord
 from storage.types import UInt64, UTCDateTime
+
+
+def in_state(state: State):
+    """`state = '<state>'` with the value written into the SQL, not bound: SQLite uses a partial
+    index (storage.models.LIVE_REQUEST_INDEXES) only for a query that repeats its WHERE term."""
+    return RequestRecord.state == literal(state.value, literal_execute=True)
+
+
+def _is_kind(kind: Kind):
+    return RequestRecord.kind == literal(kind.value, literal_execute=True)
 
 
 def to_domain(record: RequestRecord, votes: Iterable[ApprovalRecord]) -> Request:
@@ -126,15 +136,20 @@ def mark_issued(*, session: Session | Transaction, request_id: str, serial: int,
 def pending_count(*, session: Session, requester: str, target: str) -> int:
     return session.scalar(select(func.count()).select_from(RequestRecord).where(
         RequestRecord.requester == requester, RequestRecord.target == target,
-        RequestRecord.state == State.PENDING.value)) or 0
+        in_state(State.PENDING))) or 0
+
+
+def past_ttl(*, session: Session, now: datetime, limit: int = 500) -> list[RequestRecord]:
+    """Pending requests past their TTL, oldest first (ix_requests_pending_expires_at)."""
+    return list(session.scalars(
+        select(RequestRecord)
+        .where(in_state(State.PENDING), RequestRecord.expires_at <= now)
+        .order_by(RequestRecord.expires_at).limit(limit)))
 
 
 def expire_pending(*, session: Session, now: datetime, limit: int = 500) -> list[RequestRecord]:
-    """Pending requests past their TTL, moved to expired (the index on (state, expires_at) serves it)."""
-    due = list(session.scalars(
-        select(RequestRecord)
-        .where(RequestRecord.state == State.PENDING.value, RequestRecord.expires_at <= now)
-        .order_by(RequestRecord.expires_at).limit(limit)))
+    """Pending requests past their TTL, moved to expired."""
+    due = past_ttl(session=session, now=now, limit=limit)
     moved = []
     for record in due:
         if compare_and_set(session=session, request_id=record.id, version=record.version,
@@ -152,7 +167,7 @@ def approved_unissued(*, session: Session, now: datetime, lease: timedelta) -> l
     unclaimed = RequestRecord.issue_claimed_at.is_(None)
     return list(session.scalars(
         select(RequestRecord.id).where(
-            RequestRecord.state == State.APPROVED.value,
+            in_state(State.APPROVED),
             or_(RequestRecord.issue_claimed_at < lapsed,
                 and_(unclaimed, RequestRecord.issue_attempts > 0),
                 and_(unclaimed, func.coalesce(RequestRecord.decided_at,
@@ -182,7 +197,7 @@ def unposted(*, session: Session, now: datetime, lease: timedelta) -> list[tuple
     """Pending requests nobody has posted or is posting (a claim older than `lease` lapsed)."""
     rows = session.execute(
         select(RequestRecord.id, RequestRecord.channel).where(
-            RequestRecord.state == State.PENDING.value, RequestRecord.kind == Kind.REQUEST.value,
+            in_state(State.PENDING), RequestRecord.kind == Kind.REQUEST.value,
             RequestRecord.channel.is_not(None), *_postable(now, lease))
         .order_by(RequestRecord.created_at))
     return [(request_id, channel) for request_id, channel in rows]
@@ -205,14 +220,14 @@ def release_post(*, session: Session, request_id: str) -> None:
 def pending_of(*, session: Session, requester: str) -> list[RequestRecord]:
     return list(session.scalars(
         select(RequestRecord).where(RequestRecord.requester == requester,
-                                    RequestRecord.state == State.PENDING.value)
+                                    in_state(State.PENDING))
         .order_by(RequestRecord.created_at)))
 
 
 def escalate_unreviewed(*, session: Session, before: datetime, now: datetime) -> list[RequestRecord]:
     """Break-glass uses created before `before`, unreviewed and not yet escalated: mark them."""
     due = list(session.scalars(
-        select(RequestRecord).where(RequestRecord.kind == Kind.BREAKGLASS.value,
+        select(RequestRecord).where(_is_kind(Kind.BREAKGLASS),
                                     RequestRecord.reviewed_at.is_(None),
                                     RequestRecord.review_escalated_at.is_(None),
                                     RequestRecord.created_at <= before)))
