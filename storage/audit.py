@@ -30,7 +30,8 @@ __all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_t
 
 def format_time(moment: datetime) -> str:
     """ISO 8601 in UTC to the microsecond: 2026-11-22T17:31:26.036231Z."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 _EVENTS = AuditEvent.__table__

@@ -16,7 +16,8 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session
 
 from ca.errors import BadInput, VouchError
-from storage.direct import MEMO, SYNCHRONOUS, Connection as DirectConnection, Transaction, sqlite_begin
+from storage.direct import MEMO, SYNCHRONOUS, Transaction, sqlite_begin
+from storage.direct import Connection as DirectConnection
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: it only has to be the same for every replica running migrations.

@@ -43,8 +43,8 @@ class UserKey(SQLModel, table=True):
 
 # (name, columns, WHERE) of the partial indexes over live requests, which is where every lookup
 # by state goes; decided requests (the bulk of the table, and only growing) are in none of them.
-# A query uses one only when it repeats the index's WHERE terms with literal values (SQLite's
-# rule): storage.requests writes them with in_state() and the constants below.
+# A query uses one only when its WHERE implies the index's: storage.requests writes the state
+# as a literal (in_state) so that holds for prepared statements too.
 LIVE_REQUEST_INDEXES = (
     # The TTL sweep (expire_pending) and the repost of unposted requests.
     ("ix_requests_pending_expires_at", ("expires_at",), "state = 'pending'"),

@@ -16,8 +16,10 @@ from storage.types import UInt64, UTCDateTime
 
 
 def in_state(state: State):
-    """`state = '<state>'` with the value written into the SQL, not bound: SQLite uses a partial
-    index (storage.models.LIVE_REQUEST_INDEXES) only for a query that repeats its WHERE term."""
+    """`state = '<state>'` with the value written into the SQL, not bound. A partial index
+    (storage.models.LIVE_REQUEST_INDEXES) serves a query only when the planner can see that the
+    query's WHERE implies the index's; PostgreSQL's generic plan for a prepared statement
+    (psycopg prepares a query from its sixth run on) cannot see a bound value."""
     return RequestRecord.state == literal(state.value, literal_execute=True)
 
 

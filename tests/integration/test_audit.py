@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, event, text
 
 from storage import audit
 from storage.db import Database
@@ -173,6 +173,41 @@ def test_append_joins_the_callers_transaction(database):
     assert [e["action"] for e in export(database)] == \
         ["test.action1", "test.action2", "test.action0"]
 
+
+def _head_statements(database: Database) -> list[str]:
+    seen: list[str] = []
+    event.listen(database.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: seen.append(statement)
+                 if "audit_head" in statement else None)
+    return seen
+
+
+def test_replicas_appending_in_turn_keep_one_chain(database, database_url):
+    """Each Database remembers the head it last wrote and moves it on in one UPDATE, guarded by
+    that head's seq and hash. Another replica's appends (or a rolled-back append of its own)
+    make the guard miss: the head is then read under the lock, and the chain stays whole."""
+    other = Database(database_url)
+    try:
+        head_statements = _head_statements(database)
+        append_events(database, 1)
+        append_events(database, 1, start=2)
+        assert len(head_statements) == 3  # read + set on the first append; one guarded move
+        append_events(other, 2, start=3)  # the other replica appends: our memo is stale
+        with database.transaction() as transaction:  # storage.direct shares the memo too
+            audit.append(transaction, **event_spec(5))
+        with pytest.raises(RuntimeError):  # our own append rolls back, leaving the memo at
+            with database.session() as session:  # seq 6 with a hash that was never committed
+                audit.append(session, **event_spec(6))
+                raise RuntimeError("the caller's transaction fails")
+        append_events(other, 1, start=7)  # the other replica commits seq 6, another hash
+        append_events(database, 1, start=8)
+    finally:
+        other.close()
+    assert seqs(database) == [1, 2, 3, 4, 5, 6, 7]
+    assert [e["actor"] for e in export(database)] == [event_spec(i)["actor"]
+                                                       for i in (1, 2, 3, 4, 5, 7, 8)]
+    _assert_contiguous_chain(database, 7)
+    assert verify(database) == audit.Verification(True, 7)
 
 # --- tampering -------------------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """storage.db: transactions, and which of them wait for the disk."""
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from storage import audit
+from storage import requests as requests_repo
 from storage.db import Database
 
 
@@ -77,3 +80,47 @@ def test_a_light_commit_is_visible_at_once_and_chains_with_durable_ones(database
             text("SELECT action FROM audit_events ORDER BY seq"))]
         assert actions == ["test.light", "test.durable"]
         assert audit.verify(session).ok
+
+
+_NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+_LEASE = timedelta(minutes=2)
+# Every lookup of requests by state, and the partial index (storage.models.LIVE_REQUEST_INDEXES)
+# it must be able to use: a query whose WHERE does not imply the index's would quietly scan the
+# whole table, decided requests and all.
+_STATE_LOOKUPS = {
+    "past_ttl": (lambda s: requests_repo.past_ttl(session=s, now=_NOW),
+                 "ix_requests_pending_expires_at"),
+    "pending_count": (lambda s: requests_repo.pending_count(session=s, requester="U1", target="t"),
+                      "ix_requests_pending_requester"),
+    "pending_of": (lambda s: requests_repo.pending_of(session=s, requester="U1"),
+                   "ix_requests_pending_requester"),
+    "unposted": (lambda s: requests_repo.unposted(session=s, now=_NOW, lease=_LEASE),
+                 "ix_requests_pending_"),
+    "approved_unissued": (
+        lambda s: requests_repo.approved_unissued(session=s, now=_NOW, lease=_LEASE),
+        "ix_requests_approved"),
+    "escalate_unreviewed": (
+        lambda s: requests_repo.escalate_unreviewed(session=s, before=_NOW, now=_NOW),
+        "ix_requests_breakglass_unreviewed"),
+}
+
+
+@pytest.mark.parametrize("lookup", list(_STATE_LOOKUPS))
+def test_state_lookups_use_the_live_request_indexes(database: Database, lookup: str):
+    run, index = _STATE_LOOKUPS[lookup]
+    seen: list[tuple[str, object]] = []
+    event.listen(database.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, parameters, *rest:
+                 seen.append((statement, parameters)))
+    with database.session() as session:
+        run(session)
+        statement, parameters = next((s, p) for s, p in seen if s.lstrip().startswith("SELECT"))
+        connection = session.connection()
+        if database.engine.dialect.name == "sqlite":
+            plan = [row[-1] for row in connection.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters)]
+        else:  # an empty table is cheaper to scan: ask whether the index can serve at all
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = [row[0] for row in
+                    connection.exec_driver_sql("EXPLAIN " + statement, parameters)]
+    assert any(index in line for line in plan), plan
