@@ -125,6 +125,10 @@ class Connection:
     def __init__(self, pooled, dialect: Dialect, memo: dict) -> None:
         self._pooled, self.dialect, self._memo = pooled, dialect, memo
 
+    def close(self) -> None:
+        """Back to the pool."""
+        self._pooled.close()
+
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
         """Committed when the block ends, rolled back if it raises. durable=False: see
