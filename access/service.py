@@ -11,6 +11,7 @@ Guarantees, each settled by the database rather than by locks in this process:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -295,7 +296,7 @@ class AccessService:
             target = self.policy.target(request.target)
             if target is None:
                 raise PolicyRefusal(f"target {request.target!r} is no longer in the policy")
-            spec = certificate_spec(request, target, parse_public_key(public_line), serial=serial, now=now)
+            spec = certificate_spec(request, target, _stored_key(public_line), serial=serial, now=now)
             certificate = sign_certificate(spec, self.signer)
         except VouchError as exc:
             with connection.transaction() as transaction:
@@ -560,6 +561,13 @@ def _request_details(request: Request) -> dict:
     return {"kind": request.kind.value, "target": request.target,
             "duration_seconds": int(request.duration.total_seconds()), "reason": request.reason,
             "key_fingerprint": request.key_fingerprint}
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_key(line: str) -> PublicKey:
+    """A registered key as stored with its request, parsed once: the same few keys are
+    certified again and again."""
+    return parse_public_key(line)
 
 
 def _describe(certificate: Certificate) -> dict:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -47,7 +48,7 @@ class PublicKey:
     bits: int
     comment: str = field(default="", compare=False)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.blob)
 

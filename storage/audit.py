@@ -46,6 +46,8 @@ _MOVE_HEAD = (update(_HEAD)
               .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
 _INSERT_EVENT = insert(_EVENTS)
 _HEAD_MEMO = "audit_head"
+# Canonical details: sorted keys, no spaces, UTF-8 as is. One encoder, not one per json.dumps.
+_DETAILS = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def append(session: Session | Transaction, *, actor: str, action: str, subject: str,
@@ -60,7 +62,7 @@ def append(session: Session | Transaction, *, actor: str, action: str, subject: 
     transaction rolled back) the head is read under the lock and the event chained to it.
     """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    details_text = json.dumps(details or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    details_text = _DETAILS.encode(details or {})
     body = (format_time(now), actor, action, subject, details_text)
     memo = session.info.get(MEMO)
     known = memo.get(_HEAD_MEMO) if memo is not None else None

@@ -5,10 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.types import TypeDecorator
 
 _TWO_63 = 2**63
 _TWO_64 = 2**64
+
+
+class _SQLiteText(sqlite.DATETIME):
+    """SQLite's DATETIME column, given its text ready-made by UTCDateTime."""
+
+    def bind_processor(self, dialect):
+        return None
 
 
 class UTCDateTime(TypeDecorator):
@@ -17,13 +25,22 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteText())
+        return super().load_dialect_impl(dialect)
+
     def process_bind_param(self, value: datetime | None, dialect):
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            # The text SQLAlchemy's SQLite DATETIME stores, 'YYYY-MM-DD HH:MM:SS.ffffff', made
+            # by isoformat at a third of the cost: every issuance writes eight timestamps.
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value
 
     def process_result_value(self, value: datetime | None, dialect):
         if value is None:
