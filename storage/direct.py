@@ -13,7 +13,7 @@ a Core connection or a Transaction.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -119,24 +119,36 @@ class Rows:
 
 
 class Connection:
-    """One pooled DB-API connection, for transactions one after another (Database.connection):
-    AccessService.issue runs its claim and its record on one checkout from the pool."""
+    """Pooled DB-API connections for transactions one after another (Database.connection):
+    AccessService.issue runs its claim and its record on one of these.
 
-    def __init__(self, pooled, dialect: Dialect, memo: dict) -> None:
-        self._pooled, self.dialect, self._memo = pooled, dialect, memo
+    On SQLite, durable and light transactions run on two connections, one kept at each
+    `synchronous` level, instead of one connection switching level (a PRAGMA) before each
+    transaction. They share the WAL file, so the durable commit's fsync flushes the light
+    commit before it too."""
+
+    def __init__(self, connect: Callable[[], Any], dialect: Dialect, memo: dict) -> None:
+        self._connect, self.dialect, self._memo = connect, dialect, memo
+        self._split = dialect.name == "sqlite"
+        self._pooled: dict[bool, Any] = {}  # durable -> pooled connection, made on first use
 
     def close(self) -> None:
         """Back to the pool."""
-        self._pooled.close()
+        while self._pooled:
+            self._pooled.popitem()[1].close()
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
         """Committed when the block ends, rolled back if it raises. durable=False: see
         Database.transaction."""
-        transaction = Transaction(self._pooled.driver_connection, self.dialect, self._memo)
+        key = durable or not self._split
+        pooled = self._pooled.get(key)
+        if pooled is None:
+            pooled = self._pooled[key] = self._connect()
+        transaction = Transaction(pooled.driver_connection, self.dialect, self._memo)
         try:
-            if self.dialect.name == "sqlite":
-                sqlite_begin(transaction.driver_sql, self._pooled.info, durable=durable)
+            if self._split:
+                sqlite_begin(transaction.driver_sql, pooled.info, durable=durable)
             elif not durable:
                 transaction.driver_sql("SET LOCAL synchronous_commit TO OFF")
             yield transaction

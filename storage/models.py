@@ -119,7 +119,7 @@ class CertificateRecord(SQLModel, table=True):
     serial: int = Field(sa_column=Column(UInt64(), nullable=False, unique=True))
     key_id: str
     principals: str = Field(sa_column=Column(Text, nullable=False))  # JSON list
-    subject_fingerprint: str = Field(index=True)
+    subject_fingerprint: str
     subject_key: str = Field(sa_column=Column(Text, nullable=False))  # OpenSSH public key line
     ca_fingerprint: str
     valid_after: datetime = Field(sa_column=_utc())

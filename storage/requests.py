@@ -98,7 +98,10 @@ _CLAIM_ISSUE = (
     .values(issue_serial=bindparam("serial", type_=UInt64()),
             issue_claimed_at=bindparam("now", type_=UTCDateTime()),
             issue_attempts=_REQUESTS.c.issue_attempts + 1)
-    .returning(*_REQUESTS.c))
+    # What to_domain and the certificate need, not the bookkeeping columns.
+    .returning(*(_REQUESTS.c[name] for name in (
+        "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
+        "public_key", "state", "created_at", "expires_at", "version"))))
 _VOTES = select(_APPROVALS).where(_APPROVALS.c.request_id == bindparam("request_id"))
 _MARK_ISSUED = (
     update(_REQUESTS)

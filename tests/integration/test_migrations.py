@@ -14,3 +14,48 @@ def test_migrations_build_exactly_the_models(database_url):
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     assert db.upgrade() == (head_revision(), head_revision())
     db.close()
+
+
+def test_an_existing_database_moves_to_the_live_request_indexes_and_back(database_url):
+    """0001 -> 0002 on a database in use: rows stay, the indexes change, and the downgrade
+    restores the old ones (then the upgrade runs again)."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from storage.db import _alembic_config
+
+    db = Database(database_url)
+
+    def migrate(step, revision: str) -> None:
+        with db.engine.begin() as connection:
+            step(_alembic_config(connection), revision)
+
+    def request_indexes() -> set[str]:
+        with db.engine.connect() as connection:
+            inspector = inspect(connection)
+            return {ix["name"] for table in ("requests", "certificates", "audit_events")
+                    for ix in inspector.get_indexes(table)}
+
+    migrate(command.upgrade, "0001")
+    with db.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO requests (id, kind, requester, target, duration_seconds, reason, "
+            "key_fingerprint, public_key, state, version, created_at, expires_at, issue_attempts) "
+            "VALUES ('req-1', 'request', 'U1', 'prod-db', 3600, 'why', 'SHA256:x', 'ssh-ed25519 A', "
+            "'pending', 0, '2026-11-22 10:00:00.000000', '2026-11-22 10:30:00.000000', 0)"))
+    assert "ix_requests_state_expires_at" in request_indexes()
+    migrate(command.upgrade, "head")
+    live = {"ix_requests_pending_expires_at", "ix_requests_pending_requester",
+            "ix_requests_approved", "ix_requests_breakglass_unreviewed"}
+    indexes = request_indexes()
+    assert live <= indexes
+    assert not indexes & {"ix_requests_state_expires_at", "ix_requests_requester_target_state",
+                          "ix_audit_events_action", "ix_certificates_subject_fingerprint"}
+    migrate(command.downgrade, "0001")
+    indexes = request_indexes()
+    assert not live & indexes and "ix_certificates_subject_fingerprint" in indexes
+    migrate(command.upgrade, "head")
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SELECT id, state FROM requests")).all() == \
+            [("req-1", "pending")]
+    db.close()
