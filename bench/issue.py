@@ -491,8 +491,8 @@ def hooked_direct(before, after, committed) -> Iterator[None]:
         def __getattr__(self, name):
             return getattr(self._cursor, name)
 
-    def init(transaction, driver, dialect) -> None:
-        original_init(transaction, driver, dialect)
+    def init(transaction, *args, **kwargs) -> None:
+        original_init(transaction, *args, **kwargs)
         transaction._cursor = TimedCursor(transaction._cursor)
 
     def commit(transaction) -> None:

@@ -12,6 +12,7 @@ a Core connection or a Transaction.
 
 from __future__ import annotations
 
+import operator
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ class _Compiled:
     """One statement for one dialect: its SQL, how to turn a parameter dict into what the driver
     takes, and how to turn the driver's rows into typed rows."""
 
-    __slots__ = ("sql", "positional", "names", "defaults", "binders", "row", "readers")
+    __slots__ = ("sql", "positional", "names", "defaults", "binders", "pick", "row", "readers")
 
     def __init__(self, statement, dialect: Dialect, column_keys: tuple[str, ...] | None) -> None:
         # An INSERT names only the columns given, as SQLAlchemy compiles it for each execution.
@@ -60,23 +61,33 @@ class _Compiled:
         binders = ((name, by_name[name].type.dialect_impl(dialect).bind_processor(dialect))
                    for name in dict.fromkeys(self.names))
         self.binders = [(name, process) for name, process in binders if process is not None]
+        # The driver's positional tuple, in one C call (itemgetter of one name gives a scalar).
+        names = self.names
+        self.pick = (operator.itemgetter(*names) if len(names) > 1
+                     else (lambda values: (values[names[0]],)) if names else (lambda values: ()))
         columns = list(getattr(statement, "exported_columns", ()))
         self.row = namedtuple("Row", [c.key for c in columns]) if columns else None
-        self.readers = [c.type.dialect_impl(dialect).result_processor(dialect, None)
-                        for c in columns]
+        readers = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        # Only the columns that need converting, by position.
+        self.readers = [(i, read) for i, read in enumerate(readers) if read is not None]
 
     def parameters(self, params: dict[str, Any]) -> tuple | dict:
-        values = {**self.defaults, **params}
+        values = {**self.defaults, **params} if self.defaults else dict(params)
         for name, process in self.binders:
             values[name] = process(values[name])
-        if self.positional:
-            return tuple(values[name] for name in self.names)
-        return values
+        return self.pick(values) if self.positional else values
 
     def rows(self, raw: list) -> list:
         make, readers = self.row._make, self.readers
-        return [make(value if read is None else read(value) for read, value in zip(readers, row))
-                for row in raw]
+        if not readers:
+            return [make(row) for row in raw]
+        typed = []
+        for row in raw:
+            row = list(row)
+            for i, read in readers:
+                row[i] = read(row[i])
+            typed.append(make(row))
+        return typed
 
 
 _COMPILED: dict[tuple, tuple[Any, _Compiled]] = {}
