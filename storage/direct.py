@@ -15,7 +15,6 @@ from __future__ import annotations
 import operator
 from collections import namedtuple
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -148,37 +147,55 @@ class Connection:
         while self._pooled:
             self._pooled.popitem()[1].close()
 
-    @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
-        """Committed when the block ends, rolled back if it raises. durable=False: see
+    def transaction(self, *, durable: bool = True) -> Transaction:
+        """A transaction, to use as `with connection.transaction() as t:`: begun on entering,
+        committed when the block ends, rolled back if it raises. durable=False: see
         Database.transaction."""
         key = durable or not self._split
         pooled = self._pooled.get(key)
         if pooled is None:
             pooled = self._pooled[key] = self._connect()
-        transaction = Transaction(pooled.driver_connection, self.dialect, self._memo)
-        try:
-            if self._split:
-                sqlite_begin(transaction.driver_sql, pooled.info, durable=durable)
-            elif not durable:
-                transaction.driver_sql("SET LOCAL synchronous_commit TO OFF")
-            yield transaction
-            transaction.commit()
-        except BaseException:
-            transaction.rollback()
-            raise
-        finally:
-            transaction.close()
+        return Transaction(pooled.driver_connection, self.dialect, self._memo, durable=durable,
+                           pool_info=pooled.info)
 
 
 class Transaction:
-    """A transaction on one pooled DB-API connection (see Database.transaction)."""
+    """A transaction on one pooled DB-API connection (see Connection.transaction). A context
+    manager of its own rather than a generator's: two of these run for every certificate."""
 
-    def __init__(self, driver, dialect: Dialect, memo: dict | None = None) -> None:
+    def __init__(self, driver, dialect: Dialect, memo: dict | None = None, *,
+                 durable: bool = True, pool_info: dict | None = None) -> None:
         self._driver, self.dialect = driver, dialect
         self._cursor = driver.cursor()
         self._error = dialect.loaded_dbapi.Error
         self.info = {MEMO: memo} if memo is not None else {}
+        self._durable = durable
+        self._pool_info = pool_info if pool_info is not None else {}
+
+    def __enter__(self) -> Transaction:
+        try:
+            if self.dialect.name == "sqlite":
+                sqlite_begin(self.driver_sql, self._pool_info, durable=self._durable)
+            elif not self._durable:
+                self.driver_sql("SET LOCAL synchronous_commit TO OFF")
+        except BaseException:
+            self.rollback()
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        try:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.rollback()
+        except BaseException:
+            self.rollback()
+            raise
+        finally:
+            self.close()
+        return False
 
     def execute(self, statement, params: dict[str, Any] | None = None) -> Rows:
         params = params or {}
