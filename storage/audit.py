@@ -23,6 +23,7 @@ from storage.chain import GENESIS, Run, Verification, canonical, check_query, jo
 from storage.db import StorageUnavailable
 from storage.direct import MEMO, Transaction
 from storage.models import AuditEvent, AuditHead
+from storage.types import iso_utc
 
 __all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_time", "link",
            "verify"]
@@ -30,8 +31,7 @@ __all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_t
 
 def format_time(moment: datetime) -> str:
     """ISO 8601 in UTC to the microsecond: 2026-11-22T17:31:26.036231Z."""
-    utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return utc.isoformat(timespec="microseconds") + "Z"
+    return iso_utc(moment.astimezone(timezone.utc), "T") + "Z"
 
 
 _EVENTS = AuditEvent.__table__

@@ -48,3 +48,11 @@ def test_serials_round_trip_through_a_signed_bigint(serial):
     stored = column.process_bind_param(serial, dialect)
     assert -(2**63) <= stored < 2**63
     assert column.process_result_value(stored, dialect) == serial
+
+
+@pytest.mark.parametrize("moment", MOMENTS, ids=str)
+def test_audit_times_are_iso_utc_to_the_microsecond(moment):
+    from storage.audit import format_time
+
+    assert format_time(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")\
+        .rjust(27, "0")
