@@ -94,7 +94,8 @@ _CACHE_SIZE = 256  # the hot statements are module constants; anything else is c
 
 
 def _compiled(statement, dialect: Dialect, params: dict[str, Any]) -> _Compiled:
-    column_keys = tuple(sorted(params)) if getattr(statement, "is_insert", False) else None
+    # An INSERT is compiled per set of columns given; anything else once.
+    column_keys = tuple(sorted(params)) if statement.is_insert else None
     key = (id(statement), dialect.name, column_keys)
     hit = _COMPILED.get(key)
     if hit is not None and hit[0] is statement:
