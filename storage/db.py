@@ -24,8 +24,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: it only has to be the same for every replica running migrations.
 _MIGRATION_LOCK_ID = 0x766F756368
 # Kept between issuances instead of a checkout from the pool and its reset on return each time,
-# which cost about a tenth of an issuance (bench/issue.py). One per thread issuing at once
-# (each holds up to two SQLite connections: see storage.direct.Connection).
+# which cost about a tenth of an issuance (bench/issue.py). One per thread issuing at once.
 _KEEP_IDLE = 4
 
 

@@ -130,34 +130,32 @@ class Rows:
 
 
 class Connection:
-    """Pooled DB-API connections for transactions one after another (Database.connection):
+    """One pooled DB-API connection for transactions one after another (Database.connection):
     AccessService.issue runs its claim and its record on one of these.
 
-    On SQLite, durable and light transactions run on two connections, one kept at each
-    `synchronous` level, instead of one connection switching level (a PRAGMA) before each
-    transaction. They share the WAL file, so the durable commit's fsync flushes the light
-    commit before it too."""
+    One connection, not one per `synchronous` level: SQLite drops a connection's whole page
+    cache when it begins a transaction after another connection wrote, so two connections
+    taking turns would each read every page again (some 40 reads per issuance, measured),
+    which costs far more than the PRAGMA that switches the level."""
 
     def __init__(self, connect: Callable[[], Any], dialect: Dialect, memo: dict) -> None:
         self._connect, self.dialect, self._memo = connect, dialect, memo
-        self._split = dialect.name == "sqlite"
-        self._pooled: dict[bool, Any] = {}  # durable -> pooled connection, made on first use
+        self._pooled = None  # made on first use
 
     def close(self) -> None:
         """Back to the pool."""
-        while self._pooled:
-            self._pooled.popitem()[1].close()
+        if self._pooled is not None:
+            self._pooled.close()
+            self._pooled = None
 
     def transaction(self, *, durable: bool = True) -> Transaction:
         """A transaction, to use as `with connection.transaction() as t:`: begun on entering,
         committed when the block ends, rolled back if it raises. durable=False: see
         Database.transaction."""
-        key = durable or not self._split
-        pooled = self._pooled.get(key)
-        if pooled is None:
-            pooled = self._pooled[key] = self._connect()
-        return Transaction(pooled.driver_connection, self.dialect, self._memo, durable=durable,
-                           pool_info=pooled.info)
+        if self._pooled is None:
+            self._pooled = self._connect()
+        return Transaction(self._pooled.driver_connection, self.dialect, self._memo,
+                           durable=durable, pool_info=self._pooled.info)
 
 
 class Transaction:
