@@ -162,14 +162,13 @@ class Transaction:
     """A transaction on one pooled DB-API connection (see Connection.transaction). A context
     manager of its own rather than a generator's: two of these run for every certificate."""
 
-    def __init__(self, driver, dialect: Dialect, memo: dict | None = None, *,
-                 durable: bool = True, pool_info: dict | None = None) -> None:
+    def __init__(self, driver, dialect: Dialect, memo: dict, *, durable: bool,
+                 pool_info: dict) -> None:
         self._driver, self.dialect = driver, dialect
         self._cursor = driver.cursor()
         self._error = dialect.loaded_dbapi.Error
-        self.info = {MEMO: memo} if memo is not None else {}
-        self._durable = durable
-        self._pool_info = pool_info if pool_info is not None else {}
+        self.info = {MEMO: memo}
+        self._durable, self._pool_info = durable, pool_info
 
     def __enter__(self) -> Transaction:
         try:

@@ -15,16 +15,16 @@ from storage.models import ApprovalRecord, RequestRecord
 from storage.types import UInt64, UTCDateTime
 
 
-def in_state(state: State):
-    """`state = '<state>'` with the value written into the SQL, not bound. A partial index
+def _literally(column, value: State | Kind):
+    """`column = '<value>'` with the value written into the SQL, not bound. A partial index
     (storage.models.LIVE_REQUEST_INDEXES) serves a query only when the planner can see that the
     query's WHERE implies the index's; PostgreSQL's generic plan for a prepared statement
     (psycopg prepares a query from its sixth run on) cannot see a bound value."""
-    return RequestRecord.state == literal(state.value, literal_execute=True)
+    return column == literal(value.value, literal_execute=True)
 
 
-def _is_kind(kind: Kind):
-    return RequestRecord.kind == literal(kind.value, literal_execute=True)
+def in_state(state: State):
+    return _literally(RequestRecord.state, state)
 
 
 def to_domain(record: RequestRecord, votes: Iterable[ApprovalRecord]) -> Request:
@@ -232,7 +232,7 @@ def pending_of(*, session: Session, requester: str) -> list[RequestRecord]:
 def escalate_unreviewed(*, session: Session, before: datetime, now: datetime) -> list[RequestRecord]:
     """Break-glass uses created before `before`, unreviewed and not yet escalated: mark them."""
     due = list(session.scalars(
-        select(RequestRecord).where(_is_kind(Kind.BREAKGLASS),
+        select(RequestRecord).where(_literally(RequestRecord.kind, Kind.BREAKGLASS),
                                     RequestRecord.reviewed_at.is_(None),
                                     RequestRecord.review_escalated_at.is_(None),
                                     RequestRecord.created_at <= before)))
