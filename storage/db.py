@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session
 
 from ca.errors import BadInput, VouchError
-from storage.direct import MEMO, SYNCHRONOUS, Transaction, sqlite_begin
+from storage.direct import MEMO, SYNCHRONOUS, WAL_FILE, Transaction, sqlite_begin
 from storage.direct import Connection as DirectConnection
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -69,19 +69,24 @@ def _sqlite_connect(dbapi_connection, record) -> None:
     # Take over transaction control from pysqlite so that _sqlite_begin can BEGIN IMMEDIATE.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     cursor.execute("PRAGMA foreign_keys=ON")
     # FULL: a certificate handed out is on disk with its audit event, even after a power cut
     # (NORMAL in WAL mode may lose the last commits; bench/issue.py measured the cost at ~9%).
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.close()
     record.info[SYNCHRONOUS] = "FULL"
+    # The issuing path's transactions (storage.direct) sync this file themselves.
+    path = next((file for _, name, file in cursor.execute("PRAGMA database_list")
+                 if name == "main"), "")
+    if mode == "wal" and path:
+        record.info[WAL_FILE] = path + "-wal"
+    cursor.close()
 
 
 def _sqlite_begin(connection: Connection) -> None:
     # Every ORM session and Core connection: durable. (Through SQLAlchemy, not the bare driver:
     # a locked database must surface as SQLAlchemy's OperationalError.)
-    sqlite_begin(connection.exec_driver_sql, connection.connection.info, durable=True)
+    sqlite_begin(connection.exec_driver_sql, connection.connection.info, "FULL")
 
 
 def _alembic_config(connection: Connection) -> Config:

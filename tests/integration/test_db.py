@@ -1,11 +1,13 @@
 """storage.db: transactions, and which of them wait for the disk."""
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
-from storage import audit
+from storage import audit, direct
 from storage import requests as requests_repo
 from storage.db import Database
 
@@ -34,6 +36,21 @@ def _light_level(dialect: str) -> str:
 
 
 @pytest.fixture
+def synced(monkeypatch) -> list[str]:
+    """The files storage.direct syncs to disk itself, in order (it syncs a SQLite WAL after a
+    durable commit instead of committing at synchronous=FULL)."""
+    files: list[str] = []
+    real = direct._datasync
+
+    def datasync(descriptor: int) -> None:
+        files.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real(descriptor)
+
+    monkeypatch.setattr(direct, "_datasync", datasync)
+    return files
+
+
+@pytest.fixture
 def database(database: Database) -> Database:
     """The test cluster runs with synchronous_commit=off for speed; this database flushes every
     commit, as a production server does."""
@@ -46,17 +63,80 @@ def database(database: Database) -> Database:
     return database
 
 
-def test_a_transaction_flushes_to_disk_unless_told_otherwise(database: Database):
+def _wal(database: Database) -> str:
+    return database.engine.url.database + "-wal"
+
+
+def _commits(database: Database) -> dict[str, str]:
+    """What each kind of storage.direct transaction's commit does. On SQLite a durable one
+    commits at NORMAL and then syncs the WAL, which is what FULL does after each commit."""
     dialect = database.engine.dialect.name
+    return {"durable": "normal + wal synced" if dialect == "sqlite" else _durable_level(dialect),
+            "light": _light_level(dialect)}
+
+
+def test_a_transaction_flushes_to_disk_unless_told_otherwise(database: Database, synced):
+    dialect = database.engine.dialect.name
+    expect = _commits(database)
     with database.transaction() as connection:
-        assert _flush_setting(connection) == _durable_level(dialect)
+        level = _flush_setting(connection)
+    assert (level + " + wal synced" if synced else level) == expect["durable"]
+    if dialect == "sqlite":
+        assert synced == [_wal(database)]  # the WAL this database writes, once, after COMMIT
+    synced.clear()
     with database.transaction(durable=False) as connection:
-        assert _flush_setting(connection) == _light_level(dialect)
+        assert _flush_setting(connection) == expect["light"]
+    assert synced == []
     # The setting does not leak to the next user of the pooled connection, ORM or Core.
     with database.transaction() as connection:
-        assert _flush_setting(connection) == _durable_level(dialect)
+        level = _flush_setting(connection)
+    assert (level + " + wal synced" if synced else level) == expect["durable"]
+    synced.clear()
     with database.session() as session:
-        assert _flush_setting(session) == _durable_level(dialect)
+        assert _flush_setting(session) == _durable_level(dialect)  # FULL: SQLite syncs itself
+    assert synced == []
+
+
+@pytest.fixture
+def sqlite_database(tmp_path):
+    """SQLite only, for what storage.direct does about SQLite's WAL (PostgreSQL flushes its own
+    WAL at synchronous_commit=on, tested above)."""
+    database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
+    database.prepare()
+    yield database
+    database.close()
+
+
+def test_the_wal_is_synced_only_after_the_commit(sqlite_database: Database, monkeypatch):
+    """Synced after COMMIT: a sync before it would leave the commit record itself unsynced."""
+    database = sqlite_database
+    seen = []
+    real = direct._datasync
+
+    def datasync(descriptor: int) -> None:
+        # Another connection sees the event when the sync starts: the commit came first.
+        with database.engine.connect() as other:
+            seen.append(other.exec_driver_sql(
+                "SELECT count(*) FROM audit_events WHERE action = 'test.synced'").scalar_one())
+        real(descriptor)
+
+    monkeypatch.setattr(direct, "_datasync", datasync)
+    with database.transaction() as connection:
+        audit.append(connection, actor="t", action="test.synced", subject="x")
+    assert seen == [1]
+
+
+def test_a_failed_wal_sync_fails_the_transaction(sqlite_database: Database, monkeypatch):
+    """The commit is then not known to be on disk: the caller must not release anything."""
+    database = sqlite_database
+
+    def datasync(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(direct, "_datasync", datasync)
+    with pytest.raises(OperationalError, match="Input/output error"):
+        with database.transaction() as connection:
+            audit.append(connection, actor="t", action="test.unsynced", subject="x")
 
 
 def test_a_light_transaction_that_fails_leaves_the_next_one_durable(database: Database):
@@ -82,21 +162,38 @@ def test_a_light_commit_is_visible_at_once_and_chains_with_durable_ones(database
         assert audit.verify(session).ok
 
 
-def test_one_connection_runs_light_and_durable_transactions_in_turn(database: Database):
+def test_one_connection_runs_light_and_durable_transactions_in_turn(database: Database, synced):
     """What AccessService.issue does: a light claim, then the durable record, on one
-    Database.connection(); each commits at its own level, and the chain links across them."""
+    Database.connection(); each commits as it should, and the chain links across them."""
     dialect = database.engine.dialect.name
+    expect = _commits(database)
     with database.connection() as connection:
         for round_ in range(3):
             for durable in (False, True):
+                synced.clear()
                 with connection.transaction(durable=durable) as transaction:
-                    level = _durable_level(dialect) if durable else _light_level(dialect)
-                    assert _flush_setting(transaction) == level
+                    level = _flush_setting(transaction)
                     audit.append(transaction, actor="t", action=f"test.{round_}.{durable}",
                                  subject="x")
+                done = level + " + wal synced" if synced else level
+                assert done == expect["durable" if durable else "light"]
     with database.session() as session:
         assert _flush_setting(session) == _durable_level(dialect)
         assert audit.verify(session) == audit.Verification(True, 6)
+
+
+def test_an_in_memory_database_commits_durable_transactions_at_full(synced):
+    """No WAL file to sync: a durable transaction runs at synchronous=FULL instead."""
+    database = Database("sqlite://")
+    database.prepare()
+    try:
+        with database.transaction() as connection:
+            assert _flush_setting(connection) == "full"
+        with database.transaction(durable=False) as connection:
+            assert _flush_setting(connection) == "normal"
+        assert synced == []
+    finally:
+        database.close()
 
 
 _NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from access.policy import parse_policy
 from access.requests import AlreadyVoted, InvalidTransition, PolicyRefusal, State
 from access.service import ISSUE_LEASE, AccessService
 from ca.errors import BadInput, SignerUnavailable
 from ca.signer import CaKeyType, FileSigner, generate_private_key
-from storage import audit
+from storage import audit, direct
 from storage.db import Database, DatabaseBehind
 from storage.models import CertificateRecord, RequestRecord
 from support.certcheck import parse_certificate_line, verify_signature
@@ -302,6 +303,25 @@ def test_audit_write_failure_releases_no_certificate(database, clock, signer, us
     clock.advance(seconds=ISSUE_LEASE.total_seconds() + 1)
     assert len(service.retry_issuing()) == 1
     _chain_ok(database)
+
+
+def test_a_certificate_whose_commit_is_not_known_on_disk_is_not_released(tmp_path, clock, signer,
+                                                                         user_keys, monkeypatch):
+    """SQLite: the durable commit syncs the WAL itself (storage.direct.sync_wal). If that sync
+    fails, the certificate may not be on disk, so it is not handed out."""
+    database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
+    database.prepare()
+    service = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service.add_key("U0REQ", user_keys["ed25519"].public.line())
+    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+
+    def failing(descriptor):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(direct, "_datasync", failing)
+    with pytest.raises(OperationalError, match="Input/output error"):
+        service.vote(request.id, approver="U0BOB", approve=True)
+    database.close()
 
 
 def test_database_behind_migrations_is_refused(database_url):
