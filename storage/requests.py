@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections import namedtuple
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import Text, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
 from sqlmodel import Session
 
 from access.requests import Kind, Request, State, Vote
@@ -88,6 +92,44 @@ def compare_and_set(*, session: Session, request_id: str, version: int, expect: 
 
 _REQUESTS = RequestRecord.__table__
 _APPROVALS = ApprovalRecord.__table__
+
+
+class _VotesJson(ColumnElement):
+    """The votes on the `requests` row a statement works on, as JSON text
+    `[[id, approver, approve, at], ...]`: a subquery, so that the claim's RETURNING brings them
+    along instead of a SELECT of their own."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(_VotesJson, "sqlite")
+def _votes_json_sqlite(element, compiler, **kw) -> str:
+    return ("(SELECT json_group_array(json_array(a.id, a.approver, a.approve, a.at)) "
+            "FROM approvals AS a WHERE a.request_id = requests.id)")
+
+
+@compiles(_VotesJson, "postgresql")
+def _votes_json_postgresql(element, compiler, **kw) -> str:
+    return ("(SELECT coalesce(json_agg(json_build_array(a.id, a.approver, a.approve, a.at)), "
+            "'[]')::text FROM approvals AS a WHERE a.request_id = requests.id)")
+
+
+_StoredVote = namedtuple("_StoredVote", "id approver approve at")
+
+
+def _votes_from_json(text: str) -> list[_StoredVote]:
+    """What _VotesJson gives, as rows for to_domain. Times come as SQLite's stored text (UTC,
+    no offset) or PostgreSQL's ISO 8601 with an offset."""
+    votes = []
+    for vote_id, approver, approve, at in json.loads(text):
+        moment = datetime.fromisoformat(at)
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None \
+            else moment.astimezone(timezone.utc)
+        votes.append(_StoredVote(vote_id, approver, bool(approve), moment))
+    return votes
+
+
 # The issuing path runs these for every certificate: built once, run on a Core connection.
 _CLAIM_ISSUE = (
     update(_REQUESTS)
@@ -101,8 +143,8 @@ _CLAIM_ISSUE = (
     # What to_domain and the certificate need, not the bookkeeping columns.
     .returning(*(_REQUESTS.c[name] for name in (
         "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
-        "public_key", "state", "created_at", "expires_at", "version"))))
-_VOTES = select(_APPROVALS).where(_APPROVALS.c.request_id == bindparam("request_id"))
+        "public_key", "state", "created_at", "expires_at", "version")),
+        _VotesJson().label("votes")))
 _MARK_ISSUED = (
     update(_REQUESTS)
     .where(_REQUESTS.c.id == bindparam("request_id"), _REQUESTS.c.state == State.APPROVED.value,
@@ -120,8 +162,7 @@ def claim_issue(*, session: Session | Transaction, request_id: str, serial: int,
                                          "serial": serial, "now": now}).first()
     if row is None:
         return None
-    votes = session.execute(_VOTES, {"request_id": request_id})
-    return to_domain(row, votes), row.public_key
+    return to_domain(row, _votes_from_json(row.votes)), row.public_key
 
 
 def release_issue(*, session: Session | Transaction, request_id: str, serial: int, error: str) -> None:

@@ -143,6 +143,32 @@ def test_two_approvals_issue_exactly_one_certificate(service, database, signer, 
     _chain_ok(database)
 
 
+def test_the_issued_request_carries_its_votes(service, clock):
+    """The claim brings the votes back in its RETURNING (a JSON subquery per database): in
+    order, with their approvers, verdicts and aware UTC times, as service.get reads them."""
+    request = service.open_request(user="U0REQ", target="prod-db", duration=timedelta(hours=1),
+                                   reason="x")
+    clock.advance(microseconds=250_001)
+    service.vote(request.id, approver="U0DAVE", approve=True)
+    clock.advance(seconds=3)  # a whole second: a zero fraction is stored as such, and read back
+    clock.now = clock.now.replace(microsecond=0)
+    issued = service.vote(request.id, approver="U0BOB", approve=True).issued
+    votes = issued.request.votes
+    assert [(v.approver, v.approve) for v in votes] == [("U0DAVE", True), ("U0BOB", True)]
+    assert [v.at for v in votes] == [datetime(2026, 11, 22, 12, 0, 0, 250_001, tzinfo=timezone.utc),
+                                     datetime(2026, 11, 22, 12, 0, 3, tzinfo=timezone.utc)]
+    assert all(v.at.utcoffset() == timedelta(0) for v in votes)
+    stored, _ = service.get(request.id)
+    assert stored.votes == votes and issued.request.approvers == ["U0DAVE", "U0BOB"]
+
+
+def test_a_breakglass_certificate_is_issued_with_no_votes(service, user_keys):
+    service.add_key("U0GLASS", user_keys["ed25519"].public.line())
+    issued = service.breakglass(user="U0GLASS", target="web", duration=timedelta(minutes=30),
+                                reason="pager: web down")
+    assert issued.request.votes == ()
+
+
 def test_newest_key_is_certified_unless_another_is_chosen(service, user_keys):
     service.add_key("U0REQ", user_keys["rsa-2048"].public.line())
     request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="deploy")
