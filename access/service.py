@@ -3,8 +3,11 @@
 Guarantees, each settled by the database rather than by locks in this process:
 - a request is stored (and audited) before anything is posted about it;
 - votes on one request are serialised by a compare-and-set on its version;
-- exactly one certificate per request: a serial is reserved (claim) before signing, the request
-  moves approved -> issued only with that serial, and certificates.request_id is unique;
+- exactly one certificate per request: a serial is reserved (claim) and audited before signing,
+  the request moves approved -> issued only with that serial, and certificates.request_id is
+  unique. The claim commits before signing (_issue_in_two), except on SQLite with a signer that
+  answered within QUICK_SIGNING last time, where claim, signature and record share one
+  transaction (_issue_at_once): one commit per certificate;
 - fail closed: a certificate is handed out only after its record and audit event committed; if
   signing fails the request stays approved, the error is recorded and issuing can be retried.
 """
@@ -42,6 +45,10 @@ KRL_EXPIRY_GRACE = timedelta(days=1)
 ISSUE_LEASE = timedelta(minutes=2)
 # Likewise for posting a request's message to Slack.
 POST_LEASE = timedelta(minutes=2)
+# A signer that answered this quickly last time (a file key, SoftHSM2) signs inside the
+# issuing transaction on SQLite (AccessService._issue_at_once); a slower one (a YubiKey takes
+# tens of milliseconds) must not hold the database's write lock while it works.
+QUICK_SIGNING = 0.010  # seconds
 _MAX_SERIAL = 2**64 - 1
 _VOTE_RETRIES = 20
 
@@ -107,9 +114,12 @@ class _Conflict(Exception):
 class AccessService:
     def __init__(self, db: Database | None, signer: Signer, *,
                  policy: Callable[[], Policy] | None = None, directory: Directory | None = None,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, one_transaction: bool | None = None) -> None:
         self.db = db
         self.signer = signer
+        # Issue in one transaction on SQLite: None decides by the last signature's time.
+        self.one_transaction = one_transaction
+        self._last_signing: float | None = None
         self._policy = policy
         self.directory = directory or NoDirectory()
         self.clock = clock
@@ -275,9 +285,18 @@ class AccessService:
         """
         db = self._require_db()
         with db.connection() as connection:  # one checkout from the pool for all of it
-            return self._issue(connection, request_id)
+            if connection.dialect.name == "sqlite" and self._signs_quickly():
+                return self._issue_at_once(connection, request_id)
+            return self._issue_in_two(connection, request_id)
 
-    def _issue(self, connection: DirectConnection, request_id: str) -> Issued | None:
+    def _signs_quickly(self) -> bool:
+        if self.one_transaction is not None:
+            return self.one_transaction
+        return self._last_signing is not None and self._last_signing < QUICK_SIGNING
+
+    def _issue_in_two(self, connection: DirectConnection, request_id: str) -> Issued | None:
+        """The claim commits before signing, so the write lock (SQLite) or the row and audit
+        locks (PostgreSQL) are never held while a token signs."""
         now = self.clock()
         started = time.perf_counter()
         serial = new_serial()
@@ -285,36 +304,19 @@ class AccessService:
         # before the certificate's own durable commit below, which carries it to disk as well.
         # Lost in a power cut, it costs a retry, never a certificate.
         with connection.transaction(durable=False) as transaction:
-            claimed = requests_repo.claim_issue(session=transaction, request_id=request_id,
-                                                serial=serial, now=now, lease=ISSUE_LEASE)
+            claimed = self._claim(transaction, request_id, serial, now)
             if claimed is None:
                 return None  # not approved (any more), or another worker holds the claim
             request, public_line = claimed
-            audit.append(transaction, actor="vouch", action="certificate.reserved",
-                         subject=f"request:{request_id}", now=now, details={"serial": str(serial)})
         try:
-            target = self.policy.target(request.target)
-            if target is None:
-                raise PolicyRefusal(f"target {request.target!r} is no longer in the policy")
-            spec = certificate_spec(request, target, _stored_key(public_line), serial=serial, now=now)
-            certificate = sign_certificate(spec, self.signer)
+            certificate = self._sign(request, public_line, serial, now)
         except VouchError as exc:
             with connection.transaction() as transaction:
-                requests_repo.release_issue(session=transaction, request_id=request_id,
-                                            serial=serial, error=exc.message)
-                audit.append(transaction, actor="vouch", action="certificate.issue_failed",
-                             subject=f"request:{request_id}", now=now,
-                             details={"serial": str(serial), "error": exc.message})
+                self._release(transaction, request_id, serial, now, exc.message)
             raise
         try:
             with connection.transaction() as transaction:
-                self._record(transaction, certificate, issued_at=now, issued_by="vouch",
-                             request_id=request_id, holder=request.requester)
-                if not requests_repo.mark_issued(session=transaction, request_id=request_id,
-                                                 serial=serial, now=now):
-                    raise _Conflict
-                audit.append(transaction, actor="vouch", action="certificate.issued",
-                             subject=f"request:{request_id}", now=now, details=_describe(certificate))
+                self._record_issued(transaction, request, certificate, now)
         except (_Conflict, Duplicate):
             return None  # another worker issued it first; ours is discarded unreleased
         except Exception as exc:
@@ -324,13 +326,95 @@ class AccessService:
             try:
                 with self._require_db().transaction() as transaction:
                     requests_repo.release_issue(session=transaction, request_id=request_id,
-                                                serial=serial, error=f"recording the certificate "
-                                                                     f"failed: {type(exc).__name__}")
+                                                serial=serial, error=_record_failed(exc))
             except Exception:  # noqa: BLE001 - the original failure is what matters
                 pass
             raise
         return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate,
                       seconds=time.perf_counter() - started)
+
+    def _issue_at_once(self, connection: DirectConnection, request_id: str) -> Issued | None:
+        """SQLite with a signer that answers within QUICK_SIGNING: claim, sign and record in one
+        transaction, so one commit and one WAL sync per certificate instead of two commits.
+        Holding SQLite's write lock while signing then costs other writers less than the second
+        commit would. The audit trail and every outcome are those of _issue_in_two; only a crash
+        while signing differs: it leaves no claim behind, where _issue_in_two leaves one that
+        lapses (in either case the certificate never left the process)."""
+        now = self.clock()
+        started = time.perf_counter()
+        serial = new_serial()
+        refused: VouchError | None = None
+        try:
+            with connection.transaction() as transaction:
+                claimed = self._claim(transaction, request_id, serial, now)
+                if claimed is None:
+                    return None
+                request, public_line = claimed
+                try:
+                    certificate = self._sign(request, public_line, serial, now)
+                except VouchError as exc:
+                    self._release(transaction, request_id, serial, now, exc.message)
+                    refused = exc
+                else:
+                    self._record_issued(transaction, request, certificate, now)
+        except (_Conflict, Duplicate):
+            return None
+        except Exception as exc:
+            # Nothing of this attempt was committed. Record it as _issue_in_two would have: the
+            # claim and its reservation, released with the reason, so a retry starts at once.
+            try:
+                with self._require_db().transaction() as transaction:
+                    if self._claim(transaction, request_id, serial, now) is not None:
+                        requests_repo.release_issue(session=transaction, request_id=request_id,
+                                                    serial=serial, error=_record_failed(exc))
+            except Exception:  # noqa: BLE001 - the original failure is what matters
+                pass
+            raise
+        if refused is not None:
+            raise refused
+        return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate,
+                      seconds=time.perf_counter() - started)
+
+    def _claim(self, transaction, request_id: str, serial: int,
+               now: datetime) -> tuple[Request, str] | None:
+        """Reserve `serial` for the request and audit the reservation, before any signing."""
+        claimed = requests_repo.claim_issue(session=transaction, request_id=request_id,
+                                            serial=serial, now=now, lease=ISSUE_LEASE)
+        if claimed is not None:
+            audit.append(transaction, actor="vouch", action="certificate.reserved",
+                         subject=f"request:{request_id}", now=now, details={"serial": str(serial)})
+        return claimed
+
+    def _sign(self, request: Request, public_line: str, serial: int, now: datetime) -> Certificate:
+        target = self.policy.target(request.target)
+        if target is None:
+            raise PolicyRefusal(f"target {request.target!r} is no longer in the policy")
+        spec = certificate_spec(request, target, _stored_key(public_line), serial=serial, now=now)
+        began = time.perf_counter()
+        certificate = sign_certificate(spec, self.signer)
+        self._last_signing = time.perf_counter() - began
+        return certificate
+
+    def _release(self, transaction, request_id: str, serial: int, now: datetime, error: str) -> None:
+        """Signing failed: the request stays approved, with the error, for a retry."""
+        requests_repo.release_issue(session=transaction, request_id=request_id, serial=serial,
+                                    error=error)
+        audit.append(transaction, actor="vouch", action="certificate.issue_failed",
+                     subject=f"request:{request_id}", now=now,
+                     details={"serial": str(serial), "error": error})
+
+    def _record_issued(self, transaction, request: Request, certificate: Certificate,
+                       now: datetime) -> None:
+        """The certificate row, the request moved to issued by the holder of the claim on its
+        serial (else _Conflict), and the audit event: all in the caller's transaction."""
+        serial = certificate.spec.serial
+        self._record(transaction, certificate, issued_at=now, issued_by="vouch",
+                     request_id=request.id, holder=request.requester)
+        if not requests_repo.mark_issued(session=transaction, request_id=request.id,
+                                         serial=serial, now=now):
+            raise _Conflict
+        audit.append(transaction, actor="vouch", action="certificate.issued",
+                     subject=f"request:{request.id}", now=now, details=_describe(certificate))
 
     def retry_issuing(self) -> list[Issued]:
         """Issue approved requests whose signing failed earlier or whose claim lapsed."""
@@ -568,6 +652,10 @@ def _stored_key(line: str) -> PublicKey:
     """A registered key as stored with its request, parsed once: the same few keys are
     certified again and again."""
     return parse_public_key(line)
+
+
+def _record_failed(exc: Exception) -> str:
+    return f"recording the certificate failed: {type(exc).__name__}"
 
 
 def _describe(certificate: Certificate) -> dict:

@@ -108,11 +108,34 @@ def clock():
     return Clock()
 
 
+# Every test here runs on PostgreSQL and on SQLite, and on SQLite both ways of issuing: the
+# claim committed before signing (AccessService._issue_in_two, as for a slow signer), and claim,
+# signature and record in one transaction (_issue_at_once, as for a quick one).
+_BACKENDS = {"sqlite": False, "sqlite-one-transaction": True, "postgresql": False}
+
+
+@pytest.fixture(params=list(_BACKENDS))
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def make_service(database, ca_key_path, clock):
+def one_transaction(backend) -> bool:
+    return _BACKENDS[backend]
+
+
+@pytest.fixture
+def database_url(backend, request, tmp_path) -> str:
+    if backend.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'vouch.db'}"
+    return request.getfixturevalue("postgres_cluster").create_database()
+
+
+@pytest.fixture
+def make_service(database, ca_key_path, clock, one_transaction):
     def make(signer=None) -> AccessService:
         return AccessService(database, signer or FileSigner.load(ca_key_path), policy=load_policy,
-                             clock=clock)
+                             clock=clock, one_transaction=one_transaction)
     return make
 
 
@@ -239,11 +262,12 @@ def test_fifty_approvers_in_threads_issue_one_certificate(database, service, use
 
 
 def process_voter(url: str, key_path: str, approver: str, request_id: str, barrier,
-                  results) -> None:
+                  results, one_transaction: bool) -> None:
     """Runs in a spawned process: its own Database, AccessService and FileSigner, one vote."""
     try:
         database = Database(url)
-        service = AccessService(database, FileSigner.load(key_path), policy=load_policy)
+        service = AccessService(database, FileSigner.load(key_path), policy=load_policy,
+                                one_transaction=one_transaction)
         database.ping()  # connect before the barrier so the race is about the vote
         barrier.wait(timeout=300)
         outcome = classify(lambda: service.vote(request_id, approver=approver, approve=True))
@@ -254,14 +278,15 @@ def process_voter(url: str, key_path: str, approver: str, request_id: str, barri
 
 
 def test_fifty_approvers_in_processes_issue_one_certificate(database, database_url, service,
-                                                            ca_key_path, user_keys):
+                                                            ca_key_path, user_keys,
+                                                            one_transaction):
     request_id = open_request(service, user_keys, "one-approval")
     context = process_context()
     barrier = context.Barrier(len(APPROVERS))
     results = context.Queue()
     workers = [context.Process(target=process_voter,
                                args=(database_url, str(ca_key_path), a, request_id, barrier,
-                                     results))
+                                     results, one_transaction))
                for a in APPROVERS]
     for worker in workers:
         worker.start()

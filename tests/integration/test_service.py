@@ -4,6 +4,7 @@ expiry, revocation, and what happens when the signer fails."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -347,6 +348,53 @@ def test_a_certificate_whose_commit_is_not_known_on_disk_is_not_released(tmp_pat
     monkeypatch.setattr(direct, "_datasync", failing)
     with pytest.raises(OperationalError, match="Input/output error"):
         service.vote(request.id, approver="U0BOB", approve=True)
+    database.close()
+
+
+class SlowSigner:
+    """A signer that takes as long as a YubiKey does (tens of milliseconds)."""
+
+    def __init__(self, inner, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+        self.public_key = inner.public_key
+
+    def sign(self, data: bytes) -> bytes:
+        time.sleep(self.seconds)
+        return self.inner.sign(data)
+
+
+@pytest.mark.parametrize(("delay", "commits"), [(0.0, [2, 1, 1]), (0.015, [2, 2, 2])])
+def test_sqlite_signs_inside_the_transaction_only_after_quick_signatures(tmp_path, clock, signer,
+                                                                         user_keys, monkeypatch,
+                                                                         delay, commits):
+    """The first certificate is issued in two transactions (the claim commits before signing);
+    after a signature quicker than QUICK_SIGNING, claim, signature and record share one. A
+    signer as slow as a YubiKey never holds the write lock while it signs."""
+    database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
+    database.prepare()
+    service = AccessService(database, SlowSigner(signer, delay), policy=lambda: POLICY,
+                            directory=Groups(), clock=clock)
+    service.add_key("U0REQ", user_keys["ed25519"].public.line())
+    counted = []
+    real_commit = direct.Transaction.commit
+
+    def commit(transaction):
+        counted.append(1)
+        real_commit(transaction)
+
+    monkeypatch.setattr(direct.Transaction, "commit", commit)
+    seen = []
+    for _ in commits:
+        request = service.open_request(user="U0REQ", target="web",
+                                       duration=timedelta(minutes=30), reason="x")
+        counted.clear()
+        assert service.vote(request.id, approver="U0BOB", approve=True).issued is not None
+        seen.append(len(counted))
+    assert seen == commits
+    _chain_ok(database)
+    with database.session() as session:
+        actions = [e["action"] for e in audit.export(session)]
+    assert actions.count("certificate.reserved") == actions.count("certificate.issued") == 3
     database.close()
 
 
