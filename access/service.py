@@ -391,9 +391,10 @@ class AccessService:
             raise PolicyRefusal(f"target {request.target!r} is no longer in the policy")
         spec = certificate_spec(request, target, _stored_key(public_line), serial=serial, now=now)
         began = time.perf_counter()
-        certificate = sign_certificate(spec, self.signer)
-        self._last_signing = time.perf_counter() - began
-        return certificate
+        try:
+            return sign_certificate(spec, self.signer)
+        finally:  # a failure that took long (a token timing out) counts as slow too
+            self._last_signing = time.perf_counter() - began
 
     def _release(self, transaction, request_id: str, serial: int, now: datetime, error: str) -> None:
         """Signing failed: the request stays approved, with the error, for a retry."""

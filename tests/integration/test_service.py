@@ -398,6 +398,45 @@ def test_sqlite_signs_inside_the_transaction_only_after_quick_signatures(tmp_pat
     database.close()
 
 
+def test_a_signature_that_fails_slowly_moves_issuing_out_of_the_transaction(tmp_path, clock, signer,
+                                                                             user_keys, monkeypatch):
+    """A token that times out after quick signatures must not hold the write lock next time."""
+    database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
+    database.prepare()
+    slow = SlowSigner(signer, 0.0)
+    service = AccessService(database, slow, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service.add_key("U0REQ", user_keys["ed25519"].public.line())
+    counted = []
+    real_commit = direct.Transaction.commit
+    monkeypatch.setattr(direct.Transaction, "commit",
+                        lambda transaction: (counted.append(1), real_commit(transaction))[1])
+
+    def request() -> str:
+        return service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30),
+                                    reason="x").id
+
+    service.vote(request(), approver="U0BOB", approve=True)  # quick: the next one is at once
+    failing = request()
+    real_sign = slow.sign
+
+    def timing_out(data: bytes) -> bytes:
+        time.sleep(0.015)
+        raise SignerUnavailable("the token timed out (simulated)")
+
+    slow.sign = timing_out
+    counted.clear()
+    with pytest.raises(SignerUnavailable):
+        service.vote(failing, approver="U0BOB", approve=True)
+    assert len(counted) == 1  # signed inside the transaction; failure recorded in it
+    assert service.get(failing)[0].state is State.APPROVED
+    slow.sign = real_sign
+    counted.clear()
+    assert service.issue(failing) is not None
+    assert len(counted) == 2  # after the slow failure: the claim committed before signing
+    _chain_ok(database)
+    database.close()
+
+
 def test_database_behind_migrations_is_refused(database_url):
     db = Database(database_url)
     db.prepare()
