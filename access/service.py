@@ -320,18 +320,10 @@ class AccessService:
         except (_Conflict, Duplicate):
             return None  # another worker issued it first; ours is discarded unreleased
         except Exception as exc:
-            # Not recorded, so not released. Free the claim so a retry need not wait out the
-            # lease, on a connection of its own (this one may be what failed); if even that
-            # fails, the lease frees it later.
-            try:
-                with self._require_db().transaction() as transaction:
-                    requests_repo.release_issue(session=transaction, request_id=request_id,
-                                                serial=serial, error=_record_failed(exc))
-            except Exception:  # noqa: BLE001 - the original failure is what matters
-                pass
+            # Not recorded, so not released. Free the claim so a retry need not wait out the lease.
+            self._release_unrecorded(request_id, serial, now, exc, claimed=True)
             raise
-        return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate,
-                      seconds=time.perf_counter() - started)
+        return _issued(request, certificate, started)
 
     def _issue_at_once(self, connection: DirectConnection, request_id: str) -> Issued | None:
         """SQLite with a signer that answers within QUICK_SIGNING: claim, sign and record in one
@@ -362,18 +354,25 @@ class AccessService:
         except Exception as exc:
             # Nothing of this attempt was committed. Record it as _issue_in_two would have: the
             # claim and its reservation, released with the reason, so a retry starts at once.
-            try:
-                with self._require_db().transaction() as transaction:
-                    if self._claim(transaction, request_id, serial, now) is not None:
-                        requests_repo.release_issue(session=transaction, request_id=request_id,
-                                                    serial=serial, error=_record_failed(exc))
-            except Exception:  # noqa: BLE001 - the original failure is what matters
-                pass
+            self._release_unrecorded(request_id, serial, now, exc, claimed=False)
             raise
         if refused is not None:
             raise refused
-        return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate,
-                      seconds=time.perf_counter() - started)
+        return _issued(request, certificate, started)
+
+    def _release_unrecorded(self, request_id: str, serial: int, now: datetime, exc: Exception, *,
+                       claimed: bool) -> None:
+        """Recording the certificate failed: release the claim on `serial` (making it first if
+        the failed transaction took it with it) with the reason. On a connection of its own, as
+        the issuing one may be what failed; if even this fails, the lease frees the claim later."""
+        try:
+            with self._require_db().transaction() as transaction:
+                if claimed or self._claim(transaction, request_id, serial, now) is not None:
+                    requests_repo.release_issue(
+                        session=transaction, request_id=request_id, serial=serial,
+                        error=f"recording the certificate failed: {type(exc).__name__}")
+        except Exception:  # noqa: BLE001 - the original failure is what matters
+            pass
 
     def _claim(self, transaction, request_id: str, serial: int,
                now: datetime) -> tuple[Request, str] | None:
@@ -655,8 +654,9 @@ def _stored_key(line: str) -> PublicKey:
     return parse_public_key(line)
 
 
-def _record_failed(exc: Exception) -> str:
-    return f"recording the certificate failed: {type(exc).__name__}"
+def _issued(request: Request, certificate: Certificate, started: float) -> Issued:
+    return Issued(Request(**{**request.__dict__, "state": State.ISSUED}), certificate,
+                  seconds=time.perf_counter() - started)
 
 
 def _describe(certificate: Certificate) -> dict:

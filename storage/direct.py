@@ -1,9 +1,9 @@
 """Transactions on the bare DB-API connection, for the issuing path.
 
-Every certificate runs the same ten statements in two transactions. Through SQLAlchemy each
-statement costs about 30 µs of execution machinery on top of 5-20 µs of work, and each
-transaction another 50 µs: together more than the fsync that makes the certificate durable
-(bench/issue.py). Here a Core statement is compiled once per dialect and run on the driver's
+Every certificate runs the same eight statements, in one transaction or two (see
+access.service). Through SQLAlchemy each statement costs about 30 µs of execution machinery on
+top of 5-20 µs of work, and each transaction another 50 µs: together more than the fsync that
+makes the certificate durable (bench/issue.py). Here a Core statement is compiled once per dialect and run on the driver's
 cursor. Parameters and rows go through the type processors SQLAlchemy itself would apply, and
 driver errors come out as SQLAlchemy's exception classes, so callers (storage.db.unique, the
 repositories) cannot tell the difference: the same repository function runs on an ORM session,

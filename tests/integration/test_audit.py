@@ -17,7 +17,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, event, text
+from sqlalchemy import bindparam, text
+from sqlalchemy import event as sqlalchemy_event
 
 from storage import audit
 from storage.db import Database
@@ -176,7 +177,7 @@ def test_append_joins_the_callers_transaction(database):
 
 def _head_statements(database: Database) -> list[str]:
     seen: list[str] = []
-    event.listen(database.engine, "before_cursor_execute",
+    sqlalchemy_event.listen(database.engine, "before_cursor_execute",
                  lambda conn, cursor, statement, *rest: seen.append(statement)
                  if "audit_head" in statement else None)
     return seen
