@@ -1,11 +1,13 @@
-"""The access request state machine: every rule about who may move a request where, in one place.
+"""The access request and its state machine: every rule about who may move a request where.
 
-    pending --approve x N--> approved --signed--> issued --> revoked | expired
+    pending --approve x N--> approved --signed--> issued --revoke--> revoked
     pending --deny | ttl | cancel--> denied | expired | cancelled
-    break-glass: created issued-ready (approved, no approver), then reviewed after the fact
+    approved --cancel--> cancelled
+    break-glass: opened approved (no approver), issued at once, reviewed after the fact
 
-Pure: no I/O. Callers pass `now` and a group directory; storage applies the outcome with a
-compare-and-set on the request's state, so a lost race is a no-op rather than a second outcome.
+Pure: no I/O. Callers pass `now` and Person values whose groups were looked up beforehand; each
+function returns the request after the change (or refuses with a specific message), and storage
+applies it with a compare-and-set on (state, version), so a lost race is a no-op.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from access.durations import format_duration
-from access.policy import Directory, Policy, Target
-from ca.cert import CertificateSpec, validity
-from ca.errors import VouchError
-from ca.keys import PublicKey
+from access.errors import AlreadyVoted, BadInput, InvalidTransition, NotAnApprover, PolicyRefusal
+from access.policy import Person, Policy, Target
 
 MAX_PENDING_PER_TARGET = 3
 MAX_REASON_LENGTH = 500
@@ -43,21 +43,8 @@ class Kind(str, enum.Enum):
 ALLOWED = {
     State.PENDING: {State.APPROVED, State.DENIED, State.EXPIRED, State.CANCELLED},
     State.APPROVED: {State.ISSUED, State.CANCELLED},
-    State.ISSUED: {State.REVOKED, State.EXPIRED},
+    State.ISSUED: {State.REVOKED},
 }
-FINAL = frozenset({State.DENIED, State.EXPIRED, State.CANCELLED, State.REVOKED})
-
-
-class PolicyRefusal(VouchError):
-    """The policy does not allow this person to do this."""
-
-
-class InvalidTransition(VouchError):
-    """The request is not in a state where this can happen (already decided, expired, …)."""
-
-
-class AlreadyVoted(InvalidTransition):
-    """A second click by the same approver: it changes nothing."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +63,15 @@ class Request:
     duration: timedelta
     reason: str
     key_fingerprint: str
+    public_key: str  # the OpenSSH line of the key to certify
     state: State
     created_at: datetime
     expires_at: datetime  # undecided requests expire at this time
     votes: tuple[Vote, ...] = ()
     version: int = 0
+    decided_at: datetime | None = None
+    issue_error: str | None = None  # the last failed signing attempt, until one succeeds
+    reviewed_by: str | None = None  # break-glass: the admin who reviewed this use
 
     @property
     def approvers(self) -> list[str]:
@@ -97,12 +88,14 @@ def new_request_id() -> str:
     return "req-" + "".join(secrets.choice(alphabet) for _ in range(12))
 
 
-def check_transition(current: State, new: State) -> None:
-    if new not in ALLOWED.get(current, set()):
-        raise InvalidTransition(f"this request is {current.value}; it cannot become {new.value}")
+def _move(request: Request, new: State, **changes) -> Request:
+    """The one place a request changes state: refuses every move ALLOWED does not list."""
+    if new not in ALLOWED.get(request.state, set()):
+        raise InvalidTransition(f"this request is {request.state.value}; it cannot become {new.value}")
+    return replace(request, state=new, **changes)
 
 
-# --- creating ----------------------------------------------------------------------------
+# --- opening -----------------------------------------------------------------------------
 
 def check_reason(reason: str) -> str:
     reason = " ".join(reason.split())
@@ -123,26 +116,20 @@ def check_duration(target: Target, duration: timedelta) -> None:
                             f"{format_duration(target.min_duration)}")
 
 
-def resolve_target(policy: Policy, name: str, *, allowed: list[str] | None = None) -> Target:
-    target = policy.target(name)
-    if target is None:
-        names = allowed if allowed is not None else sorted(policy.targets)
-        listing = ", ".join(names) if names else "none"
-        raise PolicyRefusal(f"unknown target {name[:64]!r}; targets you can request: {listing}")
-    return target
-
-
-def requestable_targets(policy: Policy, user: str, directory: Directory) -> list[str]:
+def requestable_targets(policy: Policy, requester: Person) -> list[str]:
     return sorted(name for name, target in policy.targets.items()
-                  if target.requesters.includes(user, directory))
+                  if target.requesters.includes(requester))
 
 
-def open_request(policy: Policy, *, requester: str, target_name: str, duration: timedelta,
-                 reason: str, key_fingerprint: str, now: datetime, directory: Directory,
+def open_request(policy: Policy, *, requester: Person, target_name: str, duration: timedelta,
+                 reason: str, key_fingerprint: str, public_key: str, now: datetime,
                  pending_for_target: int, request_id: str | None = None) -> Request:
     """A new pending request, or PolicyRefusal saying exactly which rule refused it."""
-    allowed = requestable_targets(policy, requester, directory)
-    target = resolve_target(policy, target_name, allowed=allowed)
+    allowed = requestable_targets(policy, requester)
+    target = policy.target(target_name)
+    if target is None:
+        raise PolicyRefusal(f"unknown target {target_name[:64]!r}; targets you can request: "
+                            f"{', '.join(allowed) or 'none'}")
     if target_name not in allowed:
         raise PolicyRefusal(f"you are not allowed to request {target_name}; "
                             f"targets you can request: {', '.join(allowed) or 'none'}")
@@ -151,20 +138,20 @@ def open_request(policy: Policy, *, requester: str, target_name: str, duration: 
     if pending_for_target >= MAX_PENDING_PER_TARGET:
         raise PolicyRefusal(f"you already have {pending_for_target} pending requests for "
                             f"{target_name}; wait for a decision or cancel one")
-    return Request(id=request_id or new_request_id(), kind=Kind.REQUEST, requester=requester,
+    return Request(id=request_id or new_request_id(), kind=Kind.REQUEST, requester=requester.id,
                    target=target_name, duration=duration, reason=reason,
-                   key_fingerprint=key_fingerprint, state=State.PENDING, created_at=now,
-                   expires_at=now + policy.request_ttl)
+                   key_fingerprint=key_fingerprint, public_key=public_key, state=State.PENDING,
+                   created_at=now, expires_at=now + policy.request_ttl)
 
 
-def open_breakglass(policy: Policy, *, user: str, target_name: str, duration: timedelta,
-                    reason: str, key_fingerprint: str, now: datetime, directory: Directory,
+def open_breakglass(policy: Policy, *, user: Person, target_name: str, duration: timedelta,
+                    reason: str, key_fingerprint: str, public_key: str, now: datetime,
                     request_id: str | None = None) -> Request:
     """Break-glass: approved at once with no approver, within its own narrower limits."""
     breakglass = policy.breakglass
     if breakglass is None:
         raise PolicyRefusal("break-glass is not enabled in the policy")
-    if not breakglass.users.includes(user, directory):
+    if not breakglass.users.includes(user):
         raise PolicyRefusal("you are not allowed to break glass; ask for access with /ssh-request")
     covered = sorted(name for name in policy.targets if breakglass.covers(name))
     if target_name not in policy.targets or not breakglass.covers(target_name):
@@ -174,10 +161,10 @@ def open_breakglass(policy: Policy, *, user: str, target_name: str, duration: ti
         raise PolicyRefusal(f"{format_duration(duration)} is longer than break-glass's maximum of "
                             f"{format_duration(breakglass.max_duration)}")
     reason = check_reason(reason)
-    return Request(id=request_id or new_request_id(), kind=Kind.BREAKGLASS, requester=user,
+    return Request(id=request_id or new_request_id(), kind=Kind.BREAKGLASS, requester=user.id,
                    target=target_name, duration=duration, reason=reason,
-                   key_fingerprint=key_fingerprint, state=State.APPROVED, created_at=now,
-                   expires_at=now)
+                   key_fingerprint=key_fingerprint, public_key=public_key, state=State.APPROVED,
+                   created_at=now, expires_at=now, decided_at=now)
 
 
 # --- deciding ----------------------------------------------------------------------------
@@ -190,82 +177,71 @@ class Outcome:
     vote: Vote
     decided: bool = False
 
-    @property
-    def approvals(self) -> int:
-        return len(self.request.approvers)
 
-
-def may_approve(policy: Policy, request: Request, user: str, directory: Directory) -> bool:
-    target = policy.target(request.target)
-    return (target is not None and user != request.requester
-            and target.approvers.includes(user, directory))
-
-
-def cast_vote(policy: Policy, request: Request, *, approver: str, approve: bool, now: datetime,
-              directory: Directory) -> Outcome:
+def cast_vote(policy: Policy, request: Request, *, approver: Person, approve: bool,
+              now: datetime) -> Outcome:
     """Apply one approver's click. Refuses self-approval, non-approvers, second votes, and votes
     on requests that are no longer pending."""
     if request.state is not State.PENDING:
         raise InvalidTransition(f"this request is already {request.state.value}")
     if now >= request.expires_at:
         raise InvalidTransition("this request has expired; ask again with /ssh-request")
-    if approver == request.requester:
+    if approver.id == request.requester:
         raise PolicyRefusal("you cannot approve or deny your own request: another approver must vouch")
     target = policy.target(request.target)
     if target is None:
         raise PolicyRefusal(f"target {request.target!r} is no longer in the policy")
-    if not target.approvers.includes(approver, directory):
-        raise PolicyRefusal(f"you are not an approver for {request.target}; its approvers are "
-                            + ", ".join(target.approvers.mentions()))
-    if any(v.approver == approver for v in request.votes):
+    if not target.approvers.includes(approver):
+        raise NotAnApprover(request.target, target.approvers)
+    if any(v.approver == approver.id for v in request.votes):
         raise AlreadyVoted("you have already voted on this request")
-    vote = Vote(approver=approver, approve=approve, at=now)
+    vote = Vote(approver=approver.id, approve=approve, at=now)
     votes = request.votes + (vote,)
     if not approve:
-        return Outcome(replace(request, votes=votes, state=State.DENIED), vote, decided=True)
+        return Outcome(_move(request, State.DENIED, votes=votes, decided_at=now), vote, decided=True)
     approvals = {v.approver for v in votes if v.approve and v.approver != request.requester}
     if len(approvals) >= target.approvals_required:
-        return Outcome(replace(request, votes=votes, state=State.APPROVED), vote, decided=True)
+        return Outcome(_move(request, State.APPROVED, votes=votes, decided_at=now), vote,
+                       decided=True)
     return Outcome(replace(request, votes=votes), vote)
 
 
-def is_expired(request: Request, now: datetime) -> bool:
-    return request.state is State.PENDING and now >= request.expires_at
+def cancel(policy: Policy, request: Request, *, by: Person, now: datetime) -> Request:
+    """The requester (or an admin) withdraws a request nobody has issued yet."""
+    if by.id != request.requester and not policy.admins.includes(by):
+        raise PolicyRefusal("only the requester or an admin can cancel a request")
+    return _move(request, State.CANCELLED, decided_at=now)
 
 
-def may_revoke(policy: Policy, *, holder: str, user: str, directory: Directory) -> bool:
+def expire(request: Request, *, now: datetime) -> Request:
+    """Nobody decided within request_ttl."""
+    if now < request.expires_at:
+        raise InvalidTransition("this request has not expired yet")
+    return _move(request, State.EXPIRED, decided_at=now)
+
+
+def issued(request: Request) -> Request:
+    """Its certificate was signed and recorded."""
+    return _move(request, State.ISSUED, issue_error=None)
+
+
+def revoked(request: Request) -> Request:
+    """Its certificate was revoked."""
+    return _move(request, State.REVOKED)
+
+
+def may_revoke(policy: Policy, *, holder: str, user: Person) -> bool:
     """The certificate's holder may revoke their own; admins may revoke any."""
-    return user == holder or policy.admins.includes(user, directory)
+    return user.id == holder or policy.admins.includes(user)
 
 
-def may_review(policy: Policy, user: str, directory: Directory) -> bool:
-    return policy.admins.includes(user, directory)
-
-
-# --- the certificate ---------------------------------------------------------------------
-
-def key_id(request: Request) -> str:
-    """Names the request and the requester: sshd logs it on every login."""
-    return f"vouch:{request.kind.value}:{request.id}:{request.requester}"
-
-
-def critical_options(target: Target) -> dict[str, str]:
-    options = {}
-    if target.source_address:
-        options["source-address"] = target.source_address
-    if target.force_command:
-        options["force-command"] = target.force_command
-    return options
-
-
-def certificate_spec(request: Request, target: Target, public_key: PublicKey, *, serial: int,
-                     now: datetime) -> CertificateSpec:
-    """The certificate a request earns: everything in it derives from the policy and request."""
-    if public_key.fingerprint != request.key_fingerprint:
-        raise InvalidTransition("the key on the request is not the key being certified")
-    valid_after, valid_before = validity(now, request.duration)
-    return CertificateSpec(public_key=public_key, serial=serial, key_id=key_id(request),
-                           principals=target.principals, valid_after=valid_after,
-                           valid_before=valid_before, critical_options=critical_options(target),
-                           extensions=target.extensions)
-
+def review(policy: Policy, request: Request, *, reviewer: Person) -> None:
+    """Refuses a break-glass review by anyone but an admin other than the user who broke glass."""
+    if not policy.admins.includes(reviewer):
+        raise PolicyRefusal("only admins can review break-glass use")
+    if request.kind is not Kind.BREAKGLASS:
+        raise BadInput(f"no break-glass use {request.id!r}")
+    if request.requester == reviewer.id:
+        raise PolicyRefusal("you cannot review your own break-glass use")
+    if request.reviewed_by is not None:
+        raise InvalidTransition("this break-glass use was already reviewed")

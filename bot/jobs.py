@@ -10,19 +10,17 @@ import logging
 import threading
 from collections.abc import Callable
 
-from access.durations import format_duration
-from access.requests import Kind
-from bot import views
-from bot.app import Bot
-from bot.slack import SlackUnavailable
+from access import breakglass, issuing, sweeps
+from access.context import Access
+from bot.notifier import Notifier
 
 log = logging.getLogger("vouch.jobs")
 
 
 class Jobs:
-    def __init__(self, bot: Bot) -> None:
-        self.bot = bot
-        self.service = bot.service
+    def __init__(self, access: Access, notifier: Notifier) -> None:
+        self.access = access
+        self.notify = notifier
 
     def sweeps(self) -> list[Callable[[], None]]:
         return [self.expire, self.retry_issuing, self.post_unposted, self.remind, self.escalate]
@@ -36,53 +34,27 @@ class Jobs:
 
     def expire(self) -> None:
         """Undecided requests past request_ttl: their message says they expired."""
-        for request in self.service.expire_due():
-            self.bot.metrics.requests.labels(outcome="expired").inc()
-            self.bot.refresh(request.id)
-            self.bot.quietly(self.bot.slack.dm, request.requester,
-                           f"Your request `{request.id}` for {request.target} expired: nobody "
-                           "decided in time. Ask again with /ssh-request if you still need access.")
+        for request in sweeps.expire_due(self.access):
+            self.notify.expired(request)
 
     def retry_issuing(self) -> None:
         """Approved requests whose signing failed: sign now that the CA may be back."""
-        for issued in self.service.retry_issuing():
-            self.bot.deliver(issued)
-            self.bot.refresh(issued.request.id)
+        for issued in issuing.retry_issuing(self.access):
+            self.notify.delivered(issued)
 
     def post_unposted(self) -> None:
         """Requests stored while Slack was failing: post them now."""
-        for request_id, channel in self.service.unposted():
-            self.bot.outbox.submit(channel, lambda r=request_id, c=channel: self.bot.post_request(r, c))
+        self.notify.repost_unposted()
 
     def remind(self) -> None:
         """A DM to each holder, once, reminder_before their certificate expires."""
-        for reminder in self.service.reminders_due():
-            tz = None
-            try:
-                tz = self.bot.slack.user(reminder.holder).tz
-            except SlackUnavailable:
-                pass
-            hint = ""
-            if reminder.request_id:
-                request, _ = self.service.get(reminder.request_id)
-                hint = f"for {request.target} "
-            self.bot.quietly(self.bot.slack.dm, reminder.holder,
-                           views.reminder_dm(hint, reminder.serial, reminder.valid_before, tz))
+        for certificate in sweeps.reminders_due(self.access):
+            self.notify.reminder(certificate)
 
     def escalate(self) -> None:
         """Break-glass uses nobody reviewed within review_within: say so, loudly, once."""
-        policy = self.bot.policy()
-        if policy.breakglass is None or policy.security_channel is None:
-            return
-        for request in self.service.unreviewed_breakglass():
-            if request.kind is not Kind.BREAKGLASS:
-                continue
-            admins = " ".join(views.mention(a) for a in sorted(policy.admins.users))
-            self.bot.quietly(
-                self.bot.slack.post, policy.security_channel,
-                f"⚠️ Break-glass use `{request.id}` by {views.mention(request.requester)} on "
-                f"{request.target} is still unreviewed after "
-                f"{format_duration(policy.breakglass.review_within)}. {admins}".rstrip())
+        for request in breakglass.escalate_unreviewed(self.access):
+            self.notify.escalated(request)
 
 
 class Scheduler:

@@ -26,6 +26,9 @@ from ca.errors import VouchError
 log = logging.getLogger("vouch.slack")
 
 _CACHE_SECONDS = 300.0
+# Time zones change rarely and only shape how times are written: known ones are kept this long,
+# so a certificate DM needs no users.info call of its own.
+_TZ_SECONDS = 6 * 3600.0
 
 
 class SlackUnavailable(VouchError):
@@ -57,7 +60,7 @@ class SlackGateway:
         self.client = client
         self.metrics = metrics
         self._users: dict[str, tuple[float, SlackUser]] = {}
-        self._dms: dict[str, str] = {}
+        self._zones: dict[str, tuple[float, str | None]] = {}
         self._channel_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._groups: tuple[float, dict[str, str]] | None = None
@@ -94,11 +97,9 @@ class SlackGateway:
         self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
 
     def dm(self, user: str, text: str, blocks: list | None = None) -> tuple[str, str]:
-        channel = self._dms.get(user)
-        if channel is None:
-            channel = self._call("conversations.open", users=user)["channel"]["id"]
-            self._dms[user] = channel
-        return self.post(channel, text, blocks)
+        """A direct message from the app: chat.postMessage to the user's ID posts in the app's
+        DM with them, one call where conversations.open first would take two."""
+        return self.post(user, text, blocks)
 
     def ephemeral(self, channel: str, user: str, text: str) -> None:
         self._call("chat.postEphemeral", channel=channel, user=user, text=text)
@@ -131,7 +132,18 @@ class SlackGateway:
             deleted=bool(data.get("deleted")),
             restricted=bool(data.get("is_restricted") or data.get("is_ultra_restricted")))
         self._users[user_id] = (time.monotonic() + _CACHE_SECONDS, user)
+        self._zones[user_id] = (time.monotonic() + _TZ_SECONDS, user.tz)
         return user
+
+    def tz(self, user_id: str) -> str | None:
+        """The user's time zone for writing times, None (UTC) when Slack cannot say."""
+        known = self._zones.get(user_id)
+        if known and known[0] > time.monotonic():
+            return known[1]
+        try:
+            return self.user(user_id).tz
+        except SlackUnavailable:
+            return None
 
     def group_ids(self) -> dict[str, str]:
         """User group handles ("@db-owners") to their ids, for mentions and membership."""

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from access.durations import format_duration
 from access.policy import Policy, Target
+from access.ports import StoredCertificate
 from access.requests import Kind, Request, State
-from access.service import RequestInfo
 from ca.cert import Certificate
 
 APPROVE = "vouch_approve"
@@ -74,14 +74,14 @@ def local_time(moment: datetime, tz: str | None) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
-def _slack_date(moment: datetime) -> str:
+def slack_date(moment: datetime) -> str:
     # Slack renders this in each reader's own time zone; the fallback is UTC.
     epoch = int(moment.timestamp())
     return f"<!date^{epoch}^{{date_short_pretty}} {{time}}|{moment:%Y-%m-%d %H:%M} UTC>"
 
 
-def request_message(request: Request, info: RequestInfo, *, principals: tuple[str, ...],
-                    approvals_required: int) -> Rendered:
+def request_message(request: Request, certificate: StoredCertificate | None, *,
+                    principals: tuple[str, ...], approvals_required: int) -> Rendered:
     """The request as approvers see it: exactly what will be signed, and where it stands."""
     duration = format_duration(request.duration)
     approvers = request.approvers
@@ -90,12 +90,12 @@ def request_message(request: Request, info: RequestInfo, *, principals: tuple[st
         tally += " — " + ", ".join(mention(a) for a in approvers)
     state = _STATE_LINE[request.state]
     if request.state is State.PENDING:
-        state += f" — expires {_slack_date(request.expires_at)}"
+        state += f" — expires {slack_date(request.expires_at)}"
     elif request.state is State.DENIED and request.denied_by:
         state += f" by {mention(request.denied_by)}"
-    elif request.state is State.ISSUED and info.serial is not None:
-        state += f", serial {info.serial}, valid until {_slack_date(info.valid_before)}"
-    elif request.state is State.APPROVED and info.issue_error:
+    elif request.state is State.ISSUED and certificate is not None:
+        state += f", serial {certificate.serial}, valid until {slack_date(certificate.valid_before)}"
+    elif request.state is State.APPROVED and request.issue_error:
         state += " — signing failed, Vouch will retry"
     blocks = [
         _section(f"{mention(request.requester)} requests access to *{request.target}* for *{duration}*"),
@@ -135,16 +135,6 @@ def approvers_note(target: Target, group_mentions: dict[str, str]) -> str:
             "The requester cannot approve their own request.")
 
 
-def vote_note(approver: str, approve: bool, request: Request, approvals_required: int) -> str:
-    if not approve:
-        return f"{mention(approver)} denied this request."
-    return f"{mention(approver)} approved ({len(request.approvers)} of {approvals_required})."
-
-
-def issued_note(serial: int, valid_before: datetime) -> str:
-    return f"Certificate issued, serial {serial}, valid until {_slack_date(valid_before)}."
-
-
 def certificate_dm(certificate: Certificate, request: Request, *, tz: str | None) -> Rendered:
     """The certificate, its facts, and how to install it next to the key it certifies."""
     spec = certificate.spec
@@ -169,11 +159,12 @@ def certificate_dm(certificate: Certificate, request: Request, *, tz: str | None
     return Rendered(text, blocks)
 
 
-def breakglass_alert(request: Request, info: RequestInfo, *, review_within: str) -> Rendered:
+def breakglass_alert(request: Request, certificate: StoredCertificate | None, *,
+                     review_within: str) -> Rendered:
     duration = format_duration(request.duration)
-    until = f", valid until {_slack_date(info.valid_before)}" if info.valid_before else ""
-    serial = f" Certificate serial {info.serial}{until}." if info.serial else ""
-    reviewed = (f"Reviewed by {mention(info.reviewed_by)}." if info.reviewed_by
+    serial = (f" Certificate serial {certificate.serial}, valid until "
+              f"{slack_date(certificate.valid_before)}." if certificate else "")
+    reviewed = (f"Reviewed by {mention(request.reviewed_by)}." if request.reviewed_by
                 else f"An admin must review this within {review_within}.")
     text = (f"🚨 BREAK-GLASS: {mention(request.requester)} took {request.target} for {duration} "
             f"with no approver. Reason: {request.reason}.{serial} {reviewed}")
@@ -181,15 +172,10 @@ def breakglass_alert(request: Request, info: RequestInfo, *, review_within: str)
                        f"for *{duration}* with no approver."),
               _section(f"*Reason*\n{_quote(request.reason)}"),
               _context(f"Request `{request.id}`.{serial} {reviewed}")]
-    if not info.reviewed_by:
+    if not request.reviewed_by:
         blocks.append({"type": "actions", "block_id": f"review:{request.id}",
                        "elements": [_button("Mark reviewed", REVIEW, request.id, "primary")]})
     return Rendered(text, blocks)
-
-
-def reminder_dm(target_hint: str, serial: int, valid_before: datetime, tz: str | None) -> str:
-    return (f"⏰ Your certificate {target_hint}(serial {serial}) expires at "
-            f"{local_time(valid_before, tz)}. Ask again with /ssh-request if you still need access.")
 
 
 def request_form(policy: Policy, targets: list[str], keys: list[tuple[str, str]], channel: str) -> dict:

@@ -11,22 +11,22 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, insert, select, type_coerce, update
+from sqlalchemy import String, func, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from storage.chain import GENESIS, Run, Verification, canonical, check_query, join, link
 from storage.db import StorageUnavailable
-from storage.direct import MEMO, Transaction
 from storage.models import AuditEvent, AuditHead
 from storage.types import iso_utc
 
-__all__ = ["GENESIS", "Verification", "append", "canonical", "export", "format_time", "link",
-           "verify"]
+__all__ = ["GENESIS", "Event", "SqlAuditLog", "Verification", "append", "append_all", "canonical",
+           "export", "format_time", "link", "verify"]
 
 
 def format_time(moment: datetime) -> str:
@@ -36,52 +36,67 @@ def format_time(moment: datetime) -> str:
 
 _EVENTS = AuditEvent.__table__
 _HEAD = AuditHead.__table__
-# Built once: appends happen on every decision, and building a statement costs more than running it.
-_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
-                 .returning(_HEAD.c.seq, _HEAD.c.hash))
-_SET_HEAD_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("new_hash"))
-_MOVE_HEAD = (update(_HEAD)
-              .where(_HEAD.c.id == 1, _HEAD.c.seq == bindparam("prev_seq"),
-                     _HEAD.c.hash == bindparam("prev_hash"))
-              .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
-_INSERT_EVENT = insert(_EVENTS)
-_HEAD_MEMO = "audit_head"
-# Canonical details: sorted keys, no spaces, UTF-8 as is. One encoder, not one per json.dumps.
+# Canonical details: sorted keys, no spaces, UTF-8 as is.
 _DETAILS = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def append(session: Session | Transaction, *, actor: str, action: str, subject: str,
-           details: dict[str, Any] | None = None, now: datetime | None = None) -> int:
-    """Add an event in the caller's transaction (an ORM session or a storage.direct
-    Transaction); returns its sequence number.
+@dataclass(frozen=True)
+class Event:
+    actor: str
+    action: str
+    subject: str
+    at: datetime
+    details: dict[str, Any] | None = None
+
+
+def append_all(session: Session, events: Sequence[Event]) -> list[int]:
+    """Chain `events` onto the log in the caller's transaction; returns their sequence numbers.
 
     The head row's UPDATE comes first: it serialises appenders (a row lock on PostgreSQL, the
-    write lock on SQLite), so concurrent writers cannot fork the chain. When this Database's
-    last append is known (storage.direct.MEMO), one UPDATE moves the head on from it only if
-    the head is still there, seq and hash; otherwise (another process appended, or that
-    transaction rolled back) the head is read under the lock and the event chained to it.
+    write lock on SQLite) until the transaction ends, so concurrent writers cannot fork the chain.
     """
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    details_text = _DETAILS.encode(details or {})
-    body = (format_time(now), actor, action, subject, details_text)
-    memo = session.info.get(MEMO)
-    known = memo.get(_HEAD_MEMO) if memo is not None else None
-    moved = False
-    if known is not None:
-        seq, prev_hash = known[0] + 1, known[1]
-        new_hash = link(prev_hash, canonical(seq, *body))
-        moved = session.execute(_MOVE_HEAD, {"prev_seq": known[0], "prev_hash": prev_hash,
-                                             "new_seq": seq, "new_hash": new_hash}).rowcount == 1
-    if not moved:
-        seq, prev_hash = session.execute(_ADVANCE_HEAD).one()
-        new_hash = link(prev_hash, canonical(seq, *body))
-        session.execute(_SET_HEAD_HASH, {"new_hash": new_hash})
-    session.execute(_INSERT_EVENT, {"seq": seq, "at": now, "actor": actor, "action": action,
-                                    "subject": subject, "details": details_text,
-                                    "prev_hash": prev_hash, "hash": new_hash})
-    if memo is not None:
-        memo[_HEAD_MEMO] = (seq, new_hash)
-    return seq
+    if not events:
+        return []
+    last, prev_hash = session.execute(
+        update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + len(events))
+        .returning(_HEAD.c.seq, _HEAD.c.hash)).one()
+    rows, seq = [], last - len(events)
+    for event in events:
+        seq += 1
+        at = event.at.astimezone(timezone.utc)
+        details = _DETAILS.encode(event.details or {})
+        new_hash = link(prev_hash, canonical(seq, format_time(at), event.actor, event.action,
+                                             event.subject, details))
+        rows.append({"seq": seq, "at": at, "actor": event.actor, "action": event.action,
+                     "subject": event.subject, "details": details, "prev_hash": prev_hash,
+                     "hash": new_hash})
+        prev_hash = new_hash
+    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(hash=prev_hash))
+    session.execute(insert(_EVENTS), rows)
+    return [row["seq"] for row in rows]
+
+
+def append(session: Session, *, actor: str, action: str, subject: str,
+           details: dict[str, Any] | None = None, now: datetime | None = None) -> int:
+    """Add one event in the caller's transaction; returns its sequence number."""
+    at = now or datetime.now(timezone.utc)
+    return append_all(session, [Event(actor, action, subject, at, details)])[0]
+
+
+class SqlAuditLog:
+    """access.ports.AuditLog: events wait for the end of the unit and are chained in one go
+    (three statements however many), so the head is locked only for the end of the transaction."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def record(self, *, actor: str, action: str, subject: str, now: datetime,
+               details: dict[str, Any] | None = None) -> None:
+        self.pending.append(Event(actor, action, subject, now, details))
+
+    def flush(self, session: Session) -> None:
+        append_all(session, self.pending)
+        self.pending = []
 
 
 # Below this many events a verify runs in the calling process: starting workers costs more.

@@ -1,101 +1,92 @@
-"""Repository for issued certificates and their revocation."""
+"""Issued certificates and their revocation (access.ports.Certificates)."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
+from access.ports import StoredCertificate
+from ca.cert import Certificate
 from storage.db import unique
-from storage.direct import Transaction
 from storage.models import CertificateRecord
 
-
 _CERTIFICATES = CertificateRecord.__table__
-_INSERT_CERTIFICATE = insert(_CERTIFICATES)
+_COLUMNS = [_CERTIFICATES.c[name] for name in (
+    "serial", "key_id", "principals", "valid_before", "holder", "request_id", "revoked_at")]
 
 
-def record_certificate(*, session: Session | Transaction, serial: int, key_id: str,
-                       principals: list[str], subject_key: str, subject_fingerprint: str,
-                       ca_fingerprint: str, valid_after: datetime, valid_before: datetime,
-                       issued_at: datetime, issued_by: str, request_id: str | None = None,
-                       holder: str | None = None) -> None:
-    """Raises Duplicate when the serial or the request already has a certificate."""
-    with unique("certificate"):  # serial and request_id are unique: one certificate per request
-        session.execute(_INSERT_CERTIFICATE, {
-            "serial": serial, "key_id": key_id, "principals": json.dumps(principals),
-            "subject_key": subject_key, "subject_fingerprint": subject_fingerprint,
-            "ca_fingerprint": ca_fingerprint, "valid_after": valid_after,
-            "valid_before": valid_before, "issued_at": issued_at, "issued_by": issued_by,
-            "request_id": request_id, "holder": holder})
+def _stored(row) -> StoredCertificate:
+    return StoredCertificate(serial=row.serial, key_id=row.key_id,
+                             principals=tuple(json.loads(row.principals)),
+                             valid_before=row.valid_before, holder=row.holder,
+                             request_id=row.request_id, revoked_at=row.revoked_at)
 
 
-def get_by_serial(*, session: Session, serial: int) -> CertificateRecord | None:
-    return session.scalars(select(CertificateRecord).where(CertificateRecord.serial == serial)).first()
+class SqlCertificates:
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
+    def add(self, certificate: Certificate, *, ca_fingerprint: str, issued_at: datetime,
+            issued_by: str, request_id: str | None, holder: str | None) -> None:
+        spec = certificate.spec
+        with unique("certificate"):  # serial and request_id are unique: one certificate per request
+            self.session.execute(_CERTIFICATES.insert().values(
+                serial=spec.serial, key_id=spec.key_id, principals=json.dumps(list(spec.principals)),
+                subject_key=spec.public_key.line(), subject_fingerprint=spec.public_key.fingerprint,
+                ca_fingerprint=ca_fingerprint, valid_after=spec.valid_after,
+                valid_before=spec.valid_before, issued_at=issued_at, issued_by=issued_by,
+                request_id=request_id, holder=holder))
 
-def get_by_request(*, session: Session, request_id: str) -> CertificateRecord | None:
-    return session.scalars(select(CertificateRecord)
-                           .where(CertificateRecord.request_id == request_id)).first()
+    def _select(self, *where, order=None, limit: int | None = None) -> list[StoredCertificate]:
+        query = select(*_COLUMNS).where(*where)
+        if order is not None:
+            query = query.order_by(order)
+        if limit is not None:
+            query = query.limit(limit)
+        return [_stored(row) for row in self.session.execute(query)]
 
+    def by_serial(self, serial: int) -> StoredCertificate | None:
+        found = self._select(_CERTIFICATES.c.serial == serial)
+        return found[0] if found else None
 
-def expiring_unreminded(*, session: Session, now: datetime, within: timedelta,
-                        limit: int = 500) -> list[CertificateRecord]:
-    """Live request certificates expiring within `within` whose holder was not yet reminded
-    (served by the index on valid_before: a narrow range scan)."""
-    return list(session.scalars(
-        select(CertificateRecord)
-        .where(CertificateRecord.valid_before > now,
-               CertificateRecord.valid_before <= now + within,
-               CertificateRecord.revoked_at.is_(None),
-               CertificateRecord.reminder_sent_at.is_(None),
-               CertificateRecord.holder.is_not(None))
-        .order_by(CertificateRecord.valid_before).limit(limit)))
+    def of_request(self, request_id: str) -> list[StoredCertificate]:
+        return self._select(_CERTIFICATES.c.request_id == request_id)
 
+    def live_of(self, holder: str, now: datetime) -> list[StoredCertificate]:
+        return self._select(_CERTIFICATES.c.holder == holder, _CERTIFICATES.c.valid_before > now,
+                            _CERTIFICATES.c.revoked_at.is_(None),
+                            order=_CERTIFICATES.c.valid_before)
 
-def live_of(*, session: Session, holder: str, now: datetime) -> list[CertificateRecord]:
-    return list(session.scalars(
-        select(CertificateRecord)
-        .where(CertificateRecord.holder == holder, CertificateRecord.valid_before > now,
-               CertificateRecord.revoked_at.is_(None))
-        .order_by(CertificateRecord.valid_before)))
+    def due_reminder(self, now: datetime, within: timedelta, limit: int) -> list[StoredCertificate]:
+        # A narrow range scan of ix_certificates_valid_before.
+        return self._select(_CERTIFICATES.c.valid_before > now,
+                            _CERTIFICATES.c.valid_before <= now + within,
+                            _CERTIFICATES.c.revoked_at.is_(None),
+                            _CERTIFICATES.c.reminder_sent_at.is_(None),
+                            _CERTIFICATES.c.holder.is_not(None),
+                            order=_CERTIFICATES.c.valid_before, limit=limit)
 
+    def mark_reminded(self, serial: int, at: datetime) -> bool:
+        return self._set_once(serial, "reminder_sent_at", reminder_sent_at=at)
 
-def mark_reminded(*, session: Session, certificate_id: int, at: datetime) -> bool:
-    """Once only: a second replica's attempt finds it already set."""
-    result = session.execute(
-        update(CertificateRecord)
-        .where(CertificateRecord.id == certificate_id, CertificateRecord.reminder_sent_at.is_(None))
-        .values(reminder_sent_at=at))
-    return result.rowcount == 1
+    def mark_revoked(self, serial: int, *, at: datetime, by: str, reason: str | None) -> bool:
+        return self._set_once(serial, "revoked_at", revoked_at=at, revoked_by=by,
+                              revoke_reason=reason)
 
+    def _set_once(self, serial: int, column: str, **values) -> bool:
+        """Set `values` if `column` is still empty: a second replica's attempt changes nothing."""
+        result = self.session.execute(
+            update(_CERTIFICATES)
+            .where(_CERTIFICATES.c.serial == serial, _CERTIFICATES.c[column].is_(None))
+            .values(**values))
+        return result.rowcount == 1
 
-def list_by_request(*, session: Session, request_id: str) -> list[CertificateRecord]:
-    return list(session.scalars(select(CertificateRecord)
-                                .where(CertificateRecord.request_id == request_id)))
-
-
-def mark_revoked(*, session: Session, certificate_id: int, at: datetime, by: str,
-                 reason: str | None) -> bool:
-    """Revoke once: returns False when it was already revoked (the first revocation stands)."""
-    result = session.execute(
-        update(CertificateRecord)
-        .where(CertificateRecord.id == certificate_id, CertificateRecord.revoked_at.is_(None))
-        .values(revoked_at=at, revoked_by=by, revoke_reason=reason))
-    return result.rowcount == 1
-
-
-def revoked_serials(*, session: Session, valid_after: datetime) -> tuple[set[int], int]:
-    """Serials of revoked certificates still valid after `valid_after` (an expired certificate
-    needs no revocation), and a version that grows with each revocation."""
-    revoked = CertificateRecord.revoked_at.is_not(None)
-    serials = set(session.scalars(select(CertificateRecord.serial)
-                                  .where(revoked, CertificateRecord.valid_before > valid_after)))
-    version = session.scalar(select(func.count()).select_from(CertificateRecord).where(revoked))
-    return serials, version or 0
-
-
-def count(*, session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(CertificateRecord)) or 0
+    def revoked_serials(self, valid_after: datetime) -> tuple[set[int], int]:
+        revoked = _CERTIFICATES.c.revoked_at.is_not(None)
+        serials = set(self.session.scalars(
+            select(_CERTIFICATES.c.serial).where(revoked, _CERTIFICATES.c.valid_before > valid_after)))
+        version = self.session.scalar(select(func.count()).select_from(_CERTIFICATES).where(revoked))
+        return serials, version or 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,24 +15,18 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
+from access.ports import Duplicate
 from ca.errors import BadInput, VouchError
-from storage.direct import MEMO, SYNCHRONOUS, WAL_FILE, Transaction, sqlite_begin
-from storage.direct import Connection as DirectConnection
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works: it only has to be the same for every replica running migrations.
 _MIGRATION_LOCK_ID = 0x766F756368
-# Kept between issuances instead of a checkout from the pool and its reset on return each time,
-# which cost about a tenth of an issuance (bench/issue.py). One per thread issuing at once.
-_KEEP_IDLE = 4
+# The execution option that marks a session's transaction as read-only (see _sqlite_begin).
+READ_ONLY = "vouch_read_only"
 
 
 class StorageUnavailable(VouchError):
     """The database cannot be reached or used."""
-
-
-class Duplicate(Exception):
-    """A unique constraint refused the write: someone else already did this (a lost race)."""
 
 
 @contextmanager
@@ -69,24 +62,20 @@ def _sqlite_connect(dbapi_connection, record) -> None:
     # Take over transaction control from pysqlite so that _sqlite_begin can BEGIN IMMEDIATE.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     # FULL: a certificate handed out is on disk with its audit event, even after a power cut
-    # (NORMAL in WAL mode may lose the last commits; bench/issue.py measured the cost at ~9%).
+    # (NORMAL in WAL mode may lose the last commits).
     cursor.execute("PRAGMA synchronous=FULL")
-    record.info[SYNCHRONOUS] = "FULL"
-    # The issuing path's transactions (storage.direct) sync this file themselves.
-    path = next((file for _, name, file in cursor.execute("PRAGMA database_list")
-                 if name == "main"), "")
-    if mode == "wal" and path:
-        record.info[WAL_FILE] = path + "-wal"
     cursor.close()
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    # Every ORM session and Core connection: durable. (Through SQLAlchemy, not the bare driver:
-    # a locked database must surface as SQLAlchemy's OperationalError.)
-    sqlite_begin(connection.exec_driver_sql, connection.connection.info, "FULL")
+    # A deferred transaction that reads and then writes fails with SQLITE_BUSY when another
+    # writer committed in between; taking the write lock up front makes writers queue instead.
+    # Read-only sessions take no lock: WAL readers never wait for writers.
+    read_only = connection.get_execution_options().get(READ_ONLY)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -106,57 +95,20 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self.memo: dict = {}  # see storage.direct.MEMO
-        # Connections the issuing path keeps between uses (connection()), most recent last.
-        # SQLite only: a file does not restart under a kept connection, while a PostgreSQL
-        # connection goes back to the pool, whose pre-ping notices a restarted server.
-        self._idle: deque[DirectConnection] = deque()
-        self._keep = _KEEP_IDLE if self.engine.dialect.name == "sqlite" else 0
-        self._closed = False
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed when the block ends, rolled back if it raises."""
-        with Session(self.engine, expire_on_commit=False, info={MEMO: self.memo}) as session:
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back if it raises. A read_only
+        one takes no write lock on SQLite (it must not write)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            if read_only:
+                session.connection(execution_options={READ_ONLY: True})
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
-
-    @contextmanager
-    def connection(self) -> Iterator[DirectConnection]:
-        """One pooled connection on the bare DB-API (storage.direct), for the issuing path, where
-        SQLAlchemy's execution machinery costs more than the statements; its transaction()
-        gives one transaction after another on it."""
-        try:
-            connection = self._idle.pop()
-        except IndexError:
-            connection = DirectConnection(self.engine.raw_connection, self.engine.dialect, self.memo)
-        clean = False
-        try:
-            yield connection
-            clean = True
-        finally:
-            if clean and len(self._idle) < self._keep and not self._closed:
-                self._idle.append(connection)
-            else:  # back to the pool, which resets it (or drops it if it broke)
-                connection.close()
-
-    @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
-        """A transaction on a connection of its own (see connection()): committed when the
-        block ends, rolled back if it raises.
-
-        durable=False commits without waiting for the disk. Use it only for a write whose loss
-        in a power cut is harmless because nothing it guards leaves the process before a later
-        durable commit: both databases write their log in order, so that later commit's flush
-        makes this one durable too (SQLite's WAL is one file; PostgreSQL flushes WAL up to the
-        later commit's position).
-        """
-        with self.connection() as connection, connection.transaction(durable=durable) as tx:
-            yield tx
 
     def revision(self) -> str | None:
         try:
@@ -200,7 +152,7 @@ class Database:
         database that already has tables is left alone: someone else initialised it (after is
         then their revision), or it is not ours."""
         try:
-            with self.engine.begin() as connection:
+            with self.migrating() as connection:
                 if connection.dialect.name == "postgresql":
                     connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
                                        {"id": _MIGRATION_LOCK_ID})
@@ -212,6 +164,24 @@ class Database:
         except OperationalError as exc:
             raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
 
+    @contextmanager
+    def migrating(self) -> Iterator[Connection]:
+        """A transaction for migrations. SQLite's batch mode rebuilds a table under the rows that
+        refer to it, so there foreign keys are off while it runs, and checked before it commits."""
+        with self.engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # outside any transaction, where SQLite honours it
+                driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with connection.begin():
+                    yield connection
+                    if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                        raise DatabaseBehind("a migration left rows referring to nothing")
+            finally:
+                if sqlite:
+                    driver.execute("PRAGMA foreign_keys=ON")
+
     def ping(self) -> None:
         try:
             with self.engine.connect() as connection:
@@ -220,9 +190,6 @@ class Database:
             raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
 
     def close(self) -> None:
-        self._closed = True
-        while self._idle:
-            self._idle.pop().close()
         self.engine.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Repository for users' registered public keys."""
+"""Users' registered public keys and the users themselves (access.ports.Keys, Users)."""
 
 from __future__ import annotations
 
@@ -7,54 +7,60 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session
 
+from access.ports import RegisteredKey
+from ca.keys import PublicKey
 from storage.models import User, UserKey
 
 
-def add_key(*, session: Session, user_id: str, key_type: str, public_key: str, fingerprint: str,
-            comment: str, at: datetime) -> tuple[UserKey, bool]:
-    """Register a key; re-adding a removed key restores it. Returns (key, newly_added)."""
-    existing = session.scalars(select(UserKey).where(
-        UserKey.user_id == user_id, UserKey.fingerprint == fingerprint)).first()
-    if existing is not None:
-        if existing.removed_at is None:
-            return existing, False
-        existing.removed_at, existing.added_at, existing.comment = None, at, comment
-        session.flush()
-        return existing, True
-    key = UserKey(user_id=user_id, key_type=key_type, public_key=public_key, fingerprint=fingerprint,
-                  comment=comment, added_at=at)
-    session.add(key)
-    session.flush()
-    return key, True
+def _registered(key: UserKey) -> RegisteredKey:
+    return RegisteredKey(user=key.user_id, key_type=key.key_type, public_key=key.public_key,
+                         fingerprint=key.fingerprint, comment=key.comment, added_at=key.added_at)
 
 
-def active_keys(*, session: Session, user_id: str) -> list[UserKey]:
-    """The user's keys, newest first."""
-    return list(session.scalars(select(UserKey).where(
-        UserKey.user_id == user_id, UserKey.removed_at.is_(None))
-        .order_by(UserKey.added_at.desc(), UserKey.id.desc())))
+class SqlKeys:
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
+    def add(self, user: str, key: PublicKey, at: datetime) -> tuple[RegisteredKey, bool]:
+        existing = self.session.scalars(select(UserKey).where(
+            UserKey.user_id == user, UserKey.fingerprint == key.fingerprint)).first()
+        if existing is not None:
+            if existing.removed_at is None:
+                return _registered(existing), False
+            existing.removed_at, existing.added_at = None, at
+            existing.comment = key.comment[:200]
+        else:
+            existing = UserKey(user_id=user, key_type=key.type,
+                               public_key=PublicKey(key.type, key.blob, key.bits).line(),
+                               fingerprint=key.fingerprint, comment=key.comment[:200], added_at=at)
+            self.session.add(existing)
+        self.session.flush()
+        return _registered(existing), True
 
-def remove_key(*, session: Session, user_id: str, fingerprint: str, at: datetime) -> UserKey | None:
-    key = session.scalars(select(UserKey).where(
-        UserKey.user_id == user_id, UserKey.fingerprint == fingerprint,
-        UserKey.removed_at.is_(None))).first()
-    if key is not None:
+    def active(self, user: str) -> list[RegisteredKey]:
+        return [_registered(key) for key in self.session.scalars(select(UserKey).where(
+            UserKey.user_id == user, UserKey.removed_at.is_(None))
+            .order_by(UserKey.added_at.desc(), UserKey.id.desc()))]
+
+    def remove(self, user: str, fingerprint: str, at: datetime) -> RegisteredKey | None:
+        key = self.session.scalars(select(UserKey).where(
+            UserKey.user_id == user, UserKey.fingerprint == fingerprint,
+            UserKey.removed_at.is_(None))).first()
+        if key is None:
+            return None
         key.removed_at = at
-        session.flush()
-    return key
+        self.session.flush()
+        return _registered(key)
 
 
-def upsert_user(*, session: Session, user_id: str, name: str, tz: str | None, at: datetime) -> None:
-    user = session.get(User, user_id)
-    if user is None:
-        session.add(User(id=user_id, name=name, tz=tz, updated_at=at))
-    else:
-        user.name, user.tz, user.updated_at = name, tz, at
-    session.flush()
+class SqlUsers:
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
-
-def get_user(*, session: Session, user_id: str) -> User | None:
-    return session.get(User, user_id)
-
-
+    def remember(self, user: str, *, name: str, tz: str | None, at: datetime) -> None:
+        known = self.session.get(User, user)
+        if known is None:
+            self.session.add(User(id=user, name=name, tz=tz, updated_at=at))
+        else:
+            known.name, known.tz, known.updated_at = name, tz, at
+        self.session.flush()

@@ -79,10 +79,6 @@ class RequestRecord(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc())
     expires_at: datetime = Field(sa_column=_utc())
     decided_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
-    # Where the request was posted in Slack, so every later render updates the same message.
-    channel: str | None = None
-    message_ts: str | None = None
-    post_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     # Issuing: the serial reserved before signing, when, and the last failure, if any.
     issue_serial: int | None = Field(default=None, sa_column=Column(UInt64(), nullable=True))
     issue_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
@@ -93,6 +89,18 @@ class RequestRecord(SQLModel, table=True):
     reviewed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     reviewed_by: str | None = None
     review_escalated_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class SlackMessage(SQLModel, table=True):
+    """The bot's own bookkeeping (bot.messages): where a request's message was posted in Slack,
+    so every later render updates the same message, and who is posting it now."""
+
+    __tablename__ = "slack_messages"
+
+    request_id: str = Field(sa_column=Column(String, ForeignKey("requests.id"), primary_key=True))
+    channel: str
+    ts: str | None = None
+    post_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
 class ApprovalRecord(SQLModel, table=True):

@@ -1,22 +1,24 @@
-"""Repository for requests and votes. State moves only by compare-and-set on (state, version)."""
+"""Requests and their votes (access.ports.Requests). State moves only by compare-and-set on
+(state, version)."""
 
 from __future__ import annotations
 
-import json
-from collections import namedtuple
-from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from sqlalchemy import Text, and_, bindparam, func, literal, or_, select, update
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlmodel import Session
 
 from access.requests import Kind, Request, State, Vote
 from storage.db import unique
-from storage.direct import Transaction
 from storage.models import ApprovalRecord, RequestRecord
-from storage.types import UInt64, UTCDateTime
+
+_REQUESTS = RequestRecord.__table__
+_APPROVALS = ApprovalRecord.__table__
+# Every column but the issuing bookkeeping, which the domain does not see.
+_COLUMNS = [_REQUESTS.c[name] for name in (
+    "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
+    "public_key", "state", "version", "created_at", "expires_at", "decided_at", "issue_error",
+    "reviewed_by")]
 
 
 def _literally(column, value: State | Kind):
@@ -28,261 +30,138 @@ def _literally(column, value: State | Kind):
 
 
 def in_state(state: State):
-    return _literally(RequestRecord.state, state)
+    return _literally(_REQUESTS.c.state, state)
 
 
-def to_domain(record: RequestRecord, votes: Iterable[ApprovalRecord]) -> Request:
+def _request(row, votes=()) -> Request:
     return Request(
-        id=record.id, kind=Kind(record.kind), requester=record.requester, target=record.target,
-        duration=timedelta(seconds=record.duration_seconds), reason=record.reason,
-        key_fingerprint=record.key_fingerprint, state=State(record.state),
-        created_at=record.created_at, expires_at=record.expires_at,
-        votes=tuple(Vote(approver=v.approver, approve=v.approve, at=v.at)
-                    for v in sorted(votes, key=lambda v: (v.at, v.id or 0))),
-        version=record.version)
+        id=row.id, kind=Kind(row.kind), requester=row.requester, target=row.target,
+        duration=timedelta(seconds=row.duration_seconds), reason=row.reason,
+        key_fingerprint=row.key_fingerprint, public_key=row.public_key, state=State(row.state),
+        created_at=row.created_at, expires_at=row.expires_at, votes=tuple(votes),
+        version=row.version, decided_at=row.decided_at, issue_error=row.issue_error,
+        reviewed_by=row.reviewed_by)
 
 
-def insert(*, session: Session, request: Request, public_key: str,
-           channel: str | None = None) -> RequestRecord:
-    record = RequestRecord(
-        id=request.id, kind=request.kind.value, requester=request.requester, target=request.target,
-        duration_seconds=int(request.duration.total_seconds()), reason=request.reason,
-        key_fingerprint=request.key_fingerprint, public_key=public_key, state=request.state.value,
-        version=request.version, created_at=request.created_at, expires_at=request.expires_at,
-        channel=channel)
-    session.add(record)
-    session.flush()
-    return record
+class SqlRequests:
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
+    def add(self, request: Request) -> None:
+        self.session.execute(_REQUESTS.insert().values(
+            id=request.id, kind=request.kind.value, requester=request.requester,
+            target=request.target, duration_seconds=int(request.duration.total_seconds()),
+            reason=request.reason, key_fingerprint=request.key_fingerprint,
+            public_key=request.public_key, state=request.state.value, version=request.version,
+            created_at=request.created_at, expires_at=request.expires_at,
+            decided_at=request.decided_at, issue_attempts=0))
 
-def get(*, session: Session, request_id: str, for_update: bool = False) -> RequestRecord | None:
-    return session.get(RequestRecord, request_id, populate_existing=True,
-                       with_for_update=for_update or None)
+    def get(self, request_id: str, *, lock: bool = False) -> Request | None:
+        # lock: the row stays locked (PostgreSQL) until the transaction ends, so concurrent
+        # voters queue instead of racing; SQLite's write lock already does that.
+        query = select(*_COLUMNS).where(_REQUESTS.c.id == request_id)
+        row = self.session.execute(query.with_for_update() if lock else query).first()
+        return None if row is None else _request(row, self._votes(request_id))
 
+    def _votes(self, request_id: str) -> list[Vote]:
+        rows = self.session.execute(
+            select(_APPROVALS.c.approver, _APPROVALS.c.approve, _APPROVALS.c.at)
+            .where(_APPROVALS.c.request_id == request_id)
+            .order_by(_APPROVALS.c.at, _APPROVALS.c.id))
+        return [Vote(approver=r.approver, approve=r.approve, at=r.at) for r in rows]
 
-def load(*, session: Session, request_id: str,
-         for_update: bool = False) -> tuple[RequestRecord, Request] | None:
-    """The request and its votes. for_update locks the row (PostgreSQL) until the transaction
-    ends, so concurrent voters queue instead of racing; SQLite's write lock already does that."""
-    record = get(session=session, request_id=request_id, for_update=for_update)
-    if record is None:
-        return None
-    votes = session.scalars(select(ApprovalRecord).where(ApprovalRecord.request_id == request_id))
-    return record, to_domain(record, votes)
+    def move(self, before: Request, after: Request) -> bool:
+        result = self.session.execute(
+            update(_REQUESTS)
+            .where(_REQUESTS.c.id == before.id, _REQUESTS.c.version == before.version,
+                   _REQUESTS.c.state == before.state.value)
+            .values(state=after.state.value, decided_at=after.decided_at,
+                    version=_REQUESTS.c.version + 1))
+        return result.rowcount == 1
 
+    def add_vote(self, request_id: str, vote: Vote) -> None:
+        with unique("vote"):
+            self.session.execute(_APPROVALS.insert().values(
+                request_id=request_id, approver=vote.approver, approve=vote.approve, at=vote.at))
 
-def add_vote(*, session: Session, request_id: str, vote: Vote) -> None:
-    """Raises Duplicate if this approver already voted (a concurrent double click)."""
-    session.add(ApprovalRecord(request_id=request_id, approver=vote.approver, approve=vote.approve,
-                               at=vote.at))
-    with unique("vote"):
-        session.flush()
+    def pending_count(self, requester: str, target: str) -> int:
+        return self.session.scalar(select(func.count()).select_from(_REQUESTS).where(
+            _REQUESTS.c.requester == requester, _REQUESTS.c.target == target,
+            in_state(State.PENDING))) or 0
 
+    def pending_of(self, requester: str) -> list[Request]:
+        rows = self.session.execute(select(*_COLUMNS).where(
+            _REQUESTS.c.requester == requester, in_state(State.PENDING))
+            .order_by(_REQUESTS.c.created_at))
+        return [_request(row) for row in rows]
 
-def compare_and_set(*, session: Session, request_id: str, version: int, expect: State,
-                    **values) -> bool:
-    """Move the request only if nobody else moved it since we read it."""
-    result = session.execute(
-        update(RequestRecord)
-        .where(RequestRecord.id == request_id, RequestRecord.version == version,
-               RequestRecord.state == expect.value)
-        .values(version=RequestRecord.version + 1, **values))
-    return result.rowcount == 1
+    def past_ttl(self, now: datetime, limit: int) -> list[Request]:
+        # ix_requests_pending_expires_at
+        rows = self.session.execute(select(*_COLUMNS).where(
+            in_state(State.PENDING), _REQUESTS.c.expires_at <= now)
+            .order_by(_REQUESTS.c.expires_at).limit(limit))
+        return [_request(row) for row in rows]
 
+    def claim_issue(self, request_id: str, *, serial: int, now: datetime,
+                    lease: timedelta) -> Request | None:
+        claimed = self.session.execute(
+            update(_REQUESTS)
+            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.state == State.APPROVED.value,
+                   or_(_REQUESTS.c.issue_claimed_at.is_(None),
+                       _REQUESTS.c.issue_claimed_at < now - lease))
+            .values(issue_serial=serial, issue_claimed_at=now,
+                    issue_attempts=_REQUESTS.c.issue_attempts + 1)
+            .returning(*_COLUMNS)).first()
+        return None if claimed is None else _request(claimed, self._votes(request_id))
 
-_REQUESTS = RequestRecord.__table__
-_APPROVALS = ApprovalRecord.__table__
+    def release_issue(self, request_id: str, *, serial: int, error: str) -> None:
+        self.session.execute(
+            update(_REQUESTS)
+            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.issue_serial == serial)
+            .values(issue_claimed_at=None, issue_error=error[:1000]))
 
+    def mark_issued(self, request_id: str, *, serial: int, now: datetime) -> bool:
+        result = self.session.execute(
+            update(_REQUESTS)
+            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.state == State.APPROVED.value,
+                   _REQUESTS.c.issue_serial == serial)
+            .values(state=State.ISSUED.value, issued_at=now, issue_error=None,
+                    version=_REQUESTS.c.version + 1))
+        return result.rowcount == 1
 
-class _VotesJson(ColumnElement):
-    """The votes on the `requests` row a statement works on, as JSON text
-    `[[id, approver, approve, at], ...]`: a subquery, so that the claim's RETURNING brings them
-    along instead of a SELECT of their own."""
+    def issuable(self, now: datetime, lease: timedelta) -> list[str]:
+        # A fresh approval belongs to the worker that approved it, which issues it next; a sweep
+        # taking it first would leave that worker (a break-glass user waiting) with nothing.
+        lapsed = now - lease
+        unclaimed = _REQUESTS.c.issue_claimed_at.is_(None)
+        return list(self.session.scalars(
+            select(_REQUESTS.c.id).where(
+                in_state(State.APPROVED),
+                or_(_REQUESTS.c.issue_claimed_at < lapsed,
+                    and_(unclaimed, _REQUESTS.c.issue_attempts > 0),
+                    and_(unclaimed, func.coalesce(_REQUESTS.c.decided_at,
+                                                  _REQUESTS.c.created_at) < lapsed)))))
 
-    type = Text()
-    inherit_cache = True
+    def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
+        result = self.session.execute(
+            update(_REQUESTS)
+            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.kind == Kind.BREAKGLASS.value,
+                   _REQUESTS.c.reviewed_at.is_(None))
+            .values(reviewed_at=now, reviewed_by=by))
+        return result.rowcount == 1
 
+    def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
+        # ix_requests_breakglass_unreviewed; the UPDATE's condition lets one replica win each.
+        due = self.session.execute(select(*_COLUMNS).where(
+            _literally(_REQUESTS.c.kind, Kind.BREAKGLASS), _REQUESTS.c.reviewed_at.is_(None),
+            _REQUESTS.c.review_escalated_at.is_(None), _REQUESTS.c.created_at <= created_before))
+        moved = []
+        for row in list(due):
+            result = self.session.execute(
+                update(_REQUESTS)
+                .where(_REQUESTS.c.id == row.id, _REQUESTS.c.review_escalated_at.is_(None))
+                .values(review_escalated_at=now))
+            if result.rowcount == 1:
+                moved.append(_request(row))
+        return moved
 
-@compiles(_VotesJson, "sqlite")
-def _votes_json_sqlite(element, compiler, **kw) -> str:
-    return ("(SELECT json_group_array(json_array(a.id, a.approver, a.approve, a.at)) "
-            "FROM approvals AS a WHERE a.request_id = requests.id)")
-
-
-@compiles(_VotesJson, "postgresql")
-def _votes_json_postgresql(element, compiler, **kw) -> str:
-    return ("(SELECT coalesce(json_agg(json_build_array(a.id, a.approver, a.approve, a.at)), "
-            "'[]')::text FROM approvals AS a WHERE a.request_id = requests.id)")
-
-
-_StoredVote = namedtuple("_StoredVote", "id approver approve at")
-
-
-def _votes_from_json(text: str) -> list[_StoredVote]:
-    """What _VotesJson gives, as rows for to_domain. Times come as SQLite's stored text (UTC,
-    no offset) or PostgreSQL's ISO 8601 with an offset."""
-    votes = []
-    for vote_id, approver, approve, at in json.loads(text):
-        moment = datetime.fromisoformat(at)
-        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None \
-            else moment.astimezone(timezone.utc)
-        votes.append(_StoredVote(vote_id, approver, bool(approve), moment))
-    return votes
-
-
-# The issuing path runs these for every certificate: built once, run on a Core connection.
-_CLAIM_ISSUE = (
-    update(_REQUESTS)
-    .where(_REQUESTS.c.id == bindparam("request_id"),
-           _REQUESTS.c.state == State.APPROVED.value,
-           or_(_REQUESTS.c.issue_claimed_at.is_(None),
-               _REQUESTS.c.issue_claimed_at < bindparam("lapsed", type_=UTCDateTime())))
-    .values(issue_serial=bindparam("serial", type_=UInt64()),
-            issue_claimed_at=bindparam("now", type_=UTCDateTime()),
-            issue_attempts=_REQUESTS.c.issue_attempts + 1)
-    # What to_domain and the certificate need, not the bookkeeping columns.
-    .returning(*(_REQUESTS.c[name] for name in (
-        "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
-        "public_key", "state", "created_at", "expires_at", "version")),
-        _VotesJson().label("votes")))
-_MARK_ISSUED = (
-    update(_REQUESTS)
-    .where(_REQUESTS.c.id == bindparam("request_id"), _REQUESTS.c.state == State.APPROVED.value,
-           _REQUESTS.c.issue_serial == bindparam("serial", type_=UInt64()))
-    .values(state=State.ISSUED.value, issued_at=bindparam("now", type_=UTCDateTime()),
-            issue_error=None, version=_REQUESTS.c.version + 1))
-
-
-def claim_issue(*, session: Session | Transaction, request_id: str, serial: int, now: datetime,
-                lease: timedelta) -> tuple[Request, str] | None:
-    """Reserve `serial` for issuing an approved request; another claim wins only after `lease`.
-    Returns the request and the public key to certify, or None when it is not approved or
-    someone else holds the claim."""
-    row = session.execute(_CLAIM_ISSUE, {"request_id": request_id, "lapsed": now - lease,
-                                         "serial": serial, "now": now}).first()
-    if row is None:
-        return None
-    return to_domain(row, _votes_from_json(row.votes)), row.public_key
-
-
-def release_issue(*, session: Session | Transaction, request_id: str, serial: int, error: str) -> None:
-    session.execute(
-        update(_REQUESTS)
-        .where(_REQUESTS.c.id == request_id, _REQUESTS.c.issue_serial == serial)
-        .values(issue_claimed_at=None, issue_error=error[:1000]))
-
-
-def mark_issued(*, session: Session | Transaction, request_id: str, serial: int,
-                now: datetime) -> bool:
-    """Only the holder of the claim on `serial` moves the request to issued."""
-    result = session.execute(_MARK_ISSUED, {"request_id": request_id, "serial": serial, "now": now})
-    return result.rowcount == 1
-
-
-def pending_count(*, session: Session, requester: str, target: str) -> int:
-    return session.scalar(select(func.count()).select_from(RequestRecord).where(
-        RequestRecord.requester == requester, RequestRecord.target == target,
-        in_state(State.PENDING))) or 0
-
-
-def past_ttl(*, session: Session, now: datetime, limit: int = 500) -> list[RequestRecord]:
-    """Pending requests past their TTL, oldest first (ix_requests_pending_expires_at)."""
-    return list(session.scalars(
-        select(RequestRecord)
-        .where(in_state(State.PENDING), RequestRecord.expires_at <= now)
-        .order_by(RequestRecord.expires_at).limit(limit)))
-
-
-def expire_pending(*, session: Session, now: datetime, limit: int = 500) -> list[RequestRecord]:
-    """Pending requests past their TTL, moved to expired."""
-    due = past_ttl(session=session, now=now, limit=limit)
-    moved = []
-    for record in due:
-        if compare_and_set(session=session, request_id=record.id, version=record.version,
-                           expect=State.PENDING, state=State.EXPIRED.value, decided_at=now):
-            moved.append(record)
-    return moved
-
-
-def approved_unissued(*, session: Session, now: datetime, lease: timedelta) -> list[str]:
-    """Approved requests to issue again: the last attempt failed (and released its claim), its
-    claim lapsed, or nobody tried within `lease` of the approval. A fresh approval belongs to
-    the worker that approved it, which issues it next; a sweep taking it first would leave that
-    worker (a break-glass user waiting for the answer) with nothing."""
-    lapsed = now - lease
-    unclaimed = RequestRecord.issue_claimed_at.is_(None)
-    return list(session.scalars(
-        select(RequestRecord.id).where(
-            in_state(State.APPROVED),
-            or_(RequestRecord.issue_claimed_at < lapsed,
-                and_(unclaimed, RequestRecord.issue_attempts > 0),
-                and_(unclaimed, func.coalesce(RequestRecord.decided_at,
-                                              RequestRecord.created_at) < lapsed)))))
-
-
-def set_message(*, session: Session, request_id: str, channel: str, ts: str) -> None:
-    session.execute(update(RequestRecord).where(RequestRecord.id == request_id)
-                    .values(channel=channel, message_ts=ts))
-
-
-def mark_reviewed(*, session: Session, request_id: str, by: str, now: datetime) -> bool:
-    result = session.execute(
-        update(RequestRecord)
-        .where(RequestRecord.id == request_id, RequestRecord.kind == Kind.BREAKGLASS.value,
-               RequestRecord.reviewed_at.is_(None))
-        .values(reviewed_at=now, reviewed_by=by))
-    return result.rowcount == 1
-
-
-def _postable(now: datetime, lease: timedelta):
-    return (RequestRecord.message_ts.is_(None),
-            or_(RequestRecord.post_claimed_at.is_(None), RequestRecord.post_claimed_at < now - lease))
-
-
-def unposted(*, session: Session, now: datetime, lease: timedelta) -> list[tuple[str, str]]:
-    """Pending requests nobody has posted or is posting (a claim older than `lease` lapsed)."""
-    rows = session.execute(
-        select(RequestRecord.id, RequestRecord.channel).where(
-            in_state(State.PENDING), RequestRecord.kind == Kind.REQUEST.value,
-            RequestRecord.channel.is_not(None), *_postable(now, lease))
-        .order_by(RequestRecord.created_at))
-    return [(request_id, channel) for request_id, channel in rows]
-
-
-def claim_post(*, session: Session, request_id: str, now: datetime, lease: timedelta) -> bool:
-    """Only one worker (thread or replica) posts a request's message."""
-    result = session.execute(update(RequestRecord)
-                             .where(RequestRecord.id == request_id, *_postable(now, lease))
-                             .values(post_claimed_at=now))
-    return result.rowcount == 1
-
-
-def release_post(*, session: Session, request_id: str) -> None:
-    session.execute(update(RequestRecord)
-                    .where(RequestRecord.id == request_id, RequestRecord.message_ts.is_(None))
-                    .values(post_claimed_at=None))
-
-
-def pending_of(*, session: Session, requester: str) -> list[RequestRecord]:
-    return list(session.scalars(
-        select(RequestRecord).where(RequestRecord.requester == requester,
-                                    in_state(State.PENDING))
-        .order_by(RequestRecord.created_at)))
-
-
-def escalate_unreviewed(*, session: Session, before: datetime, now: datetime) -> list[RequestRecord]:
-    """Break-glass uses created before `before`, unreviewed and not yet escalated: mark them."""
-    due = list(session.scalars(
-        select(RequestRecord).where(_literally(RequestRecord.kind, Kind.BREAKGLASS),
-                                    RequestRecord.reviewed_at.is_(None),
-                                    RequestRecord.review_escalated_at.is_(None),
-                                    RequestRecord.created_at <= before)))
-    moved = []
-    for record in due:
-        result = session.execute(
-            update(RequestRecord)
-            .where(RequestRecord.id == record.id, RequestRecord.review_escalated_at.is_(None))
-            .values(review_escalated_at=now))
-        if result.rowcount == 1:
-            moved.append(record)
-    return moved

@@ -50,10 +50,12 @@ class Context:
         db.prepare(allow_init=allow_init)
         return db
 
-    def service(self, *, database: bool = True):
-        from access.service import AccessService
+    def access(self):
+        """The use cases' context on the database and the CA key (no policy, no Slack)."""
+        from access.context import Access
+        from storage.store import SqlStore
 
-        return AccessService(self.database() if database else None, self.signer())
+        return Access(SqlStore(self.database()), self.signer())
 
 
 def _os_user() -> str:
@@ -114,10 +116,12 @@ def cmd_ca_sign(args, ctx: Context) -> int:
         # The contract's break-glass path for operators: sign anyway, but say it is unrecorded.
         print(f"vouch: warning: not recorded in the audit log: {exc.message}", file=sys.stderr)
         db = None
-    from access.service import AccessService
+    from access.context import Access
+    from access.issuing import sign_direct
+    from storage.store import SqlStore
 
-    certificate = AccessService(db, signer).sign_direct(
-        public_key=public_key, principals=args.principal, duration=duration, actor=ctx.actor,
+    certificate = sign_direct(
+        Access(SqlStore(db) if db is not None else None, signer), public_key=public_key, principals=args.principal, duration=duration, actor=ctx.actor,
         key_id=args.key_id, source_address=source, force_command=args.force_command)
     line = certificate.line() + "\n"
     if args.out:
@@ -130,7 +134,9 @@ def cmd_ca_sign(args, ctx: Context) -> int:
 
 
 def cmd_revoke(args, ctx: Context) -> int:
-    done = ctx.service().revoke(args.reference, actor=ctx.actor, reason=args.reason)
+    from access.revoking import revoke
+
+    done = revoke(ctx.access(), args.reference, actor=ctx.actor, reason=args.reason)
     for item in done:
         state = "revoked" if item.newly else "already revoked"
         print(f"{state}: serial {item.serial}")
@@ -138,7 +144,9 @@ def cmd_revoke(args, ctx: Context) -> int:
 
 
 def cmd_krl(args, ctx: Context) -> int:
-    data = ctx.service().krl()
+    from access.revoking import krl
+
+    data = krl(ctx.access())
     if args.out:
         _write_file(args.out, data, mode=0o644)
     else:
@@ -148,7 +156,7 @@ def cmd_krl(args, ctx: Context) -> int:
 
 
 def cmd_policy_check(args, ctx: Context) -> int:
-    from access.policy import PolicyError, load_policy
+    from access.policy_file import PolicyError, load_policy
 
     path = args.file or ctx.settings.policy_file
     try:
@@ -163,7 +171,7 @@ def cmd_policy_check(args, ctx: Context) -> int:
 
 
 def cmd_host_setup(args, ctx: Context) -> int:
-    from access.policy import load_policy
+    from access.policy_file import load_policy
 
     principals: tuple[str, ...] = ()
     if args.target:
@@ -216,7 +224,7 @@ def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[
 
 
 def cmd_serve(args, ctx: Context) -> int:
-    from bot.serve import serve
+    from vouch.serve import serve
 
     serve(ctx.settings, host=args.host, port=args.port)
     return 0

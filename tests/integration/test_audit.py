@@ -184,31 +184,41 @@ def _head_statements(database: Database) -> list[str]:
 
 
 def test_replicas_appending_in_turn_keep_one_chain(database, database_url):
-    """Each Database remembers the head it last wrote and moves it on in one UPDATE, guarded by
-    that head's seq and hash. Another replica's appends (or a rolled-back append of its own)
-    make the guard miss: the head is then read under the lock, and the chain stays whole."""
+    """The head row moves first in every append, under its lock: another replica's appends,
+    several events in one transaction, and a rolled-back append all leave one whole chain, and
+    a batch costs the head two statements however many events it holds."""
     other = Database(database_url)
     try:
         head_statements = _head_statements(database)
         append_events(database, 1)
         append_events(database, 1, start=2)
-        assert len(head_statements) == 3  # read + set on the first append; one guarded move
-        append_events(other, 2, start=3)  # the other replica appends: our memo is stale
-        with database.transaction() as transaction:  # storage.direct shares the memo too
-            audit.append(transaction, **event_spec(5))
-        with pytest.raises(RuntimeError):  # our own append rolls back, leaving the memo at
-            with database.session() as session:  # seq 6 with a hash that was never committed
-                audit.append(session, **event_spec(6))
+        assert len(head_statements) == 4  # advance and set, once per append
+        append_events(other, 2, start=3)  # the other replica appends in between
+        head_statements.clear()
+        with database.session() as session:  # a unit's events go in one batch
+            assert audit.append_all(session, [audit.Event(**_event(5)), audit.Event(**_event(6))]) \
+                == [5, 6]
+        assert len(head_statements) == 2
+        with pytest.raises(RuntimeError):  # our own append rolls back: no trace
+            with database.session() as session:
+                audit.append(session, **event_spec(7))
                 raise RuntimeError("the caller's transaction fails")
-        append_events(other, 1, start=7)  # the other replica commits seq 6, another hash
-        append_events(database, 1, start=8)
+        append_events(other, 1, start=8)  # the other replica commits seq 7
+        append_events(database, 1, start=9)
     finally:
         other.close()
-    assert seqs(database) == [1, 2, 3, 4, 5, 6, 7]
+    assert seqs(database) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [e["actor"] for e in export(database)] == [event_spec(i)["actor"]
-                                                       for i in (1, 2, 3, 4, 5, 7, 8)]
-    _assert_contiguous_chain(database, 7)
-    assert verify(database) == audit.Verification(True, 7)
+                                                       for i in (1, 2, 3, 4, 5, 6, 8, 9)]
+    _assert_contiguous_chain(database, 8)
+    assert verify(database) == audit.Verification(True, 8)
+
+
+def _event(i: int) -> dict:
+    spec = event_spec(i)
+    return {"actor": spec["actor"], "action": spec["action"], "subject": spec["subject"],
+            "at": spec.get("now") or datetime.now(timezone.utc), "details": spec.get("details")}
+
 
 # --- tampering -------------------------------------------------------------------------------
 

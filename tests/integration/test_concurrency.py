@@ -18,13 +18,18 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from access.policy import parse_policy
-from access.requests import AlreadyVoted, InvalidTransition, State
-from access.service import AccessService, Issued, VoteResult
+from access import issuing, keys, lookup, opening, voting
+from access.context import Access
+from access.errors import AlreadyVoted, InvalidTransition
+from access.issuing import Issued
+from access.policy_file import parse_policy
+from access.requests import State
+from access.voting import VoteResult
 from ca.errors import SignerUnavailable
 from ca.signer import CaKeyType, FileSigner, create_file_key
 from storage import audit
 from storage.db import Database, StorageUnavailable
+from storage.store import SqlStore
 from support.processes import process_context
 
 APPROVERS = [f"U0APP{i:02d}" for i in range(50)]
@@ -108,34 +113,11 @@ def clock():
     return Clock()
 
 
-# Every test here runs on PostgreSQL and on SQLite, and on SQLite both ways of issuing: the
-# claim committed before signing (AccessService._issue_in_two, as for a slow signer), and claim,
-# signature and record in one transaction (_issue_at_once, as for a quick one).
-_BACKENDS = {"sqlite": False, "sqlite-one-transaction": True, "postgresql": False}
-
-
-@pytest.fixture(params=list(_BACKENDS))
-def backend(request) -> str:
-    return request.param
-
-
 @pytest.fixture
-def one_transaction(backend) -> bool:
-    return _BACKENDS[backend]
-
-
-@pytest.fixture
-def database_url(backend, request, tmp_path) -> str:
-    if backend.startswith("sqlite"):
-        return f"sqlite:///{tmp_path / 'vouch.db'}"
-    return request.getfixturevalue("postgres_cluster").create_database()
-
-
-@pytest.fixture
-def make_service(database, ca_key_path, clock, one_transaction):
-    def make(signer=None) -> AccessService:
-        return AccessService(database, signer or FileSigner.load(ca_key_path), policy=load_policy,
-                             clock=clock, one_transaction=one_transaction)
+def make_service(database, ca_key_path, clock):
+    def make(signer=None) -> Access:
+        return Access(SqlStore(database), signer or FileSigner.load(ca_key_path),
+                      policy=load_policy, clock=clock)
     return make
 
 
@@ -144,9 +126,9 @@ def service(make_service):
     return make_service()
 
 
-def open_request(service: AccessService, user_keys, target: str) -> str:
-    service.add_key(REQUESTER, user_keys["ed25519"].public.line())
-    request = service.open_request(user=REQUESTER, target=target, duration=timedelta(minutes=30),
+def open_request(service: Access, user_keys, target: str) -> str:
+    keys.add_key(service, REQUESTER, user_keys["ed25519"].public.line())
+    request = opening.open_request(service, user=REQUESTER, target=target, duration=timedelta(minutes=30),
                                    reason="deploy the hotfix — ünïcode ✓")
     assert request.state is State.PENDING
     return request.id
@@ -221,12 +203,12 @@ def assert_chain_intact(database: Database) -> None:
     assert result.ok, result
 
 
-def assert_issued_once(database: Database, service: AccessService, request_id: str) -> None:
+def assert_issued_once(database: Database, service: Access, request_id: str) -> None:
     assert certificates_for(database, request_id) == 1
     stored = request_row(database, request_id)
     assert stored["state"] == State.ISSUED.value, stored
     assert stored["issue_error"] is None and stored["issued_at"] is not None, stored
-    request, _ = service.get(request_id)
+    request, _ = lookup.request(service, request_id)
     assert request.state is State.ISSUED, request
     assert_chain_intact(database)
     actions = audit_actions(database, request_id)
@@ -250,7 +232,7 @@ def assert_vote_outcomes(outcomes: list[str], required: int) -> Counter:
 def test_fifty_approvers_in_threads_issue_one_certificate(database, service, user_keys, target,
                                                           required):
     request_id = open_request(service, user_keys, target)
-    outcomes = race([functools.partial(service.vote, request_id, approver=a, approve=True)
+    outcomes = race([functools.partial(voting.vote, service, request_id, approver=a, approve=True)
                      for a in APPROVERS[:THREADS]])
 
     assert_vote_outcomes(outcomes, required)
@@ -262,15 +244,15 @@ def test_fifty_approvers_in_threads_issue_one_certificate(database, service, use
 
 
 def process_voter(url: str, key_path: str, approver: str, request_id: str, barrier,
-                  results, one_transaction: bool) -> None:
-    """Runs in a spawned process: its own Database, AccessService and FileSigner, one vote."""
+                  results) -> None:
+    """Runs in a spawned process: its own Database, Access and FileSigner, one vote."""
     try:
         database = Database(url)
-        service = AccessService(database, FileSigner.load(key_path), policy=load_policy,
-                                one_transaction=one_transaction)
+        service = Access(SqlStore(database), FileSigner.load(key_path), policy=load_policy)
         database.ping()  # connect before the barrier so the race is about the vote
         barrier.wait(timeout=300)
-        outcome = classify(lambda: service.vote(request_id, approver=approver, approve=True))
+        outcome = classify(lambda: voting.vote(service, request_id, approver=approver,
+                                               approve=True))
         database.close()
     except BaseException as exc:  # noqa: BLE001 - report, do not die silently
         outcome = f"error: {type(exc).__name__}: {exc}"
@@ -278,15 +260,14 @@ def process_voter(url: str, key_path: str, approver: str, request_id: str, barri
 
 
 def test_fifty_approvers_in_processes_issue_one_certificate(database, database_url, service,
-                                                            ca_key_path, user_keys,
-                                                            one_transaction):
+                                                            ca_key_path, user_keys):
     request_id = open_request(service, user_keys, "one-approval")
     context = process_context()
     barrier = context.Barrier(len(APPROVERS))
     results = context.Queue()
     workers = [context.Process(target=process_voter,
                                args=(database_url, str(ca_key_path), a, request_id, barrier,
-                                     results, one_transaction))
+                                     results))
                for a in APPROVERS]
     for worker in workers:
         worker.start()
@@ -307,20 +288,20 @@ def test_fifty_approvers_in_processes_issue_one_certificate(database, database_u
 
 def test_double_click_records_one_vote(database, service, user_keys):
     request_id = open_request(service, user_keys, "two-approvals")
-    outcomes = race([functools.partial(service.vote, request_id, approver=APPROVERS[7],
+    outcomes = race([functools.partial(voting.vote, service, request_id, approver=APPROVERS[7],
                                        approve=True) for _ in range(20)])
     counts = Counter(outcomes)
     print(f"\ndouble-click outcomes: {dict(counts)}")
     assert counts == Counter({"counted": 1, "AlreadyVoted": 19}), counts
     assert approvals_for(database, request_id) == 1
-    request, _ = service.get(request_id)
+    request, _ = lookup.request(service, request_id)
     assert request.state is State.PENDING and request.approvers == [APPROVERS[7]]
     assert certificates_for(database, request_id) == 0
     assert audit_actions(database, request_id)["request.voted"] == 1
     assert_chain_intact(database)
 
     # a second approver still decides it, once
-    result = service.vote(request_id, approver=APPROVERS[8], approve=True)
+    result = voting.vote(service, request_id, approver=APPROVERS[8], approve=True)
     assert result.decided and result.issued is not None
     assert_issued_once(database, service, request_id)
 
@@ -333,7 +314,7 @@ def test_concurrent_issue_after_signer_failure(database, make_service, ca_key_pa
     request_id = open_request(service, user_keys, "one-approval")
 
     with pytest.raises(SignerUnavailable):
-        service.vote(request_id, approver=APPROVERS[0], approve=True)
+        voting.vote(service, request_id, approver=APPROVERS[0], approve=True)
     stored = request_row(database, request_id)
     assert stored["state"] == State.APPROVED.value, stored
     assert "unplugged" in (stored["issue_error"] or ""), stored
@@ -341,8 +322,8 @@ def test_concurrent_issue_after_signer_failure(database, make_service, ca_key_pa
     assert certificates_for(database, request_id) == 0
     assert audit_actions(database, request_id)["certificate.issue_failed"] == 1
 
-    calls = [functools.partial(service.issue, request_id) if i % 2 == 0 else service.retry_issuing
-             for i in range(20)]
+    calls = [functools.partial(issuing.issue, service, request_id) if i % 2 == 0
+             else functools.partial(issuing.retry_issuing, service) for i in range(20)]
     outcomes = race(calls)
     counts = Counter(outcomes)
     print(f"\nconcurrent issue/retry outcomes: {dict(counts)}")
@@ -360,16 +341,16 @@ def test_concurrent_issue_after_signer_failure(database, make_service, ca_key_pa
 
 def test_issue_fails_closed_when_audit_fails(database, service, clock, user_keys, monkeypatch):
     request_id = open_request(service, user_keys, "one-approval")
-    real_append = audit.append
+    real_append = audit.append_all
 
-    def failing_append(session, *, action, **kwargs):
-        if action == "certificate.issued":
+    def failing_append(session, events):
+        if any(event.action == "certificate.issued" for event in events):
             raise StorageUnavailable("audit log unavailable (simulated)")
-        return real_append(session, action=action, **kwargs)
+        return real_append(session, events)
 
-    monkeypatch.setattr(audit, "append", failing_append)
+    monkeypatch.setattr(audit, "append_all", failing_append)
     with pytest.raises(StorageUnavailable):
-        service.vote(request_id, approver=APPROVERS[3], approve=True)
+        voting.vote(service, request_id, approver=APPROVERS[3], approve=True)
     assert certificates_for(database, request_id) == 0, "a certificate was recorded unaudited"
     stored = request_row(database, request_id)
     assert stored["state"] == State.APPROVED.value, stored
@@ -382,8 +363,8 @@ def test_issue_fails_closed_when_audit_fails(database, service, clock, user_keys
     assert "recording the certificate failed" in stored["issue_error"], stored
 
     # once the audit log is back, concurrent retries issue exactly one
-    monkeypatch.setattr(audit, "append", real_append)
-    outcomes = race([service.retry_issuing for _ in range(10)])
+    monkeypatch.setattr(audit, "append_all", real_append)
+    outcomes = race([functools.partial(issuing.retry_issuing, service) for _ in range(10)])
     counts = Counter(outcomes)
     assert counts["retry:1"] == 1 and counts["retry:0"] == 9, counts
     assert_issued_once(database, service, request_id)

@@ -1,53 +1,14 @@
-"""storage.db: transactions, and which of them wait for the disk."""
+"""storage.db: transactions, what they wait for, and which indexes the lookups use."""
 
-import os
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import event
 
-from storage import audit, direct
-from storage import requests as requests_repo
 from storage.db import Database
-
-
-def _flush_setting(transaction) -> str:
-    """What a transaction's commit does: SQLite's synchronous level, PostgreSQL's
-    synchronous_commit. Takes a storage.direct Transaction or an ORM session."""
-    if hasattr(transaction, "driver_sql"):
-        run = lambda sql: transaction.driver_sql(sql)[0][0]  # noqa: E731
-        dialect = transaction.dialect.name
-    else:
-        connection = transaction.connection()
-        run = lambda sql: connection.exec_driver_sql(sql).scalar_one()  # noqa: E731
-        dialect = connection.dialect.name
-    if dialect == "sqlite":
-        return {0: "off", 1: "normal", 2: "full", 3: "extra"}[run("PRAGMA synchronous")]
-    return run("SHOW synchronous_commit")
-
-
-def _durable_level(dialect: str) -> str:
-    return "full" if dialect == "sqlite" else "on"
-
-
-def _light_level(dialect: str) -> str:
-    return "normal" if dialect == "sqlite" else "off"
-
-
-@pytest.fixture
-def synced(monkeypatch) -> list[str]:
-    """The files storage.direct syncs to disk itself, in order (it syncs a SQLite WAL after a
-    durable commit instead of committing at synchronous=FULL)."""
-    files: list[str] = []
-    real = direct._datasync
-
-    def datasync(descriptor: int) -> None:
-        files.append(os.readlink(f"/proc/self/fd/{descriptor}"))
-        real(descriptor)
-
-    monkeypatch.setattr(direct, "_datasync", datasync)
-    return files
+from storage.messages import SqlMessages
+from storage.requests import SqlRequests
 
 
 @pytest.fixture
@@ -63,135 +24,41 @@ def database(database: Database) -> Database:
     return database
 
 
-def _wal(database: Database) -> str:
-    return database.engine.url.database + "-wal"
-
-
-def _commits(database: Database) -> dict[str, str]:
-    """What each kind of storage.direct transaction's commit does. On SQLite a durable one
-    commits at NORMAL and then syncs the WAL, which is what FULL does after each commit."""
-    dialect = database.engine.dialect.name
-    return {"durable": "normal + wal synced" if dialect == "sqlite" else _durable_level(dialect),
-            "light": _light_level(dialect)}
-
-
-def test_a_transaction_flushes_to_disk_unless_told_otherwise(database: Database, synced):
-    dialect = database.engine.dialect.name
-    expect = _commits(database)
-    with database.transaction() as connection:
-        level = _flush_setting(connection)
-    assert (level + " + wal synced" if synced else level) == expect["durable"]
-    if dialect == "sqlite":
-        assert synced == [_wal(database)]  # the WAL this database writes, once, after COMMIT
-    synced.clear()
-    with database.transaction(durable=False) as connection:
-        assert _flush_setting(connection) == expect["light"]
-    assert synced == []
-    # The setting does not leak to the next user of the pooled connection, ORM or Core.
-    with database.transaction() as connection:
-        level = _flush_setting(connection)
-    assert (level + " + wal synced" if synced else level) == expect["durable"]
-    synced.clear()
+def test_every_commit_waits_for_the_disk(database: Database):
+    """A certificate handed out is on disk with its audit event, even after a power cut."""
     with database.session() as session:
-        assert _flush_setting(session) == _durable_level(dialect)  # FULL: SQLite syncs itself
-    assert synced == []
+        connection = session.connection()
+        if connection.dialect.name == "sqlite":
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        else:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
 
 
-@pytest.fixture
-def sqlite_database(tmp_path):
-    """SQLite only, for what storage.direct does about SQLite's WAL (PostgreSQL flushes its own
-    WAL at synchronous_commit=on, tested above)."""
+def _can_write_now(database: Database) -> bool:
+    other = sqlite3.connect(database.engine.url.database, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as exc:
+        assert "locked" in str(exc)
+        return False
+    finally:
+        other.close()
+
+
+def test_sqlite_readers_take_no_write_lock_and_writers_do(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
     database.prepare()
-    yield database
-    database.close()
-
-
-def test_the_wal_is_synced_only_after_the_commit(sqlite_database: Database, monkeypatch):
-    """Synced after COMMIT: a sync before it would leave the commit record itself unsynced."""
-    database = sqlite_database
-    seen = []
-    real = direct._datasync
-
-    def datasync(descriptor: int) -> None:
-        # Another connection sees the event when the sync starts: the commit came first.
-        with database.engine.connect() as other:
-            seen.append(other.exec_driver_sql(
-                "SELECT count(*) FROM audit_events WHERE action = 'test.synced'").scalar_one())
-        real(descriptor)
-
-    monkeypatch.setattr(direct, "_datasync", datasync)
-    with database.transaction() as connection:
-        audit.append(connection, actor="t", action="test.synced", subject="x")
-    assert seen == [1]
-
-
-def test_a_failed_wal_sync_fails_the_transaction(sqlite_database: Database, monkeypatch):
-    """The commit is then not known to be on disk: the caller must not release anything."""
-    database = sqlite_database
-
-    def datasync(descriptor: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(direct, "_datasync", datasync)
-    with pytest.raises(OperationalError, match="Input/output error"):
-        with database.transaction() as connection:
-            audit.append(connection, actor="t", action="test.unsynced", subject="x")
-
-
-def test_a_light_transaction_that_fails_leaves_the_next_one_durable(database: Database):
-    dialect = database.engine.dialect.name
-    with pytest.raises(RuntimeError):
-        with database.transaction(durable=False) as connection:
-            audit.append(connection, actor="t", action="test.light", subject="x")
-            raise RuntimeError("boom")
-    with database.session() as session:
-        assert _flush_setting(session) == _durable_level(dialect)
-        assert session.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 0
-
-
-def test_a_light_commit_is_visible_at_once_and_chains_with_durable_ones(database: Database):
-    with database.transaction(durable=False) as connection:
-        audit.append(connection, actor="t", action="test.light", subject="x")
-    with database.transaction() as connection:
-        audit.append(connection, actor="t", action="test.durable", subject="x")
-    with database.session() as session:
-        actions = [row[0] for row in session.execute(
-            text("SELECT action FROM audit_events ORDER BY seq"))]
-        assert actions == ["test.light", "test.durable"]
-        assert audit.verify(session).ok
-
-
-def test_one_connection_runs_light_and_durable_transactions_in_turn(database: Database, synced):
-    """What AccessService.issue does: a light claim, then the durable record, on one
-    Database.connection(); each commits as it should, and the chain links across them."""
-    dialect = database.engine.dialect.name
-    expect = _commits(database)
-    with database.connection() as connection:
-        for round_ in range(3):
-            for durable in (False, True):
-                synced.clear()
-                with connection.transaction(durable=durable) as transaction:
-                    level = _flush_setting(transaction)
-                    audit.append(transaction, actor="t", action=f"test.{round_}.{durable}",
-                                 subject="x")
-                done = level + " + wal synced" if synced else level
-                assert done == expect["durable" if durable else "light"]
-    with database.session() as session:
-        assert _flush_setting(session) == _durable_level(dialect)
-        assert audit.verify(session) == audit.Verification(True, 6)
-
-
-def test_an_in_memory_database_commits_durable_transactions_at_full(synced):
-    """No WAL file to sync: a durable transaction runs at synchronous=FULL instead."""
-    database = Database("sqlite://")
-    database.prepare()
     try:
-        with database.transaction() as connection:
-            assert _flush_setting(connection) == "full"
-        with database.transaction(durable=False) as connection:
-            assert _flush_setting(connection) == "normal"
-        assert synced == []
+        with database.session(read_only=True) as session:
+            SqlRequests(session).pending_of("U1")
+            assert _can_write_now(database)
+        with database.session() as session:
+            SqlRequests(session).pending_of("U1")
+            assert not _can_write_now(database)  # BEGIN IMMEDIATE: writers queue, never fail
+        assert _can_write_now(database)
     finally:
         database.close()
 
@@ -202,19 +69,17 @@ _LEASE = timedelta(minutes=2)
 # it must be able to use: a query whose WHERE does not imply the index's would quietly scan the
 # whole table, decided requests and all.
 _STATE_LOOKUPS = {
-    "past_ttl": (lambda s: requests_repo.past_ttl(session=s, now=_NOW),
+    "past_ttl": (lambda s, db: SqlRequests(s).past_ttl(_NOW, 500),
                  "ix_requests_pending_expires_at"),
-    "pending_count": (lambda s: requests_repo.pending_count(session=s, requester="U1", target="t"),
+    "pending_count": (lambda s, db: SqlRequests(s).pending_count("U1", "t"),
                       "ix_requests_pending_requester"),
-    "pending_of": (lambda s: requests_repo.pending_of(session=s, requester="U1"),
+    "pending_of": (lambda s, db: SqlRequests(s).pending_of("U1"),
                    "ix_requests_pending_requester"),
-    "unposted": (lambda s: requests_repo.unposted(session=s, now=_NOW, lease=_LEASE),
+    "unposted": (lambda s, db: SqlMessages(db).unposted(now=_NOW, lease=_LEASE),
                  "ix_requests_pending_"),
-    "approved_unissued": (
-        lambda s: requests_repo.approved_unissued(session=s, now=_NOW, lease=_LEASE),
-        "ix_requests_approved"),
+    "issuable": (lambda s, db: SqlRequests(s).issuable(_NOW, _LEASE), "ix_requests_approved"),
     "escalate_unreviewed": (
-        lambda s: requests_repo.escalate_unreviewed(session=s, before=_NOW, now=_NOW),
+        lambda s, db: SqlRequests(s).escalate_unreviewed(created_before=_NOW, now=_NOW),
         "ix_requests_breakglass_unreviewed"),
 }
 
@@ -227,7 +92,7 @@ def test_state_lookups_use_the_live_request_indexes(database: Database, lookup: 
                  lambda conn, cursor, statement, parameters, *rest:
                  seen.append((statement, parameters)))
     with database.session() as session:
-        run(session)
+        run(session, database)
         statement, parameters = next((s, p) for s, p in seen if s.lstrip().startswith("SELECT"))
         connection = session.connection()
         if database.engine.dialect.name == "sqlite":

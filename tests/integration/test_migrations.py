@@ -27,7 +27,7 @@ def test_an_existing_database_moves_to_the_live_request_indexes_and_back(databas
     db = Database(database_url)
 
     def migrate(step, revision: str) -> None:
-        with db.engine.begin() as connection:
+        with db.migrating() as connection:
             step(_alembic_config(connection), revision)
 
     def request_indexes() -> set[str]:
@@ -58,4 +58,46 @@ def test_an_existing_database_moves_to_the_live_request_indexes_and_back(databas
     with db.engine.connect() as connection:
         assert connection.execute(text("SELECT id, state FROM requests")).all() == \
             [("req-1", "pending")]
+    db.close()
+
+
+def test_slack_bookkeeping_moves_to_its_own_table_and_back(database_url):
+    """0002 -> 0003: where each request was posted leaves the requests table for slack_messages,
+    rows and all, and the downgrade brings it back."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from storage.db import _alembic_config
+
+    db = Database(database_url)
+
+    def migrate(step, revision: str) -> None:
+        with db.migrating() as connection:
+            step(_alembic_config(connection), revision)
+
+    def rows(sql: str) -> list[tuple]:
+        with db.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql))]
+
+    migrate(command.upgrade, "0002")
+    insert = ("INSERT INTO requests (id, kind, requester, target, duration_seconds, reason, "
+              "key_fingerprint, public_key, state, version, created_at, expires_at, issue_attempts, "
+              "channel, message_ts) VALUES (:id, 'request', 'U1', 'prod-db', 3600, 'why', "
+              "'SHA256:x', 'ssh-ed25519 A', 'pending', 0, '2026-11-22 10:00:00.000000', "
+              "'2026-11-22 10:30:00.000000', 0, :channel, :ts)")
+    with db.engine.begin() as connection:
+        connection.execute(text(insert), {"id": "req-posted", "channel": "C0REQ", "ts": "1.000100"})
+        connection.execute(text(insert), {"id": "req-queued", "channel": "C0REQ", "ts": None})
+        connection.execute(text(insert), {"id": "req-nowhere", "channel": None, "ts": None})
+    migrate(command.upgrade, "head")
+    assert rows("SELECT request_id, channel, ts FROM slack_messages ORDER BY request_id") == [
+        ("req-posted", "C0REQ", "1.000100"), ("req-queued", "C0REQ", None)]
+    with db.engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("requests")}
+    assert not columns & {"channel", "message_ts", "post_claimed_at"}
+    migrate(command.downgrade, "0002")
+    assert rows("SELECT id, channel, message_ts FROM requests ORDER BY id") == [
+        ("req-nowhere", None, None), ("req-posted", "C0REQ", "1.000100"),
+        ("req-queued", "C0REQ", None)]
+    migrate(command.upgrade, "head")
     db.close()

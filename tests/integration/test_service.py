@@ -1,24 +1,27 @@
-"""AccessService end to end on SQLite and PostgreSQL: keys, requests, votes, issuing, break-glass,
+"""The use cases end to end on SQLite and PostgreSQL: keys, requests, votes, issuing, break-glass,
 expiry, revocation, and what happens when the signer fails."""
 
 from __future__ import annotations
 
 import json
-import time
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import OperationalError
 
-from access.policy import parse_policy
-from access.requests import AlreadyVoted, InvalidTransition, PolicyRefusal, State
-from access.service import ISSUE_LEASE, AccessService
+from access import breakglass, issuing, keys, lookup, opening, revoking, sweeps, voting
+from access.context import Access
+from access.errors import AlreadyVoted, InvalidTransition, PolicyRefusal
+from access.issuing import ISSUE_LEASE
+from access.policy_file import parse_policy
+from access.requests import State
 from ca.errors import BadInput, SignerUnavailable
 from ca.signer import CaKeyType, FileSigner, generate_private_key
-from storage import audit, direct
+from storage import audit
 from storage.db import Database, DatabaseBehind
 from storage.models import CertificateRecord, RequestRecord
+from storage.store import SqlStore
 from support.certcheck import parse_certificate_line, verify_signature
 
 POLICY = parse_policy("""
@@ -83,8 +86,8 @@ def signer():
 
 @pytest.fixture
 def service(database, signer, clock, user_keys):
-    svc = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
-    svc.add_key("U0REQ", user_keys["ed25519"].public.line())
+    svc = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    keys.add_key(svc, "U0REQ", user_keys["ed25519"].public.line())
     return svc
 
 
@@ -97,32 +100,32 @@ def _chain_ok(db: Database) -> int:
 
 def test_keys_add_list_remove(service, user_keys):
     bare = " ".join(user_keys["ecdsa-p256"].public.line().split()[:2])
-    key, newly = service.add_key("U0REQ", bare + " laptop")
+    key, newly = keys.add_key(service, "U0REQ", bare + " laptop")
     assert newly and key.comment == "laptop"
-    assert service.add_key("U0REQ", user_keys["ecdsa-p256"].public.line())[1] is False
-    listed = service.list_keys("U0REQ")
+    assert keys.add_key(service, "U0REQ", user_keys["ecdsa-p256"].public.line())[1] is False
+    listed = keys.list_keys(service, "U0REQ")
     assert [k.fingerprint for k in listed][0] == key.fingerprint  # newest first
     assert len(listed) == 2
-    service.remove_key("U0REQ", key.fingerprint)
-    assert [k.fingerprint for k in service.list_keys("U0REQ")] == [user_keys["ed25519"].public.fingerprint]
+    keys.remove_key(service, "U0REQ", key.fingerprint)
+    assert [k.fingerprint for k in keys.list_keys(service, "U0REQ")] == [user_keys["ed25519"].public.fingerprint]
     with pytest.raises(BadInput, match="no registered key"):
-        service.remove_key("U0REQ", key.fingerprint)
+        keys.remove_key(service, "U0REQ", key.fingerprint)
     with pytest.raises(BadInput, match="DSA|unknown key type|not valid base64"):
-        service.add_key("U0REQ", "ssh-dss AAAA")
+        keys.add_key(service, "U0REQ", "ssh-dss AAAA")
     # Another user may register the same key; the pair is what is unique.
-    assert service.add_key("U0OTHER", user_keys["ecdsa-p256"].public.line())[1]
+    assert keys.add_key(service, "U0OTHER", user_keys["ecdsa-p256"].public.line())[1]
 
 
 def test_two_approvals_issue_exactly_one_certificate(service, database, signer, user_keys):
-    request = service.open_request(user="U0REQ", target="prod-db", duration=timedelta(hours=2),
+    request = opening.open_request(service, user="U0REQ", target="prod-db", duration=timedelta(hours=2),
                                    reason="investigating slow queries")
     with pytest.raises(PolicyRefusal, match="your own request"):
-        service.vote(request.id, approver="U0REQ", approve=True)
-    first = service.vote(request.id, approver="U0BOB", approve=True)
+        voting.vote(service, request.id, approver="U0REQ", approve=True)
+    first = voting.vote(service, request.id, approver="U0BOB", approve=True)
     assert not first.decided and first.issued is None
     with pytest.raises(AlreadyVoted):
-        service.vote(request.id, approver="U0BOB", approve=True)
-    second = service.vote(request.id, approver="U0DAVE", approve=True)  # via @dba
+        voting.vote(service, request.id, approver="U0BOB", approve=True)
+    second = voting.vote(service, request.id, approver="U0DAVE", approve=True)  # via @dba
     assert second.decided and second.issued is not None
     certificate = second.issued.certificate
     parsed = parse_certificate_line(certificate.line())
@@ -132,9 +135,9 @@ def test_two_approvals_issue_exactly_one_certificate(service, database, signer, 
     assert parsed.valid_before - parsed.valid_after == 2 * 3600 + 60
     assert certificate.spec.public_key.fingerprint == user_keys["ed25519"].public.fingerprint
     with pytest.raises(InvalidTransition, match="already issued"):
-        service.vote(request.id, approver="U0CAROL", approve=True)
-    stored, info = service.get(request.id)
-    assert stored.state is State.ISSUED and info.serial == certificate.spec.serial
+        voting.vote(service, request.id, approver="U0CAROL", approve=True)
+    stored, stored_certificate = lookup.request(service, request.id)
+    assert stored.state is State.ISSUED and stored_certificate.serial == certificate.spec.serial
     with database.session() as session:
         rows = session.scalars(select(CertificateRecord).where(CertificateRecord.request_id == request.id)).all()
         assert len(rows) == 1 and rows[0].holder == "U0REQ"
@@ -145,296 +148,232 @@ def test_two_approvals_issue_exactly_one_certificate(service, database, signer, 
 
 
 def test_the_issued_request_carries_its_votes(service, clock):
-    """The claim brings the votes back in its RETURNING (a JSON subquery per database): in
-    order, with their approvers, verdicts and aware UTC times, as service.get reads them."""
-    request = service.open_request(user="U0REQ", target="prod-db", duration=timedelta(hours=1),
+    """The claimed request carries its votes: in order, with their approvers, verdicts and aware
+    UTC times, as lookup.request reads them."""
+    request = opening.open_request(service, user="U0REQ", target="prod-db", duration=timedelta(hours=1),
                                    reason="x")
     clock.advance(microseconds=250_001)
-    service.vote(request.id, approver="U0DAVE", approve=True)
+    voting.vote(service, request.id, approver="U0DAVE", approve=True)
     clock.advance(seconds=3)  # a whole second: a zero fraction is stored as such, and read back
     clock.now = clock.now.replace(microsecond=0)
-    issued = service.vote(request.id, approver="U0BOB", approve=True).issued
+    issued = voting.vote(service, request.id, approver="U0BOB", approve=True).issued
     votes = issued.request.votes
     assert [(v.approver, v.approve) for v in votes] == [("U0DAVE", True), ("U0BOB", True)]
     assert [v.at for v in votes] == [datetime(2026, 11, 22, 12, 0, 0, 250_001, tzinfo=timezone.utc),
                                      datetime(2026, 11, 22, 12, 0, 3, tzinfo=timezone.utc)]
     assert all(v.at.utcoffset() == timedelta(0) for v in votes)
-    stored, _ = service.get(request.id)
+    stored, _ = lookup.request(service, request.id)
     assert stored.votes == votes and issued.request.approvers == ["U0DAVE", "U0BOB"]
 
 
 def test_a_breakglass_certificate_is_issued_with_no_votes(service, user_keys):
-    service.add_key("U0GLASS", user_keys["ed25519"].public.line())
-    issued = service.breakglass(user="U0GLASS", target="web", duration=timedelta(minutes=30),
+    keys.add_key(service, "U0GLASS", user_keys["ed25519"].public.line())
+    issued = breakglass.breakglass(service, user="U0GLASS", target="web", duration=timedelta(minutes=30),
                                 reason="pager: web down")
     assert issued.request.votes == ()
 
 
 def test_newest_key_is_certified_unless_another_is_chosen(service, user_keys):
-    service.add_key("U0REQ", user_keys["rsa-2048"].public.line())
-    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="deploy")
+    keys.add_key(service, "U0REQ", user_keys["rsa-2048"].public.line())
+    request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="deploy")
     assert request.key_fingerprint == user_keys["rsa-2048"].public.fingerprint
-    chosen = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="deploy",
+    chosen = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="deploy",
                                   key_fingerprint=user_keys["ed25519"].public.fingerprint)
-    issued = service.vote(chosen.id, approver="U0BOB", approve=True).issued
+    issued = voting.vote(service, chosen.id, approver="U0BOB", approve=True).issued
     assert issued.certificate.spec.public_key.fingerprint == user_keys["ed25519"].public.fingerprint
 
 
 def test_refusals_are_specific(service):
     with pytest.raises(PolicyRefusal, match="no registered SSH public key"):
-        service.open_request(user="U0NOKEY", target="web", duration=timedelta(minutes=30), reason="x")
+        opening.open_request(service, user="U0NOKEY", target="web", duration=timedelta(minutes=30), reason="x")
     with pytest.raises(PolicyRefusal, match="unknown target 'nope'; targets you can request: prod-db, web"):
-        service.open_request(user="U0REQ", target="nope", duration=timedelta(minutes=30), reason="x")
+        opening.open_request(service, user="U0REQ", target="nope", duration=timedelta(minutes=30), reason="x")
     with pytest.raises(PolicyRefusal, match="longer than web's maximum of 1h"):
-        service.open_request(user="U0REQ", target="web", duration=timedelta(hours=2), reason="x")
+        opening.open_request(service, user="U0REQ", target="web", duration=timedelta(hours=2), reason="x")
     for _ in range(3):
-        service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+        opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with pytest.raises(PolicyRefusal, match="already have 3 pending"):
-        service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+        opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with pytest.raises(BadInput, match="no request"):
-        service.vote("req-doesnotexist", approver="U0BOB", approve=True)
+        voting.vote(service, "req-doesnotexist", approver="U0BOB", approve=True)
 
 
 def test_deny_and_expiry_and_cancel(service, clock, database):
-    denied = service.open_request(user="U0REQ", target="prod-db", duration=timedelta(hours=1), reason="x")
-    result = service.vote(denied.id, approver="U0CAROL", approve=False)
+    denied = opening.open_request(service, user="U0REQ", target="prod-db", duration=timedelta(hours=1), reason="x")
+    result = voting.vote(service, denied.id, approver="U0CAROL", approve=False)
     assert result.decided and result.request.state is State.DENIED
-    stale = service.open_request(user="U0REQ", target="prod-db", duration=timedelta(hours=1), reason="y")
-    cancelled = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="z")
+    stale = opening.open_request(service, user="U0REQ", target="prod-db", duration=timedelta(hours=1), reason="y")
+    cancelled = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="z")
     with pytest.raises(PolicyRefusal, match="only the requester or an admin"):
-        service.cancel(cancelled.id, user="U0BOB")
-    assert service.cancel(cancelled.id, user="U0REQ").state is State.CANCELLED
+        voting.cancel(service, cancelled.id, user="U0BOB")
+    assert voting.cancel(service, cancelled.id, user="U0REQ").state is State.CANCELLED
     clock.advance(minutes=29, seconds=59)
-    assert service.expire_due() == []
+    assert sweeps.expire_due(service) == []
     clock.advance(seconds=1)
-    expired = service.expire_due()
+    expired = sweeps.expire_due(service)
     assert [r.id for r in expired] == [stale.id]
-    assert service.get(stale.id)[0].state is State.EXPIRED
-    assert service.expire_due() == []  # once only
+    assert lookup.request(service, stale.id)[0].state is State.EXPIRED
+    assert sweeps.expire_due(service) == []  # once only
     with pytest.raises(InvalidTransition):
-        service.vote(stale.id, approver="U0BOB", approve=True)
+        voting.vote(service, stale.id, approver="U0BOB", approve=True)
     _chain_ok(database)
 
 
 def test_breakglass_issues_at_once_and_is_reviewed(service, user_keys, database):
-    service.add_key("U0GLASS", user_keys["ecdsa-p384"].public.line())
+    keys.add_key(service, "U0GLASS", user_keys["ecdsa-p384"].public.line())
     with pytest.raises(PolicyRefusal, match="not allowed to break glass"):
-        service.breakglass(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+        breakglass.breakglass(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with pytest.raises(PolicyRefusal, match="longer than break-glass's maximum of 1h"):
-        service.breakglass(user="U0GLASS", target="web", duration=timedelta(hours=2), reason="x")
-    issued = service.breakglass(user="U0GLASS", target="web", duration=timedelta(minutes=30),
+        breakglass.breakglass(service, user="U0GLASS", target="web", duration=timedelta(hours=2), reason="x")
+    issued = breakglass.breakglass(service, user="U0GLASS", target="web", duration=timedelta(minutes=30),
                                 reason="site down")
     assert issued.request.kind.value == "breakglass"
     assert issued.certificate.spec.key_id.startswith("vouch:breakglass:")
     with pytest.raises(PolicyRefusal, match="only admins"):
-        service.review(issued.request.id, reviewer="U0BOB")
-    service.review(issued.request.id, reviewer="U0ADMIN")
+        breakglass.review(service, issued.request.id, reviewer="U0BOB")
+    breakglass.review(service, issued.request.id, reviewer="U0ADMIN")
     with pytest.raises(InvalidTransition, match="already reviewed"):
-        service.review(issued.request.id, reviewer="U0ADMIN")
+        breakglass.review(service, issued.request.id, reviewer="U0ADMIN")
     with database.session() as session:
         actions = [e["action"] for e in audit.export(session)]
     assert "breakglass.used" in actions and "breakglass.reviewed" in actions
 
 
 def test_revocation_rights_and_krl(service, database):
-    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
-    certificate = service.vote(request.id, approver="U0BOB", approve=True).issued.certificate
+    request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+    certificate = voting.vote(service, request.id, approver="U0BOB", approve=True).issued.certificate
     serial = str(certificate.spec.serial)
     with pytest.raises(PolicyRefusal, match="only your own"):
-        service.revoke(serial, actor="U0BOB", as_user="U0BOB")
-    [done] = service.revoke(request.id, actor="U0REQ", as_user="U0REQ", reason="done early")
+        revoking.revoke(service, serial, actor="U0BOB", as_user="U0BOB")
+    [done] = revoking.revoke(service, request.id, actor="U0REQ", as_user="U0REQ", reason="done early")
     assert done.newly and done.serial == certificate.spec.serial
-    assert service.get(request.id)[0].state is State.REVOKED
-    [again] = service.revoke(serial, actor="U0ADMIN", as_user="U0ADMIN")
+    assert lookup.request(service, request.id)[0].state is State.REVOKED
+    [again] = revoking.revoke(service, serial, actor="U0ADMIN", as_user="U0ADMIN")
     assert not again.newly
     from ca.krl import decode_krl
-    [section] = decode_krl(service.krl()).certificates
+    [section] = decode_krl(revoking.krl(service)).certificates
     assert section.revokes_serial(certificate.spec.serial)
     with pytest.raises(BadInput, match="no certificate with serial 42"):
-        service.revoke("42", actor="x")
+        revoking.revoke(service, "42", actor="x")
     with pytest.raises(BadInput, match="not a certificate serial"):
-        service.revoke("0", actor="x")
+        revoking.revoke(service, "0", actor="x")
 
 
 def test_signer_failure_keeps_the_request_approved_and_retry_issues(database, clock, signer, user_keys):
     flaky = FlakySigner(signer)
-    service = AccessService(database, flaky, policy=lambda: POLICY, directory=Groups(), clock=clock)
-    service.add_key("U0REQ", user_keys["ed25519"].public.line())
-    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+    service = Access(SqlStore(database), flaky, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
+    request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with pytest.raises(SignerUnavailable, match="not present"):
-        service.vote(request.id, approver="U0BOB", approve=True)
-    stored, info = service.get(request.id)
-    assert stored.state is State.APPROVED and "not present" in info.issue_error
-    assert info.serial is None
+        voting.vote(service, request.id, approver="U0BOB", approve=True)
+    stored, stored_certificate = lookup.request(service, request.id)
+    assert stored.state is State.APPROVED and "not present" in stored.issue_error
+    assert stored_certificate is None
     with database.session() as session:
         assert session.scalar(select(CertificateRecord.id)) is None
-    assert service.retry_issuing() == []  # still down: nothing issued, nothing raised
+    assert issuing.retry_issuing(service) == []  # still down: nothing issued, nothing raised
     flaky.down = False
-    [issued] = service.retry_issuing()
+    [issued] = issuing.retry_issuing(service)
     assert issued.request.id == request.id
-    assert service.get(request.id)[0].state is State.ISSUED
-    assert service.retry_issuing() == []
+    assert lookup.request(service, request.id)[0].state is State.ISSUED
+    assert issuing.retry_issuing(service) == []
     _chain_ok(database)
 
 
 def test_an_abandoned_claim_is_retried_after_the_lease(database, clock, signer, user_keys):
-    service = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
-    service.add_key("U0REQ", user_keys["ed25519"].public.line())
-    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+    service = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
+    request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with database.session() as session:  # a replica approved and claimed it, then died
         session.execute(text("UPDATE requests SET state='approved', issue_claimed_at=:t, issue_serial=5 "
                              "WHERE id=:id"), {"t": clock.now.replace(tzinfo=None) if database.url.startswith("sqlite")
                                                 else clock.now, "id": request.id})
-    assert service.issue(request.id) is None
+    assert issuing.issue(service, request.id) is None
     clock.advance(seconds=ISSUE_LEASE.total_seconds() + 1)
-    [issued] = service.retry_issuing()
+    [issued] = issuing.retry_issuing(service)
     assert issued.certificate.spec.serial != 5
 
 
 def test_a_fresh_approval_is_left_to_the_worker_that_approved_it(database, clock, signer, user_keys):
     """Between the deciding vote's commit and its own issue() (or break-glass's), the retry sweep
     of another thread or replica must not take the request: the approver would get nothing."""
-    service = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
-    service.add_key("U0REQ", user_keys["ed25519"].public.line())
-    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+    service = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
+    request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with database.session() as session:  # approved just now; its worker has not claimed it yet
         now = clock.now.replace(tzinfo=None) if database.url.startswith("sqlite") else clock.now
         session.execute(text("UPDATE requests SET state='approved', decided_at=:t WHERE id=:id"),
                         {"t": now, "id": request.id})
-    assert service.retry_issuing() == []
+    assert issuing.retry_issuing(service) == []
     clock.advance(seconds=ISSUE_LEASE.total_seconds() - 1)
-    assert service.retry_issuing() == []
+    assert issuing.retry_issuing(service) == []
     clock.advance(seconds=2)  # the approving worker died before issuing: the sweep takes over
-    [issued] = service.retry_issuing()
+    [issued] = issuing.retry_issuing(service)
     assert issued.request.id == request.id
 
 
 def test_audit_write_failure_releases_no_certificate(database, clock, signer, user_keys, monkeypatch):
-    service = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
-    service.add_key("U0REQ", user_keys["ed25519"].public.line())
-    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
-    real_append = audit.append
+    service = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
+    request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+    real_append = audit.append_all
 
-    def failing(session, **kwargs):
-        if kwargs["action"] == "certificate.issued":
+    def failing(session, events):
+        if any(event.action == "certificate.issued" for event in events):
             raise RuntimeError("audit store full")
-        return real_append(session, **kwargs)
+        return real_append(session, events)
 
-    monkeypatch.setattr(audit, "append", failing)
+    monkeypatch.setattr(audit, "append_all", failing)
     with pytest.raises(RuntimeError, match="audit store full"):
-        service.vote(request.id, approver="U0BOB", approve=True)
+        voting.vote(service, request.id, approver="U0BOB", approve=True)
     with database.session() as session:
         assert session.scalar(select(CertificateRecord.id)) is None
         assert session.get(RequestRecord, request.id).state == "approved"
-    monkeypatch.setattr(audit, "append", real_append)
+    monkeypatch.setattr(audit, "append_all", real_append)
     clock.advance(seconds=ISSUE_LEASE.total_seconds() + 1)
-    assert len(service.retry_issuing()) == 1
+    assert len(issuing.retry_issuing(service)) == 1
     _chain_ok(database)
 
 
-def test_a_certificate_whose_commit_is_not_known_on_disk_is_not_released(tmp_path, clock, signer,
-                                                                         user_keys, monkeypatch):
-    """SQLite: the durable commit syncs the WAL itself (storage.direct.sync_wal). If that sync
-    fails, the certificate may not be on disk, so it is not handed out."""
-    database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
-    database.prepare()
-    service = AccessService(database, signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
-    service.add_key("U0REQ", user_keys["ed25519"].public.line())
-    request = service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
+class LockProbe:
+    """A signer that, while it signs, checks that the issuing path holds no lock another writer
+    would wait for: the claim committed before signing, as a YubiKey takes tens of milliseconds."""
 
-    def failing(descriptor):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(direct, "_datasync", failing)
-    with pytest.raises(OperationalError, match="Input/output error"):
-        service.vote(request.id, approver="U0BOB", approve=True)
-    database.close()
-
-
-class SlowSigner:
-    """A signer that takes as long as a YubiKey does (tens of milliseconds)."""
-
-    def __init__(self, inner, seconds: float) -> None:
-        self.inner, self.seconds = inner, seconds
+    def __init__(self, inner, database: Database) -> None:
+        self.inner, self.database, self.probes = inner, database, 0
         self.public_key = inner.public_key
 
     def sign(self, data: bytes) -> bytes:
-        time.sleep(self.seconds)
+        url = self.database.engine.url
+        if url.get_backend_name() == "sqlite":
+            other = sqlite3.connect(url.database, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # "database is locked" if a writer held it
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+        else:
+            with self.database.engine.connect() as connection:
+                with connection.begin():
+                    connection.exec_driver_sql("SET LOCAL lock_timeout = '1ms'")
+                    connection.exec_driver_sql("SELECT 1 FROM audit_head FOR UPDATE")
+                    connection.exec_driver_sql("SELECT 1 FROM requests FOR UPDATE")
+        self.probes += 1
         return self.inner.sign(data)
 
 
-@pytest.mark.parametrize(("delay", "commits"), [(0.0, [2, 1, 1]), (0.015, [2, 2, 2])])
-def test_sqlite_signs_inside_the_transaction_only_after_quick_signatures(tmp_path, clock, signer,
-                                                                         user_keys, monkeypatch,
-                                                                         delay, commits):
-    """The first certificate is issued in two transactions (the claim commits before signing);
-    after a signature quicker than QUICK_SIGNING, claim, signature and record share one. A
-    signer as slow as a YubiKey never holds the write lock while it signs."""
-    database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
-    database.prepare()
-    service = AccessService(database, SlowSigner(signer, delay), policy=lambda: POLICY,
-                            directory=Groups(), clock=clock)
-    service.add_key("U0REQ", user_keys["ed25519"].public.line())
-    counted = []
-    real_commit = direct.Transaction.commit
-
-    def commit(transaction):
-        counted.append(1)
-        real_commit(transaction)
-
-    monkeypatch.setattr(direct.Transaction, "commit", commit)
-    seen = []
-    for _ in commits:
-        request = service.open_request(user="U0REQ", target="web",
-                                       duration=timedelta(minutes=30), reason="x")
-        counted.clear()
-        assert service.vote(request.id, approver="U0BOB", approve=True).issued is not None
-        seen.append(len(counted))
-    assert seen == commits
+def test_no_lock_is_held_while_the_signer_works(database, clock, signer, user_keys):
+    probe = LockProbe(signer, database)
+    service = Access(SqlStore(database), probe, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
+    keys.add_key(service, "U0GLASS", user_keys["ed25519"].public.line())
+    request = opening.open_request(service, user="U0REQ", target="web",
+                                   duration=timedelta(minutes=30), reason="x")
+    assert voting.vote(service, request.id, approver="U0BOB", approve=True).issued is not None
+    assert breakglass.breakglass(service, user="U0GLASS", target="web",
+                                 duration=timedelta(minutes=30), reason="pager") is not None
+    assert probe.probes == 2
     _chain_ok(database)
-    with database.session() as session:
-        actions = [e["action"] for e in audit.export(session)]
-    assert actions.count("certificate.reserved") == actions.count("certificate.issued") == 3
-    database.close()
-
-
-def test_a_signature_that_fails_slowly_moves_issuing_out_of_the_transaction(tmp_path, clock, signer,
-                                                                             user_keys, monkeypatch):
-    """A token that times out after quick signatures must not hold the write lock next time."""
-    database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
-    database.prepare()
-    slow = SlowSigner(signer, 0.0)
-    service = AccessService(database, slow, policy=lambda: POLICY, directory=Groups(), clock=clock)
-    service.add_key("U0REQ", user_keys["ed25519"].public.line())
-    counted = []
-    real_commit = direct.Transaction.commit
-    monkeypatch.setattr(direct.Transaction, "commit",
-                        lambda transaction: (counted.append(1), real_commit(transaction))[1])
-
-    def request() -> str:
-        return service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30),
-                                    reason="x").id
-
-    service.vote(request(), approver="U0BOB", approve=True)  # quick: the next one is at once
-    failing = request()
-    real_sign = slow.sign
-
-    def timing_out(data: bytes) -> bytes:
-        time.sleep(0.015)
-        raise SignerUnavailable("the token timed out (simulated)")
-
-    slow.sign = timing_out
-    counted.clear()
-    with pytest.raises(SignerUnavailable):
-        service.vote(failing, approver="U0BOB", approve=True)
-    assert len(counted) == 1  # signed inside the transaction; failure recorded in it
-    assert service.get(failing)[0].state is State.APPROVED
-    slow.sign = real_sign
-    counted.clear()
-    assert service.issue(failing) is not None
-    assert len(counted) == 2  # after the slow failure: the claim committed before signing
-    _chain_ok(database)
-    database.close()
 
 
 def test_database_behind_migrations_is_refused(database_url):
@@ -452,7 +391,7 @@ def test_database_behind_migrations_is_refused(database_url):
 
 
 def test_audit_details_are_json(service, database):
-    service.open_request(user="U0REQ", target="web", duration=timedelta(minutes=30), reason="ünïcode ✓")
+    opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="ünïcode ✓")
     with database.session() as session:
         [event] = [e for e in audit.export(session) if e["action"] == "request.created"]
     assert event["details"]["reason"] == "ünïcode ✓"

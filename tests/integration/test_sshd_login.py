@@ -7,13 +7,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from access.service import AccessService
+from access import issuing, revoking
+from access.context import Access
 from ca.cert import CertificateSpec, new_serial, sign_certificate, validity
 from ca.krl import Revocations, encode_krl
 from ca.pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
 from ca.signer import CaKeyType, FileSigner, generate_private_key
 from conftest import run
 from storage.db import Database
+from storage.store import SqlStore
 from support.sshd import Sshd, ensure_test_user, require_sshd
 
 PRINCIPAL = "vouchtest-ok"
@@ -154,16 +156,16 @@ def test_service_revocation_reaches_sshd(tmp_path, sshd, cas, user_keys):
     """The operator's path: sign through the service, revoke by serial, publish the KRL."""
     db = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
     db.prepare()
-    service = AccessService(db, cas["ecdsa-p256"])
+    service = Access(SqlStore(db), cas["ecdsa-p256"])
     key = user_keys["ed25519"]
-    certificate = service.sign_direct(public_key=key.public, principals=[PRINCIPAL],
+    certificate = issuing.sign_direct(service, public_key=key.public, principals=[PRINCIPAL],
                                       duration=timedelta(minutes=10), actor="test")
     path = tmp_path / "cert.pub"
     path.write_text(certificate.line() + "\n")
     assert sshd.login(key.private, path).ok
-    sshd.set_revoked_keys(service.krl())
+    sshd.set_revoked_keys(revoking.krl(service))
     assert sshd.login(key.private, path).ok  # nothing revoked yet
-    [revoked] = service.revoke(str(certificate.spec.serial), actor="test", reason="laptop lost")
+    [revoked] = revoking.revoke(service, str(certificate.spec.serial), actor="test", reason="laptop lost")
     assert revoked.newly
-    sshd.set_revoked_keys(service.krl())
+    sshd.set_revoked_keys(revoking.krl(service))
     assert "revoked by file" in _refused(sshd, key, path)

@@ -1,4 +1,4 @@
-"""Stateful property test: AccessService on a fresh SQLite database, driven by random actions.
+"""Stateful property test: the use cases on a fresh SQLite database, driven by random actions.
 
 A hypothesis RuleBasedStateMachine plays seven Slack users against one policy (two targets, one
 needing a single approval and one needing 2 of 3, break-glass on one target) with a fake clock
@@ -24,14 +24,16 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, initialize, inva
                                  rule, run_state_machine_as_test)
 from sqlmodel import select
 
-from access.policy import parse_policy
-from access.requests import AlreadyVoted, InvalidTransition, PolicyRefusal
-from access.service import AccessService
+from access import breakglass, keys, opening, revoking, sweeps, voting
+from access.context import Access
+from access.errors import AlreadyVoted, InvalidTransition, PolicyRefusal
+from access.policy_file import parse_policy
 from ca.errors import BadInput
 from ca.signer import CaKeyType, FileSigner, generate_private_key
 from storage import audit
 from storage.db import Database
 from storage.models import ApprovalRecord, AuditEvent, CertificateRecord, RequestRecord
+from storage.store import SqlStore
 
 EXPECTED_REFUSALS = (PolicyRefusal, InvalidTransition, AlreadyVoted, BadInput)
 
@@ -159,7 +161,7 @@ class AccessMachine(RuleBasedStateMachine):
         self.now = datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
         self.fingerprints: dict[str, str] = {}   # user -> registered key fingerprint
         self.seen: dict[str, str] = {}           # request id -> last state seen in the database
-        self.service: AccessService | None = None
+        self.service: Access | None = None
 
     def teardown(self) -> None:
         self.db.close()
@@ -201,13 +203,13 @@ class AccessMachine(RuleBasedStateMachine):
         ca_type=st.sampled_from([CaKeyType.ECDSA_P256, CaKeyType.ED25519, CaKeyType.ECDSA_P384,
                                  CaKeyType.RSA_3072]))
     def setup(self, key_types, ca_type):
-        self.service = AccessService(self.db, ca_signer(ca_type), policy=lambda: POLICY,
-                                     directory=Groups(), clock=lambda: self.now)
+        self.service = Access(SqlStore(self.db), ca_signer(ca_type), policy=lambda: POLICY,
+                              directory=Groups(), clock=lambda: self.now)
         for user, key_type in key_types.items():
             if key_type is None:
                 continue  # this user never registered a key
             key = self.user_keys[key_type]
-            public, newly = self.service.add_key(user, key.public_path.read_text())
+            public, newly = keys.add_key(self.service, user, key.public_path.read_text())
             assert newly
             self.fingerprints[user] = public.fingerprint
 
@@ -232,7 +234,7 @@ class AccessMachine(RuleBasedStateMachine):
         expect = (user in self.fingerprints and spec is not None and user in spec["requesters"]
                   and spec["min"] <= duration <= spec["max"] and reason_ok(reason)
                   and self.pending_for(user, target_name) < 3)
-        ok, result = self.attempt("open_request", lambda: self.service.open_request(
+        ok, result = self.attempt("open_request", lambda: opening.open_request(self.service, 
             user=user, target=target_name, duration=duration, reason=reason))
         assert ok == expect, f"open_request by {user} for {target_name!r} {duration} " \
                              f"reason={reason!r}: expected {'accept' if expect else 'refusal'}, " \
@@ -257,7 +259,7 @@ class AccessMachine(RuleBasedStateMachine):
         expect = (before.state == "pending" and self.now < before.expires_at
                   and voter != before.requester and voter in spec["approvers"]
                   and voter not in voted)
-        ok, result = self.attempt("vote", lambda: self.service.vote(request_id, approver=voter,
+        ok, result = self.attempt("vote", lambda: voting.vote(self.service, request_id, approver=voter,
                                                                     approve=approve))
         assert ok == expect, f"vote by {voter} ({approve}) on {before.state} request of " \
                              f"{before.requester} for {before.target}: expected " \
@@ -299,7 +301,7 @@ class AccessMachine(RuleBasedStateMachine):
                 RequestRecord.state == "pending")))
             due = {r.id for r in pending if r.expires_at <= self.now}
         before = self.states()
-        moved = {r.id for r in self.service.expire_due()}
+        moved = {r.id for r in sweeps.expire_due(self.service)}
         assert moved == due, f"expired {sorted(moved)}, due {sorted(due)}"
         after = self.states()
         for rid, state in after.items():
@@ -311,7 +313,7 @@ class AccessMachine(RuleBasedStateMachine):
         before, _, _ = self.load(request_id)
         expect = ((user == before.requester or user in ADMINS)
                   and before.state in ("pending", "approved"))
-        ok, result = self.attempt("cancel", lambda: self.service.cancel(request_id, user=user))
+        ok, result = self.attempt("cancel", lambda: voting.cancel(self.service, request_id, user=user))
         assert ok == expect, f"cancel by {user} of {before.state} request of {before.requester}: " \
                              f"expected {'accept' if expect else 'refusal'}, got {result!r}"
         after, _, _ = self.load(request_id)
@@ -323,7 +325,7 @@ class AccessMachine(RuleBasedStateMachine):
         assert cert is not None
         reference = request_id if by_request else str(cert.serial)
         expect = user == cert.holder or user in ADMINS
-        ok, result = self.attempt("revoke", lambda: self.service.revoke(
+        ok, result = self.attempt("revoke", lambda: revoking.revoke(self.service, 
             reference, actor=user, reason="property test", as_user=user))
         assert ok == expect, f"revoke by {user} of {cert.holder}'s certificate: expected " \
                              f"{'accept' if expect else 'refusal'}, got {result!r}"
@@ -349,7 +351,7 @@ class AccessMachine(RuleBasedStateMachine):
         expect = (user in BREAKGLASS["users"] and user in self.fingerprints
                   and target_name in BREAKGLASS["targets"] and duration <= BREAKGLASS["max"]
                   and reason_ok(reason))
-        ok, result = self.attempt("breakglass", lambda: self.service.breakglass(
+        ok, result = self.attempt("breakglass", lambda: breakglass.breakglass(self.service, 
             user=user, target=target_name, duration=duration, reason=reason))
         assert ok == expect, f"breakglass by {user} on {target_name!r} {duration} " \
                              f"reason={reason!r}: expected {'accept' if expect else 'refusal'}, " \
@@ -366,7 +368,7 @@ class AccessMachine(RuleBasedStateMachine):
         before, _, _ = self.load(request_id)
         expect = (reviewer in ADMINS and before.kind == "breakglass"
                   and before.requester != reviewer and before.reviewed_at is None)
-        ok, result = self.attempt("review", lambda: self.service.review(request_id,
+        ok, result = self.attempt("review", lambda: breakglass.review(self.service, request_id,
                                                                         reviewer=reviewer))
         assert ok == expect, f"review by {reviewer} of {before.kind} by {before.requester} " \
                              f"(reviewed_by={before.reviewed_by}): expected " \

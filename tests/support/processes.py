@@ -13,7 +13,7 @@ import multiprocessing
 import os
 
 START_METHOD = os.environ.get("VOUCH_TEST_START_METHOD", "forkserver")
-PRELOAD = ["pytest", "access.service", "access.policy", "ca.signer", "storage.db", "storage.audit",
+PRELOAD = ["pytest", "access.voting", "access.policy_file", "ca.signer", "storage.store",
            "sqlite3", "sqlalchemy.dialects.sqlite.pysqlite", "psycopg",
            "sqlalchemy.dialects.postgresql.psycopg"]
 

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from access.policy import PolicyError, load_policy, parse_policy
+from access.policy import People, find_person
+from access.policy_file import PolicyError, load_policy, parse_policy
 from ca.errors import BadInput
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "policy.yaml"
@@ -49,9 +50,30 @@ def test_people_resolve_users_and_groups():
     policy = load_policy(str(EXAMPLE))
     approvers = policy.target("prod-db").approvers
     directory = Groups({"@db-owners": ["U0CAROL"]})
-    assert approvers.includes("U0BOB", directory)
-    assert approvers.includes("U0CAROL", directory)
-    assert not approvers.includes("U0MALLORY", directory)
+    assert approvers.includes(find_person("U0BOB", directory, approvers))
+    assert approvers.includes(find_person("U0CAROL", directory, approvers))
+    assert not approvers.includes(find_person("U0MALLORY", directory, approvers))
+
+
+class CountingGroups:
+    def __init__(self, members):
+        self.members_of, self.asked = members, []
+
+    def members(self, handle):
+        self.asked.append(handle)
+        return frozenset(self.members_of.get(handle, ()))
+
+
+def test_groups_are_looked_up_only_when_the_answer_depends_on_them():
+    policy = load_policy(str(EXAMPLE))
+    approvers = policy.target("prod-db").approvers
+    directory = CountingGroups({"@db-owners": ["U0CAROL"]})
+    bob = find_person("U0BOB", directory, approvers)  # listed by ID: no lookup
+    assert directory.asked == [] and approvers.includes(bob)
+    assert find_person("U0ANY", directory, People(everyone=True)).groups == frozenset()
+    assert directory.asked == []
+    carol = find_person("U0CAROL", directory, approvers)
+    assert directory.asked == ["@db-owners"] and carol.groups == {"@db-owners"}
 
 
 BAD = """\

@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from access.service import AccessService
+from access import revoking
+from access.context import Access
 from bot.metrics import Metrics
 from ca.errors import VouchError
 from storage.db import Database
@@ -28,7 +29,7 @@ log = logging.getLogger("vouch.web")
 _MAX_BODY = 1024 * 1024
 
 
-def create_web_app(*, bolt: App | None, service: AccessService, db: Database,
+def create_web_app(*, bolt: App | None, access: Access, db: Database,
                    metrics: Metrics) -> Starlette:
     limiter = anyio.CapacityLimiter(64)
 
@@ -51,7 +52,7 @@ def create_web_app(*, bolt: App | None, service: AccessService, db: Database,
         def check() -> str | None:
             try:
                 db.ping()
-                service.signer.check()
+                access.signer.check()
             except VouchError as exc:
                 return exc.message
             return None
@@ -65,11 +66,11 @@ def create_web_app(*, bolt: App | None, service: AccessService, db: Database,
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def ca_pub(request: Request) -> Response:
-        return PlainTextResponse(service.signer.public_key.line() + " vouch-ca\n")
+        return PlainTextResponse(access.signer.public_key.line() + " vouch-ca\n")
 
     async def krl(request: Request) -> Response:
         try:
-            data = await anyio.to_thread.run_sync(service.krl)
+            data = await anyio.to_thread.run_sync(revoking.krl, access)
         except VouchError as exc:
             log.error("KRL unavailable: %s", exc.detail)
             return PlainTextResponse(f"KRL unavailable: {exc.message}\n", status_code=503)

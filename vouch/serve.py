@@ -1,4 +1,5 @@
-"""`vouch serve`: build everything from settings, check it, and run it."""
+"""`vouch serve`: the composition root. Builds everything from settings, checks it, and runs it:
+the only module that knows every package."""
 
 from __future__ import annotations
 
@@ -11,19 +12,23 @@ from dataclasses import dataclass
 import uvicorn
 from slack_sdk.errors import SlackApiError
 
+from access.context import Access
 from access.durations import parse_duration
-from access.policy import PolicyError, PolicyStore
-from access.service import AccessService
-from bot.app import Bot, build_app
+from access.policy_file import PolicyError, PolicyStore
+from bot.app import build_app
+from bot.handlers import Bot
 from bot.jobs import Jobs, Scheduler
 from bot.metrics import Metrics
+from bot.notifier import Notifier
 from bot.slack import SlackDirectory, SlackGateway, SlackUnavailable, make_client
-from bot.web import create_web_app
 from ca.errors import BadInput
 from ca.keystore import open_signer
 from storage.db import Database
+from storage.messages import SqlMessages
+from storage.store import SqlStore
 from vouch.logs import configure_logging
 from vouch.settings import Settings
+from vouch.web import create_web_app
 
 log = logging.getLogger("vouch.serve")
 
@@ -52,7 +57,7 @@ class Vouch:
 
     settings: Settings
     db: Database
-    service: AccessService
+    access: Access
     bot: Bot
     web: object
     jobs: Jobs
@@ -65,14 +70,14 @@ class Vouch:
             policy = self.policy.reload()
         except (PolicyError, BadInput) as exc:
             log.error("policy reload refused, keeping the previous policy: %s", exc.detail)
-            self.service.audit_event(actor="vouch", action="policy.reload_refused",
-                                     subject=f"policy:{self.policy.path}",
-                                     details={"problems": exc.detail.splitlines()[:50]})
+            self.access.record(actor="vouch", action="policy.reload_refused",
+                               subject=f"policy:{self.policy.path}",
+                               details={"problems": exc.detail.splitlines()[:50]})
             return
         log.info("policy reloaded: %d targets", len(policy.targets))
-        self.service.audit_event(actor="vouch", action="policy.reloaded",
-                                 subject=f"policy:{self.policy.path}",
-                                 details={"targets": sorted(policy.targets)})
+        self.access.record(actor="vouch", action="policy.reloaded",
+                           subject=f"policy:{self.policy.path}",
+                           details={"targets": sorted(policy.targets)})
 
 
 def build(settings: Settings) -> Vouch:
@@ -96,17 +101,19 @@ def build(settings: Settings) -> Vouch:
     except SlackUnavailable as exc:
         raise BadInput(f"Slack did not accept VOUCH_SLACK_BOT_TOKEN at {settings.slack_api_url}: "
                        f"{exc.message}") from None
-    service = AccessService(db, signer, policy=policy, directory=SlackDirectory(gateway))
-    bot = Bot(service, gateway, metrics, team_id=team_id, policy=policy)
+    access = Access(SqlStore(db), signer, policy=policy, directory=SlackDirectory(gateway))
+    notifier = Notifier(access, gateway, SqlMessages(db), metrics)
+    bot = Bot(access, notifier, gateway, metrics, team_id=team_id)
     bolt = build_app(bot, client, signing_secret or "unused-in-socket-mode")
     socket_mode = None
     if app_token:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         socket_mode = SocketModeHandler(bolt, app_token, web_client=client)
-    web = create_web_app(bolt=None if app_token else bolt, service=service, db=db, metrics=metrics)
-    return Vouch(settings=settings, db=db, service=service, bot=bot, web=web, jobs=Jobs(bot),
-                 policy=policy, interval=interval, socket_mode=socket_mode)
+    web = create_web_app(bolt=None if app_token else bolt, access=access, db=db, metrics=metrics)
+    return Vouch(settings=settings, db=db, access=access, bot=bot, web=web,
+                 jobs=Jobs(access, notifier), policy=policy, interval=interval,
+                 socket_mode=socket_mode)
 
 
 def check_port(host: str, port: int) -> None:

@@ -1,0 +1,66 @@
+"""Break-glass: access with no approver, issued at once, audited loudly, reviewed afterwards."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from access import requests as rules
+from access.context import Access
+from access.errors import InvalidTransition, PolicyRefusal, VouchError
+from access.issuing import Issued, issue
+from access.keys import choose_key
+from access.lookup import find
+from access.opening import details
+from access.policy import People
+from access.requests import Request
+
+
+def breakglass(access: Access, *, user: str, target: str, duration: timedelta,
+               reason: str) -> Issued:
+    policy = access.policy
+    person = access.person(user, policy.breakglass.users if policy.breakglass else People())
+    now = access.clock()
+    with access.unit() as unit:
+        key = choose_key(unit, user, None)
+        request = rules.open_breakglass(policy, user=person, target_name=target, duration=duration,
+                                        reason=reason, key_fingerprint=key.fingerprint,
+                                        public_key=key.public_key, now=now)
+        unit.requests.add(request)
+        unit.audit.record(actor=user, action="breakglass.used", subject=f"request:{request.id}",
+                          now=now, details=details(request))
+    issued = issue(access, request.id)
+    if issued is None:  # only possible if someone else issued this brand-new request
+        raise VouchError("break-glass certificate was not issued", detail=request.id)
+    return issued
+
+
+def review(access: Access, request_id: str, *, reviewer: str) -> Request:
+    """An admin marks a break-glass use as reviewed; the first review stands."""
+    policy = access.policy
+    person = access.person(reviewer, policy.admins)
+    if not policy.admins.includes(person):
+        raise PolicyRefusal("only admins can review break-glass use")
+    now = access.clock()
+    with access.unit() as unit:
+        request = find(unit, request_id)
+        rules.review(policy, request, reviewer=person)
+        if not unit.requests.mark_reviewed(request_id, by=reviewer, now=now):
+            raise InvalidTransition("this break-glass use was already reviewed")
+        unit.audit.record(actor=reviewer, action="breakglass.reviewed",
+                          subject=f"request:{request_id}", now=now)
+    return request
+
+
+def escalate_unreviewed(access: Access) -> list[Request]:
+    """Break-glass uses past review_within with no review, each escalated once."""
+    policy = access.policy
+    if policy.breakglass is None:
+        return []
+    now = access.clock()
+    with access.unit() as unit:
+        due = unit.requests.escalate_unreviewed(
+            created_before=now - policy.breakglass.review_within, now=now)
+        for request in due:
+            unit.audit.record(actor="vouch", action="breakglass.escalated",
+                              subject=f"request:{request.id}", now=now)
+    return due

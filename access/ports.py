@@ -1,0 +1,148 @@
+"""What the use cases need from persistence, stated as small interfaces; `storage` implements
+them (SQLite, PostgreSQL), the unit tests fake them in memory.
+
+A Unit is one transaction: committed when its `with` block ends, rolled back if it raises.
+Repositories take and return domain values, never rows. State moves by compare-and-set, so a
+repository answers False (or None) when someone else got there first; Duplicate is a unique
+constraint's refusal (a concurrent double click, a serial or request certified twice).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from access.requests import Request, Vote
+from ca.cert import Certificate
+from ca.keys import PublicKey
+
+
+class Duplicate(Exception):
+    """A unique constraint refused the write: someone else already did this (a lost race)."""
+
+
+@dataclass(frozen=True)
+class RegisteredKey:
+    """A public key a user registered; certificates are issued for these only."""
+
+    user: str
+    key_type: str
+    public_key: str  # OpenSSH line without comment
+    fingerprint: str
+    comment: str
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredCertificate:
+    """A certificate Vouch signed, as recorded."""
+
+    serial: int
+    key_id: str
+    principals: tuple[str, ...]
+    valid_before: datetime
+    holder: str | None  # the Slack user it was issued to; None when signed directly
+    request_id: str | None
+    revoked_at: datetime | None = None
+
+
+class Requests(Protocol):
+    def add(self, request: Request) -> None: ...
+
+    def get(self, request_id: str, *, lock: bool = False) -> Request | None:
+        """With its votes. lock: hold the row until the unit ends (voters queue, not race)."""
+
+    def move(self, before: Request, after: Request) -> bool:
+        """Store `after`'s state and decision time if the request is still `before` (its state
+        and version); False when someone else moved it first."""
+
+    def add_vote(self, request_id: str, vote: Vote) -> None:
+        """Raises Duplicate when this approver already voted."""
+
+    def pending_count(self, requester: str, target: str) -> int: ...
+
+    def pending_of(self, requester: str) -> list[Request]: ...
+
+    def past_ttl(self, now: datetime, limit: int) -> list[Request]:
+        """Pending requests whose TTL ran out, oldest first."""
+
+    def claim_issue(self, request_id: str, *, serial: int, now: datetime,
+                    lease: timedelta) -> Request | None:
+        """Reserve `serial` for an approved request unless someone holds a claim younger than
+        `lease`; the request, or None."""
+
+    def release_issue(self, request_id: str, *, serial: int, error: str) -> None:
+        """Signing under the claim on `serial` failed: record why and let a retry claim it."""
+
+    def mark_issued(self, request_id: str, *, serial: int, now: datetime) -> bool:
+        """approved -> issued, only for the holder of the claim on `serial`."""
+
+    def issuable(self, now: datetime, lease: timedelta) -> list[str]:
+        """Approved requests to issue again: failed, abandoned (claim older than `lease`), or
+        never tried within `lease` of their approval."""
+
+    def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
+        """The first review of a break-glass use stands; False if it was reviewed already."""
+
+    def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
+        """Break-glass uses created before then, unreviewed and not yet escalated: mark them."""
+
+
+class Certificates(Protocol):
+    def add(self, certificate: Certificate, *, ca_fingerprint: str, issued_at: datetime,
+            issued_by: str, request_id: str | None, holder: str | None) -> None:
+        """Raises Duplicate when the serial or the request already has a certificate."""
+
+    def by_serial(self, serial: int) -> StoredCertificate | None: ...
+
+    def of_request(self, request_id: str) -> list[StoredCertificate]: ...
+
+    def live_of(self, holder: str, now: datetime) -> list[StoredCertificate]: ...
+
+    def due_reminder(self, now: datetime, within: timedelta, limit: int) -> list[StoredCertificate]:
+        """Live certificates of a holder expiring within `within`, not yet reminded."""
+
+    def mark_reminded(self, serial: int, at: datetime) -> bool:
+        """Once only: False when a reminder was already recorded."""
+
+    def mark_revoked(self, serial: int, *, at: datetime, by: str, reason: str | None) -> bool:
+        """Once only: False when it was revoked already (the first revocation stands)."""
+
+    def revoked_serials(self, valid_after: datetime) -> tuple[set[int], int]:
+        """Serials revoked and still valid after `valid_after`, and a version that grows with
+        every revocation."""
+
+
+class Keys(Protocol):
+    def add(self, user: str, key: PublicKey, at: datetime) -> tuple[RegisteredKey, bool]:
+        """Register (or restore a removed) key; True when it was not active before."""
+
+    def active(self, user: str) -> list[RegisteredKey]:
+        """The user's keys, newest first."""
+
+    def remove(self, user: str, fingerprint: str, at: datetime) -> RegisteredKey | None: ...
+
+
+class Users(Protocol):
+    def remember(self, user: str, *, name: str, tz: str | None, at: datetime) -> None: ...
+
+
+class AuditLog(Protocol):
+    def record(self, *, actor: str, action: str, subject: str, now: datetime,
+               details: dict[str, Any] | None = None) -> None:
+        """An event in the chain, written with the unit (or not at all)."""
+
+
+class Unit(Protocol):
+    requests: Requests
+    certificates: Certificates
+    keys: Keys
+    users: Users
+    audit: AuditLog
+
+
+class Store(Protocol):
+    def unit(self, *, read_only: bool = False) -> AbstractContextManager[Unit]:
+        """A transaction; read_only ones take no write lock (and must not write)."""

@@ -1,0 +1,85 @@
+"""Revoking certificates (`/ssh-revoke`, `vouch revoke`) and the revocation list hosts fetch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from access import requests as rules
+from access.context import Access
+from access.errors import BadInput, PolicyRefusal
+from access.ports import StoredCertificate, Unit
+from access.requests import State
+from ca.krl import Revocations, encode_krl
+
+# Hosts may run a little behind: keep revoked certificates in the KRL a day past their expiry.
+KRL_EXPIRY_GRACE = timedelta(days=1)
+_MAX_SERIAL = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Revoked:
+    serial: int
+    newly: bool  # False when it had been revoked before (revoking twice is not an error)
+    holder: str | None = None
+    request_id: str | None = None
+
+
+def revoke(access: Access, reference: str, *, actor: str, reason: str | None = None,
+           as_user: str | None = None) -> list[Revoked]:
+    """Revoke a certificate by serial, or every certificate of a request by its id.
+
+    `as_user`: a Slack user, allowed only their own certificates unless an admin. The CLI (an
+    operator on the host) passes None.
+    """
+    person = None
+    if as_user is not None:
+        policy = access.policy
+        person = access.person(as_user, policy.admins)
+    now = access.clock()
+    done = []
+    with access.unit() as unit:
+        certificates = _find(unit, reference.strip())
+        if person is not None and not all(
+                rules.may_revoke(policy, holder=c.holder or "", user=person) for c in certificates):
+            raise PolicyRefusal("you can revoke only your own certificates (admins can revoke any)")
+        for certificate in certificates:
+            newly = unit.certificates.mark_revoked(certificate.serial, at=now, by=actor,
+                                                   reason=reason)
+            if newly:
+                unit.audit.record(actor=actor, action="certificate.revoked",
+                                  subject=f"serial:{certificate.serial}", now=now,
+                                  details={"reason": reason, "key_id": certificate.key_id,
+                                           "request_id": certificate.request_id})
+                if certificate.request_id:
+                    request = unit.requests.get(certificate.request_id)
+                    if request is not None and request.state is State.ISSUED:
+                        unit.requests.move(request, rules.revoked(request))
+            done.append(Revoked(serial=certificate.serial, newly=newly,
+                                holder=certificate.holder, request_id=certificate.request_id))
+    return done
+
+
+def krl(access: Access) -> bytes:
+    """PROTOCOL.krl bytes revoking every revoked, not long expired, certificate of this CA."""
+    now = access.clock()
+    with access.unit(read_only=True) as unit:
+        serials, version = unit.certificates.revoked_serials(now - KRL_EXPIRY_GRACE)
+    return encode_krl(Revocations(serials=frozenset(serials)),
+                      ca_key=access.signer.public_key.blob, version=version,
+                      generated_at=int(now.timestamp()), comment="vouch")
+
+
+def _find(unit: Unit, reference: str) -> list[StoredCertificate]:
+    if reference.isdigit():
+        serial = int(reference)
+        if not 0 < serial <= _MAX_SERIAL:
+            raise BadInput(f"{reference!r} is not a certificate serial (1 to 2^64-1)")
+        found = unit.certificates.by_serial(serial)
+        if found is None:
+            raise BadInput(f"no certificate with serial {serial}")
+        return [found]
+    found = unit.certificates.of_request(reference)
+    if not found:
+        raise BadInput(f"no certificate with serial or request id {reference[:64]!r}")
+    return found

@@ -1,0 +1,35 @@
+"""What happens when nobody types anything: undecided requests expire, holders are reminded
+before their certificates expire. Scheduled jobs call these; each item is claimed in the
+database, so with several replicas it still happens once."""
+
+from __future__ import annotations
+
+from access import requests as rules
+from access.context import Access
+from access.ports import StoredCertificate
+from access.requests import Request
+
+BATCH = 500
+
+
+def expire_due(access: Access) -> list[Request]:
+    """Undecided requests past request_ttl become expired."""
+    now = access.clock()
+    moved = []
+    with access.unit() as unit:
+        for request in unit.requests.past_ttl(now, BATCH):
+            expired = rules.expire(request, now=now)
+            if unit.requests.move(request, expired):
+                unit.audit.record(actor="vouch", action="request.expired",
+                                  subject=f"request:{request.id}", now=now)
+                moved.append(expired)
+    return moved
+
+
+def reminders_due(access: Access) -> list[StoredCertificate]:
+    """Certificates due a reminder (reminder_before their expiry), each claimed once."""
+    now = access.clock()
+    within = access.policy.reminder_before
+    with access.unit() as unit:
+        return [certificate for certificate in unit.certificates.due_reminder(now, within, BATCH)
+                if unit.certificates.mark_reminded(certificate.serial, now)]

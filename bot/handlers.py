@@ -1,0 +1,226 @@
+"""The bolt listeners: acks answer at once with no I/O; the lazy part checks who acted, runs the
+use case, and hands the outcome to the notifier. Authorization comes from the policy through the
+use cases, never from the message a button sits in."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+
+from access import breakglass, keys, lookup, opening, revoking, users, voting
+from access.context import Access
+from access.durations import parse_duration
+from access.errors import (AlreadyVoted, BadInput, InvalidTransition, PolicyRefusal,
+                           SignerUnavailable, VouchError)
+from access.requests import requestable_targets
+from bot import commands, payloads, texts, views
+from bot.metrics import Metrics
+from bot.notifier import Notifier
+from bot.payloads import Actor
+from bot.slack import SlackGateway
+
+log = logging.getLogger("vouch.bot")
+
+
+class Refused(VouchError):
+    """The person may not use Vouch at all (guest, bot, deleted, other workspace)."""
+
+
+class Bot:
+    def __init__(self, access: Access, notifier: Notifier, slack: SlackGateway, metrics: Metrics,
+                 *, team_id: str) -> None:
+        self.access = access
+        self.notify = notifier
+        self.slack = slack
+        self.metrics = metrics
+        self.team_id = team_id
+        self._remembered: set[str] = set()  # users recorded in the users table by this process
+
+    # --- acks: no I/O, answered within milliseconds ---------------------------------------
+
+    def ack_command(self, ack, body) -> None:
+        command = payloads.command(body)
+        if command.actor.team != self.team_id:
+            ack(text=texts.OTHER_WORKSPACE)
+            return
+        parsed = commands.parse(command.name, command.text)
+        if isinstance(parsed, commands.Help):
+            ack(text=parsed.text())
+        else:
+            ack()
+
+    def ack_empty(self, ack) -> None:
+        ack()
+
+    def ack_form(self, ack, body) -> None:
+        errors = form_errors(payloads.submission(body).values)
+        if errors:
+            ack(response_action="errors", errors=errors)
+        else:
+            ack()
+
+    # --- lazy listeners: the work ---------------------------------------------------------
+
+    def on_command(self, body) -> None:
+        command = payloads.command(body)
+        parsed = commands.parse(command.name, command.text)
+        if isinstance(parsed, commands.Help) or command.actor.team != self.team_id:
+            return  # answered in the ack
+        self._acting(command.actor, lambda: self._run(command.name, parsed, command.actor))
+
+    def on_vote(self, body) -> None:
+        click = payloads.click(body)
+        self._acting(click.actor, lambda: self._vote(click.actor, click.value,
+                                                     approve=click.action_id == views.APPROVE))
+
+    def on_review(self, body) -> None:
+        click = payloads.click(body)
+
+        def review() -> None:
+            request = breakglass.review(self.access, click.value, reviewer=click.actor.user)
+            self.notify.refresh(request.id)
+            self.notify.tell(click.actor, texts.reviewed_reply(request))
+
+        self._acting(click.actor, review)
+
+    def on_form(self, body) -> None:
+        form = payloads.submission(body)
+        if form_errors(form.values):
+            return  # shown next to the fields by the ack; nothing to do
+
+        def ask() -> None:
+            wanted = commands.AskAccess(target=form.values.get("target", ""),
+                                        duration=parse_duration(form.values.get("duration", "")),
+                                        reason=form.values.get("reason", ""))
+            self._ask(form.actor, wanted, key=form.values.get("key") or None,
+                      channel=form.private_metadata or None)
+
+        self._acting(form.actor, ask)
+
+    def on_error(self, error, body) -> None:
+        log.error("unhandled error in a listener (ref %s): %r", secrets.token_hex(4), error)
+
+    # --- the commands ---------------------------------------------------------------------
+
+    def _run(self, name: str, parsed: commands.Command, actor: Actor) -> None:
+        if isinstance(parsed, commands.AskAccess):
+            if name == "/ssh-breakglass":
+                self._breakglass(actor, parsed)
+            else:
+                self._ask(actor, parsed, key=None, channel=actor.channel)
+        elif isinstance(parsed, commands.OpenForm):
+            self._open_form(actor)
+        elif isinstance(parsed, commands.KeyAdd):
+            key, newly = keys.add_key(self.access, actor.user, parsed.line)
+            self.notify.tell(actor, texts.key_added(key, newly))
+        elif isinstance(parsed, commands.KeyList):
+            self.notify.tell(actor, texts.key_list(keys.list_keys(self.access, actor.user)))
+        elif isinstance(parsed, commands.KeyRemove):
+            removed = keys.remove_key(self.access, actor.user, parsed.fingerprint)
+            self.notify.tell(actor, texts.key_removed(removed))
+        elif isinstance(parsed, commands.Revoke):
+            done = revoking.revoke(self.access, parsed.reference, actor=actor.user,
+                                   reason=parsed.reason, as_user=actor.user)
+            self.notify.revoked(actor.user, done, parsed.reason)
+            self.notify.tell(actor, texts.revoked_reply([item.serial for item in done]))
+        elif isinstance(parsed, commands.Status):
+            pending, live = lookup.status(self.access, actor.user)
+            self.notify.tell(actor, texts.status(pending, live, self.slack.tz(actor.user)))
+
+    def _ask(self, actor: Actor, ask: commands.AskAccess, *, key: str | None,
+             channel: str | None) -> None:
+        channel = self.access.policy.requests_channel or channel
+        if channel is None:
+            raise BadInput(texts.NO_CHANNEL)
+        try:
+            request = opening.open_request(self.access, user=actor.user, target=ask.target,
+                                           duration=ask.duration, reason=ask.reason,
+                                           key_fingerprint=key)
+        except PolicyRefusal:
+            self.metrics.requests.labels(outcome="refused").inc()
+            raise
+        self.metrics.requests.labels(outcome="created").inc()
+        self.notify.request_opened(request, channel)
+        self.notify.tell(actor, texts.request_stored(request, channel))
+
+    def _breakglass(self, actor: Actor, ask: commands.AskAccess) -> None:
+        issued = breakglass.breakglass(self.access, user=actor.user, target=ask.target,
+                                       duration=ask.duration, reason=ask.reason)
+        self.notify.breakglass_used(issued)
+        self.notify.tell(actor, texts.breakglass_done(issued.request))
+
+    def _open_form(self, actor: Actor) -> None:
+        policy = self.access.policy
+        registered = keys.list_keys(self.access, actor.user)
+        if not registered:
+            raise PolicyRefusal(texts.NO_KEY_FOR_FORM)
+        targets = requestable_targets(policy, self.access.person(actor.user, *policy.requesters()))
+        if not targets:
+            raise PolicyRefusal(texts.NO_TARGET_FOR_FORM)
+        options = [(f"{k.key_type} {k.fingerprint[:30]}… {k.comment}", k.fingerprint)
+                   for k in registered]
+        self.slack.open_view(actor.trigger_id,
+                             views.request_form(policy, targets, options, actor.channel or ""))
+
+    def _vote(self, actor: Actor, request_id: str, *, approve: bool) -> None:
+        try:
+            result = voting.vote(self.access, request_id, approver=actor.user, approve=approve)
+        except AlreadyVoted:
+            self.notify.tell(actor, texts.ALREADY_VOTED)
+            return
+        except InvalidTransition as exc:
+            self.notify.tell(actor, texts.nothing_to_do(exc))
+            return
+        except SignerUnavailable as exc:
+            # The approval stands; the certificate follows when the CA answers again.
+            log.warning("signing failed for %s: %s", request_id, exc.detail)
+            self.metrics.approvals.labels(decision="approve").inc()
+            self.notify.signing_failed(request_id)
+            return
+        self.metrics.approvals.labels(decision="approve" if approve else "deny").inc()
+        self.notify.voted(actor, result, approve=approve)
+
+    # --- who acted ------------------------------------------------------------------------
+
+    def _acting(self, actor: Actor, work: Callable[[], None]) -> None:
+        """Check who acted, then do the work; any refusal goes back to them, ephemerally."""
+        try:
+            self._check(actor)
+            work()
+        except VouchError as exc:
+            self.notify.tell(actor, texts.refusal(exc))
+        except Exception:  # noqa: BLE001 - the person gets a reference, the log gets the rest
+            ref = secrets.token_hex(4)
+            log.exception("error handling a Slack request (ref %s)", ref)
+            self.notify.tell(actor, texts.internal_error(ref))
+
+    def _check(self, actor: Actor) -> None:
+        if actor.team != self.team_id:
+            raise Refused(texts.OTHER_WORKSPACE)
+        user = self.slack.user(actor.user)
+        if user.is_bot:
+            raise Refused(texts.BOT_USER)
+        if user.deleted:
+            raise Refused(texts.DEACTIVATED)
+        if user.restricted:
+            raise Refused(texts.GUEST)
+        if user.team_id and user.team_id != self.team_id:
+            raise Refused(texts.OTHER_WORKSPACE)
+        if user.id not in self._remembered:
+            users.remember(self.access, user.id, name=user.name, tz=user.tz)
+            self._remembered.add(user.id)
+
+
+def form_errors(values: dict[str, str]) -> dict[str, str]:
+    """The request form's problems by block, as Slack shows them next to the fields."""
+    errors = {}
+    try:
+        parse_duration(values.get("duration", ""))
+    except BadInput as exc:
+        errors["duration"] = exc.message[:150]
+    if not values.get("reason", "").strip():
+        errors["reason"] = texts.FORM_NO_REASON
+    if not values.get("target"):
+        errors["target"] = texts.FORM_NO_TARGET
+    return errors

@@ -1,0 +1,77 @@
+"""The Slack bot's message bookkeeping (bot.messages.Messages): where each request's message was
+posted, and which worker is posting it. Its own table; the core never reads it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from access.ports import Duplicate
+from access.requests import Kind, State
+from storage.db import Database, unique
+from storage.models import RequestRecord, SlackMessage
+from storage.requests import in_state
+
+_MESSAGES = SlackMessage.__table__
+_REQUESTS = RequestRecord.__table__
+
+
+def _postable(now: datetime, lease: timedelta):
+    """Not posted, and nobody is posting it (a claim older than `lease` lapsed)."""
+    return and_(_MESSAGES.c.ts.is_(None), or_(_MESSAGES.c.post_claimed_at.is_(None),
+                                              _MESSAGES.c.post_claimed_at < now - lease))
+
+
+class SqlMessages:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def expect(self, request_id: str, channel: str) -> None:
+        try:
+            with self.db.session() as session, unique("slack message"):
+                session.execute(_MESSAGES.insert().values(request_id=request_id, channel=channel))
+        except Duplicate:
+            pass  # expected (or posted) already
+
+    def claim(self, request_id: str, *, now: datetime, lease: timedelta) -> str | None:
+        with self.db.session() as session:
+            return session.execute(
+                update(_MESSAGES)
+                .where(_MESSAGES.c.request_id == request_id, _postable(now, lease))
+                .values(post_claimed_at=now).returning(_MESSAGES.c.channel)).scalar()
+
+    def release(self, request_id: str) -> None:
+        with self.db.session() as session:
+            session.execute(update(_MESSAGES)
+                            .where(_MESSAGES.c.request_id == request_id, _MESSAGES.c.ts.is_(None))
+                            .values(post_claimed_at=None))
+
+    def posted(self, request_id: str, channel: str, ts: str) -> None:
+        with self.db.session() as session:
+            moved = session.execute(update(_MESSAGES)
+                                    .where(_MESSAGES.c.request_id == request_id)
+                                    .values(channel=channel, ts=ts)).rowcount
+            if not moved:
+                with unique("slack message"):
+                    session.execute(_MESSAGES.insert().values(request_id=request_id,
+                                                              channel=channel, ts=ts))
+
+    def get(self, request_id: str) -> tuple[str, str] | None:
+        with self.db.session(read_only=True) as session:
+            row = session.execute(select(_MESSAGES.c.channel, _MESSAGES.c.ts).where(
+                _MESSAGES.c.request_id == request_id, _MESSAGES.c.ts.is_not(None))).first()
+        return None if row is None else (row.channel, row.ts)
+
+    def unposted(self, *, now: datetime, lease: timedelta) -> list[tuple[str, str | None]]:
+        """(request id, channel or None) of pending requests whose message nobody has posted or
+        is posting; None: the request was stored but its channel never was (a crash between)."""
+        with self.db.session(read_only=True) as session:
+            rows = session.execute(
+                select(_REQUESTS.c.id, _MESSAGES.c.channel)
+                .select_from(_REQUESTS.outerjoin(_MESSAGES,
+                                                 _MESSAGES.c.request_id == _REQUESTS.c.id))
+                .where(in_state(State.PENDING), _REQUESTS.c.kind == Kind.REQUEST.value,
+                       or_(_MESSAGES.c.request_id.is_(None), _postable(now, lease)))
+                .order_by(_REQUESTS.c.created_at))
+            return [(request_id, channel) for request_id, channel in rows]
