@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(VENV)/bin/vouch sandbox --port $(PORT)
 
 test: apt $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 # Installs only what is missing, so a second run costs nothing.

@@ -141,8 +141,7 @@ class Bot:
             self.metrics.requests.labels(outcome="refused").inc()
             raise
         self.metrics.requests.labels(outcome="created").inc()
-        self.notify.request_opened(request, channel)
-        self.notify.tell(actor, texts.request_stored(request, channel))
+        self.notify.request_opened(actor, request, channel)
 
     def _breakglass(self, actor: Actor, ask: commands.AskAccess) -> None:
         issued = breakglass.breakglass(self.access, user=actor.user, target=ask.target,

@@ -47,10 +47,14 @@ class Notifier:
 
     # --- requests -------------------------------------------------------------------------
 
-    def request_opened(self, request: Request, channel: str) -> None:
-        """Queue the request's message; posts to one channel go out one at a time."""
+    def request_opened(self, actor: Actor, request: Request, channel: str) -> None:
+        """Queue the request's message (posts to one channel go out one at a time), tell the
+        requester where it went, and open their DM now: the certificate's delivery is then one
+        Web API call."""
         self.messages.expect(request.id, channel)
         self.outbox.submit(channel, lambda: self.post_request(request.id))
+        self.tell(actor, texts.request_stored(request, channel))
+        self._quietly(self.slack.dm_channel, request.requester)
 
     def post_request(self, request_id: str) -> bool:
         """Post the request message and call the approvers in its thread. False if Slack failed
@@ -129,7 +133,7 @@ class Notifier:
     # --- certificates ---------------------------------------------------------------------
 
     def certificate(self, issued: Issued) -> None:
-        """The certificate to its holder by DM (one Web API call)."""
+        """The certificate to its holder by DM."""
         request, certificate = issued.request, issued.certificate
         self.metrics.certificates.labels(kind=request.kind.value).inc()
         self.metrics.signing.observe(issued.seconds)

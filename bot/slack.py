@@ -61,6 +61,7 @@ class SlackGateway:
         self.metrics = metrics
         self._users: dict[str, tuple[float, SlackUser]] = {}
         self._zones: dict[str, tuple[float, str | None]] = {}
+        self._dms: dict[str, str] = {}
         self._channel_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._groups: tuple[float, dict[str, str]] | None = None
@@ -97,9 +98,18 @@ class SlackGateway:
         self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
 
     def dm(self, user: str, text: str, blocks: list | None = None) -> tuple[str, str]:
-        """A direct message from the app: chat.postMessage to the user's ID posts in the app's
-        DM with them, one call where conversations.open first would take two."""
-        return self.post(user, text, blocks)
+        """A direct message from the app: conversations.open (once per user, then cached), then
+        chat.postMessage."""
+        return self.post(self.dm_channel(user), text, blocks)
+
+    def dm_channel(self, user: str) -> str:
+        """The app's DM channel with `user`. Opened ahead of time (bot.notifier) it leaves a
+        certificate's delivery a single Web API call."""
+        channel = self._dms.get(user)
+        if channel is None:
+            channel = self._call("conversations.open", users=user)["channel"]["id"]
+            self._dms[user] = channel
+        return channel
 
     def ephemeral(self, channel: str, user: str, text: str) -> None:
         self._call("chat.postEphemeral", channel=channel, user=user, text=text)

@@ -110,10 +110,10 @@ def request_message(server: Server, reason: str, timeout: float = 6.0):
     others' assertions still follow the message Vouch keeps updating.
     """
     fake = server.fake
-    fake.wait_for(lambda: server.scalar("SELECT message_ts FROM requests WHERE reason = ?", reason),
+    fake.wait_for(lambda: server.scalar("SELECT m.ts FROM slack_messages AS m JOIN requests AS r ON r.id = m.request_id WHERE r.reason = ?", reason),
                   timeout=timeout)
     settle(fake)
-    ts = server.scalar("SELECT message_ts FROM requests WHERE reason = ?", reason)
+    ts = server.scalar("SELECT m.ts FROM slack_messages AS m JOIN requests AS r ON r.id = m.request_id WHERE r.reason = ?", reason)
     return fake.message(REQUESTS, ts)
 
 
@@ -174,7 +174,7 @@ def finish(server: Server, request_id: str) -> None:
     if state(server, request_id) != "pending":
         return
     target = server.scalar("SELECT target FROM requests WHERE id = ?", request_id)
-    message_ts = server.scalar("SELECT message_ts FROM requests WHERE id = ?", request_id)
+    message_ts = server.scalar("SELECT ts FROM slack_messages WHERE request_id = ?", request_id)
     approver = CROWD[0] if target == "crowd" else BOB
     ok(server.driver.click(approver, channel=REQUESTS, ts=message_ts, action_id=DENY,
                            value=request_id, text="Deny"))
@@ -572,7 +572,7 @@ def test_request_posted_once_while_its_first_post_is_retried(server, keys):
     try:
         assert len([m for m in fake.messages(REQUESTS) if reason in m.text]) == 1
     finally:
-        ts = server.scalar("SELECT message_ts FROM requests WHERE reason = ?", reason)
+        ts = server.scalar("SELECT m.ts FROM slack_messages AS m JOIN requests AS r ON r.id = m.request_id WHERE r.reason = ?", reason)
         assert ts is not None
         finish(server, request_id_of(message))
 
@@ -600,7 +600,7 @@ def test_request_survives_slack_outage_and_is_posted_by_the_scheduler(server, ke
                   and not c.params.get("thread_ts"))
     assert posted.at > failed[-1].at
     fake.wait_for(lambda: fake.replies(REQUESTS, message.ts))
-    assert server.scalar("SELECT message_ts FROM requests WHERE id = ?", request_id) == message.ts
+    assert server.scalar("SELECT ts FROM slack_messages WHERE request_id = ?", request_id) == message.ts
     settle(fake)
     finish(server, request_id)
 

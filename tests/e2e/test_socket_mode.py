@@ -122,7 +122,7 @@ def test_command_request_and_approval_over_socket_mode(server, fake, user_keys):
     reason = "socket mode request"
     command(fake, REQUESTER, "/ssh-request", f"prod-db 1h {reason}")
     ts = fake.wait_for(lambda: server.scalar(
-        "SELECT message_ts FROM requests WHERE reason = ?", reason), timeout=6)
+        "SELECT m.ts FROM slack_messages AS m JOIN requests AS r ON r.id = m.request_id WHERE r.reason = ?", reason), timeout=6)
     settle(fake)
     message = fake.message(REQUESTS, ts)
     assert any(c.ok and c.params.get("channel") == REQUESTS and c.response["ts"] == ts

@@ -7,7 +7,7 @@ from access.policy import People, find_person
 from access.policy_file import PolicyError, load_policy, parse_policy
 from ca.errors import BadInput
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "policy.yaml"
+EXAMPLE = Path(__file__).parents[3] / "examples" / "policy.yaml"
 
 
 class Groups:

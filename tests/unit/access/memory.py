@@ -1,0 +1,271 @@
+"""An in-memory Store (access.ports) for the use cases' unit tests: no database.
+
+A unit works on a copy of the data and replaces it on commit, under one lock (as SQLite's write
+lock serialises writers), so a unit that raises leaves nothing behind. `open_units` lets a test
+check that no unit is open while something slow (a Slack lookup, a signature) happens.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from access.ports import Duplicate, RegisteredKey, StoredCertificate
+from access.requests import Kind, Request, State, Vote
+from ca.cert import Certificate
+from ca.keys import PublicKey
+
+
+@dataclass
+class Row:
+    """A request with the bookkeeping storage keeps beside it."""
+
+    request: Request
+    issue_serial: int | None = None
+    issue_claimed_at: datetime | None = None
+    issue_attempts: int = 0
+    reviewed_at: datetime | None = None
+    escalated_at: datetime | None = None
+
+
+@dataclass
+class Data:
+    requests: dict[str, Row] = field(default_factory=dict)
+    certificates: dict[int, StoredCertificate] = field(default_factory=dict)
+    reminded: set[int] = field(default_factory=set)
+    keys: list[RegisteredKey] = field(default_factory=list)
+    removed: set[tuple[str, str]] = field(default_factory=set)
+    users: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    audit: list[dict] = field(default_factory=list)
+
+
+class MemoryRequests:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def add(self, request: Request) -> None:
+        if request.id in self.data.requests:
+            raise Duplicate(request.id)
+        self.data.requests[request.id] = Row(request)
+
+    def get(self, request_id: str, *, lock: bool = False) -> Request | None:
+        row = self.data.requests.get(request_id)
+        return None if row is None else row.request
+
+    def move(self, before: Request, after: Request) -> bool:
+        row = self.data.requests.get(before.id)
+        if row is None or (row.request.state, row.request.version) != (before.state, before.version):
+            return False
+        row.request = replace(row.request, state=after.state, decided_at=after.decided_at,
+                              version=row.request.version + 1)
+        return True
+
+    def add_vote(self, request_id: str, vote: Vote) -> None:
+        row = self.data.requests[request_id]
+        if any(v.approver == vote.approver for v in row.request.votes):
+            raise Duplicate("vote")
+        row.request = replace(row.request, votes=row.request.votes + (vote,))
+
+    def _all(self, *, state: State | None = None) -> list[Request]:
+        return [row.request for row in self.data.requests.values()
+                if state is None or row.request.state is state]
+
+    def pending_count(self, requester: str, target: str) -> int:
+        return sum(1 for r in self._all(state=State.PENDING)
+                   if r.requester == requester and r.target == target)
+
+    def pending_of(self, requester: str) -> list[Request]:
+        return sorted((r for r in self._all(state=State.PENDING) if r.requester == requester),
+                      key=lambda r: r.created_at)
+
+    def past_ttl(self, now: datetime, limit: int) -> list[Request]:
+        due = sorted((r for r in self._all(state=State.PENDING) if r.expires_at <= now),
+                     key=lambda r: r.expires_at)
+        return due[:limit]
+
+    def claim_issue(self, request_id: str, *, serial: int, now: datetime,
+                    lease: timedelta) -> Request | None:
+        row = self.data.requests.get(request_id)
+        if row is None or row.request.state is not State.APPROVED:
+            return None
+        if row.issue_claimed_at is not None and row.issue_claimed_at >= now - lease:
+            return None
+        row.issue_serial, row.issue_claimed_at = serial, now
+        row.issue_attempts += 1
+        return row.request
+
+    def release_issue(self, request_id: str, *, serial: int, error: str) -> None:
+        row = self.data.requests[request_id]
+        if row.issue_serial == serial:
+            row.issue_claimed_at = None
+            row.request = replace(row.request, issue_error=error[:1000])
+
+    def mark_issued(self, request_id: str, *, serial: int, now: datetime) -> bool:
+        row = self.data.requests[request_id]
+        if row.request.state is not State.APPROVED or row.issue_serial != serial:
+            return False
+        row.request = replace(row.request, state=State.ISSUED, issue_error=None,
+                              version=row.request.version + 1)
+        return True
+
+    def issuable(self, now: datetime, lease: timedelta) -> list[str]:
+        lapsed = now - lease
+        return [row.request.id for row in self.data.requests.values()
+                if row.request.state is State.APPROVED and (
+                    (row.issue_claimed_at is not None and row.issue_claimed_at < lapsed)
+                    or (row.issue_claimed_at is None and row.issue_attempts > 0)
+                    or (row.issue_claimed_at is None
+                        and (row.request.decided_at or row.request.created_at) < lapsed))]
+
+    def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
+        row = self.data.requests[request_id]
+        if row.request.kind is not Kind.BREAKGLASS or row.reviewed_at is not None:
+            return False
+        row.reviewed_at = now
+        row.request = replace(row.request, reviewed_by=by)
+        return True
+
+    def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
+        due = [row for row in self.data.requests.values()
+               if row.request.kind is Kind.BREAKGLASS and row.reviewed_at is None
+               and row.escalated_at is None and row.request.created_at <= created_before]
+        for row in due:
+            row.escalated_at = now
+        return [row.request for row in due]
+
+
+class MemoryCertificates:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def add(self, certificate: Certificate, *, ca_fingerprint: str, issued_at: datetime,
+            issued_by: str, request_id: str | None, holder: str | None) -> None:
+        spec = certificate.spec
+        if spec.serial in self.data.certificates or (request_id is not None and any(
+                c.request_id == request_id for c in self.data.certificates.values())):
+            raise Duplicate("certificate")
+        self.data.certificates[spec.serial] = StoredCertificate(
+            serial=spec.serial, key_id=spec.key_id, principals=spec.principals,
+            valid_before=spec.valid_before, holder=holder, request_id=request_id)
+
+    def by_serial(self, serial: int) -> StoredCertificate | None:
+        return self.data.certificates.get(serial)
+
+    def of_request(self, request_id: str) -> list[StoredCertificate]:
+        return [c for c in self.data.certificates.values() if c.request_id == request_id]
+
+    def live_of(self, holder: str, now: datetime) -> list[StoredCertificate]:
+        return sorted((c for c in self.data.certificates.values() if c.holder == holder
+                       and c.valid_before > now and c.revoked_at is None),
+                      key=lambda c: c.valid_before)
+
+    def due_reminder(self, now: datetime, within: timedelta, limit: int) -> list[StoredCertificate]:
+        return sorted((c for c in self.data.certificates.values()
+                       if now < c.valid_before <= now + within and c.revoked_at is None
+                       and c.serial not in self.data.reminded and c.holder is not None),
+                      key=lambda c: c.valid_before)[:limit]
+
+    def mark_reminded(self, serial: int, at: datetime) -> bool:
+        if serial in self.data.reminded:
+            return False
+        self.data.reminded.add(serial)
+        return True
+
+    def mark_revoked(self, serial: int, *, at: datetime, by: str, reason: str | None) -> bool:
+        certificate = self.data.certificates[serial]
+        if certificate.revoked_at is not None:
+            return False
+        self.data.certificates[serial] = replace(certificate, revoked_at=at)
+        return True
+
+    def revoked_serials(self, valid_after: datetime) -> tuple[set[int], int]:
+        revoked = [c for c in self.data.certificates.values() if c.revoked_at is not None]
+        return {c.serial for c in revoked if c.valid_before > valid_after}, len(revoked)
+
+
+class MemoryKeys:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def add(self, user: str, key: PublicKey, at: datetime) -> tuple[RegisteredKey, bool]:
+        for i, known in enumerate(self.data.keys):
+            if (known.user, known.fingerprint) == (user, key.fingerprint):
+                if (user, key.fingerprint) not in self.data.removed:
+                    return known, False
+                self.data.removed.discard((user, key.fingerprint))
+                self.data.keys[i] = replace(known, added_at=at, comment=key.comment[:200])
+                return self.data.keys[i], True
+        registered = RegisteredKey(user=user, key_type=key.type,
+                                   public_key=PublicKey(key.type, key.blob, key.bits).line(),
+                                   fingerprint=key.fingerprint, comment=key.comment[:200],
+                                   added_at=at)
+        self.data.keys.append(registered)
+        return registered, True
+
+    def active(self, user: str) -> list[RegisteredKey]:
+        mine = [(i, k) for i, k in enumerate(self.data.keys)
+                if k.user == user and (user, k.fingerprint) not in self.data.removed]
+        return [k for _, k in sorted(mine, key=lambda pair: (pair[1].added_at, pair[0]),
+                                     reverse=True)]
+
+    def remove(self, user: str, fingerprint: str, at: datetime) -> RegisteredKey | None:
+        for key in self.active(user):
+            if key.fingerprint == fingerprint:
+                self.data.removed.add((user, fingerprint))
+                return key
+        return None
+
+
+class MemoryUsers:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def remember(self, user: str, *, name: str, tz: str | None, at: datetime) -> None:
+        self.data.users[user] = (name, tz)
+
+
+class MemoryAudit:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def record(self, *, actor: str, action: str, subject: str, now: datetime,
+               details: dict | None = None) -> None:
+        self.data.audit.append({"actor": actor, "action": action, "subject": subject, "at": now,
+                                "details": details or {}})
+
+
+class MemoryUnit:
+    def __init__(self, data: Data) -> None:
+        self.requests = MemoryRequests(data)
+        self.certificates = MemoryCertificates(data)
+        self.keys = MemoryKeys(data)
+        self.users = MemoryUsers(data)
+        self.audit = MemoryAudit(data)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.data = Data()
+        self.open_units = 0
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def unit(self, *, read_only: bool = False):
+        with self._lock:
+            assert self.open_units == 0, "units do not nest"
+            working = copy.deepcopy(self.data)
+            self.open_units += 1
+            try:
+                yield MemoryUnit(working)
+            finally:
+                self.open_units -= 1
+            if read_only:
+                assert working == self.data, "a read-only unit wrote"
+            else:
+                self.data = working
+
+    def actions(self) -> list[str]:
+        return [event["action"] for event in self.data.audit]

@@ -1,0 +1,70 @@
+"""access.breakglass on the in-memory store: issued at once, reviewed once, escalated once."""
+
+from datetime import timedelta
+
+import pytest
+from world import World, user_key
+
+from access import breakglass, keys
+from access.errors import BadInput, InvalidTransition, PolicyRefusal
+from access.requests import Kind
+
+
+@pytest.fixture
+def world() -> World:
+    world = World()
+    for user in ("U0GLASS", "U0REQ", "U0ADMIN"):
+        keys.add_key(world.access, user, user_key())
+    return world
+
+
+def breaks(world: World, user: str = "U0GLASS"):
+    return breakglass.breakglass(world.access, user=user, target="web",
+                                 duration=timedelta(minutes=30), reason="site down")
+
+
+def test_breakglass_issues_at_once_with_no_votes(world):
+    issued = breaks(world)  # U0GLASS breaks glass through the @oncall group
+    assert issued.request.kind is Kind.BREAKGLASS and issued.request.votes == ()
+    assert issued.certificate.spec.key_id.startswith("vouch:breakglass:")
+    assert world.store.actions()[-3:] == ["breakglass.used", "certificate.reserved",
+                                          "certificate.issued"]
+    assert world.directory.asked == ["@oncall"]
+
+
+def test_breakglass_refusals(world):
+    with pytest.raises(PolicyRefusal, match="not allowed to break glass"):
+        breaks(world, "U0REQ")
+    with pytest.raises(PolicyRefusal, match="does not cover 'prod-db'"):
+        breakglass.breakglass(world.access, user="U0GLASS", target="prod-db",
+                              duration=timedelta(minutes=30), reason="x")
+    with pytest.raises(PolicyRefusal, match="longer than break-glass's maximum of 1h"):
+        breakglass.breakglass(world.access, user="U0GLASS", target="web",
+                              duration=timedelta(hours=2), reason="x")
+    assert world.signer.signed == 0 and not world.store.data.requests
+
+
+def test_review_by_another_admin_once(world):
+    issued = breaks(world, "U0ADMIN")
+    with pytest.raises(PolicyRefusal, match="only admins"):
+        breakglass.review(world.access, issued.request.id, reviewer="U0BOB")
+    with pytest.raises(PolicyRefusal, match="your own break-glass use"):
+        breakglass.review(world.access, issued.request.id, reviewer="U0ADMIN")
+    other = breaks(world)
+    reviewed = breakglass.review(world.access, other.request.id, reviewer="U0ADMIN")
+    assert reviewed.id == other.request.id
+    with pytest.raises(InvalidTransition, match="already reviewed"):
+        breakglass.review(world.access, other.request.id, reviewer="U0ADMIN")
+    with pytest.raises(BadInput):
+        breakglass.review(world.access, "req-nope", reviewer="U0ADMIN")
+    assert world.store.actions().count("breakglass.reviewed") == 1
+
+
+def test_unreviewed_uses_are_escalated_once_after_review_within(world):
+    used = breaks(world)
+    world.clock.advance(hours=3, minutes=59)
+    assert breakglass.escalate_unreviewed(world.access) == []
+    world.clock.advance(minutes=1)
+    assert [r.id for r in breakglass.escalate_unreviewed(world.access)] == [used.request.id]
+    assert breakglass.escalate_unreviewed(world.access) == []
+    assert world.store.actions().count("breakglass.escalated") == 1
