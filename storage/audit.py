@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import String, func, insert, select, type_coerce, update
+from sqlalchemy import String, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -36,6 +36,10 @@ def format_time(moment: datetime) -> str:
 
 _EVENTS = AuditEvent.__table__
 _HEAD = AuditHead.__table__
+_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + bindparam("n"))
+                 .returning(_HEAD.c.seq, _HEAD.c.hash))
+_SET_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("new_hash"))
+_INSERT_EVENTS = insert(_EVENTS)
 # Canonical details: sorted keys, no spaces, UTF-8 as is.
 _DETAILS = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
@@ -49,7 +53,7 @@ class Event:
     details: dict[str, Any] | None = None
 
 
-def append_all(session: Session, events: Sequence[Event]) -> list[int]:
+def append_all(session: Session | Connection, events: Sequence[Event]) -> list[int]:
     """Chain `events` onto the log in the caller's transaction; returns their sequence numbers.
 
     The head row's UPDATE comes first: it serialises appenders (a row lock on PostgreSQL, the
@@ -57,9 +61,7 @@ def append_all(session: Session, events: Sequence[Event]) -> list[int]:
     """
     if not events:
         return []
-    last, prev_hash = session.execute(
-        update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + len(events))
-        .returning(_HEAD.c.seq, _HEAD.c.hash)).one()
+    last, prev_hash = session.execute(_ADVANCE_HEAD, {"n": len(events)}).one()
     rows, seq = [], last - len(events)
     for event in events:
         seq += 1
@@ -71,12 +73,12 @@ def append_all(session: Session, events: Sequence[Event]) -> list[int]:
                      "subject": event.subject, "details": details, "prev_hash": prev_hash,
                      "hash": new_hash})
         prev_hash = new_hash
-    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(hash=prev_hash))
-    session.execute(insert(_EVENTS), rows)
+    session.execute(_SET_HEAD, {"new_hash": prev_hash})
+    session.execute(_INSERT_EVENTS, rows)
     return [row["seq"] for row in rows]
 
 
-def append(session: Session, *, actor: str, action: str, subject: str,
+def append(session: Session | Connection, *, actor: str, action: str, subject: str,
            details: dict[str, Any] | None = None, now: datetime | None = None) -> int:
     """Add one event in the caller's transaction; returns its sequence number."""
     at = now or datetime.now(timezone.utc)
@@ -94,7 +96,7 @@ class SqlAuditLog:
                details: dict[str, Any] | None = None) -> None:
         self.pending.append(Event(actor, action, subject, now, details))
 
-    def flush(self, session: Session) -> None:
+    def flush(self, session: Session | Connection) -> None:
         append_all(session, self.pending)
         self.pending = []
 

@@ -4,63 +4,75 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
 
 from access.ports import RegisteredKey
 from ca.keys import PublicKey
 from storage.models import User, UserKey
+from storage.types import UTCDateTime
+
+_KEYS = UserKey.__table__
+_K = _KEYS.c
+_USERS = User.__table__
+
+_FIND = select(_KEYS).where(_K.user_id == bindparam("user"), _K.fingerprint == bindparam("fp"))
+_ACTIVE = (select(_KEYS).where(_K.user_id == bindparam("user"), _K.removed_at.is_(None))
+           .order_by(_K.added_at.desc(), _K.id.desc()))
+_RESTORE = (update(_KEYS).where(_K.id == bindparam("key_id"))
+            .values(removed_at=None, added_at=bindparam("at", type_=UTCDateTime()),
+                    comment=bindparam("new_comment")))
+_REMOVE = (update(_KEYS).where(_K.id == bindparam("key_id"))
+           .values(removed_at=bindparam("at", type_=UTCDateTime())))
+# (An UPDATE's parameters may not be named like the table's columns.)
+_UPDATE_USER = (update(_USERS).where(_USERS.c.id == bindparam("user"))
+                .values(name=bindparam("new_name"), tz=bindparam("new_tz"),
+                        updated_at=bindparam("at", type_=UTCDateTime())))
 
 
-def _registered(key: UserKey) -> RegisteredKey:
-    return RegisteredKey(user=key.user_id, key_type=key.key_type, public_key=key.public_key,
-                         fingerprint=key.fingerprint, comment=key.comment, added_at=key.added_at)
+def _registered(row) -> RegisteredKey:
+    return RegisteredKey(user=row.user_id, key_type=row.key_type, public_key=row.public_key,
+                         fingerprint=row.fingerprint, comment=row.comment, added_at=row.added_at)
 
 
 class SqlKeys:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
     def add(self, user: str, key: PublicKey, at: datetime) -> tuple[RegisteredKey, bool]:
-        existing = self.session.scalars(select(UserKey).where(
-            UserKey.user_id == user, UserKey.fingerprint == key.fingerprint)).first()
-        if existing is not None:
-            if existing.removed_at is None:
-                return _registered(existing), False
-            existing.removed_at, existing.added_at = None, at
-            existing.comment = key.comment[:200]
+        comment = key.comment[:200]
+        known = self.connection.execute(_FIND, {"user": user, "fp": key.fingerprint}).first()
+        if known is not None:
+            if known.removed_at is None:
+                return _registered(known), False
+            self.connection.execute(_RESTORE, {"key_id": known.id, "at": at,
+                                               "new_comment": comment})
         else:
-            existing = UserKey(user_id=user, key_type=key.type,
-                               public_key=PublicKey(key.type, key.blob, key.bits).line(),
-                               fingerprint=key.fingerprint, comment=key.comment[:200], added_at=at)
-            self.session.add(existing)
-        self.session.flush()
-        return _registered(existing), True
+            self.connection.execute(_KEYS.insert(), {
+                "user_id": user, "key_type": key.type, "fingerprint": key.fingerprint,
+                "public_key": PublicKey(key.type, key.blob, key.bits).line(), "comment": comment,
+                "added_at": at})
+        return _registered(self.connection.execute(
+            _FIND, {"user": user, "fp": key.fingerprint}).one()), True
 
     def active(self, user: str) -> list[RegisteredKey]:
-        return [_registered(key) for key in self.session.scalars(select(UserKey).where(
-            UserKey.user_id == user, UserKey.removed_at.is_(None))
-            .order_by(UserKey.added_at.desc(), UserKey.id.desc()))]
+        return [_registered(row) for row in self.connection.execute(_ACTIVE, {"user": user})]
 
     def remove(self, user: str, fingerprint: str, at: datetime) -> RegisteredKey | None:
-        key = self.session.scalars(select(UserKey).where(
-            UserKey.user_id == user, UserKey.fingerprint == fingerprint,
-            UserKey.removed_at.is_(None))).first()
+        key = next((k for k in self.connection.execute(_ACTIVE, {"user": user})
+                    if k.fingerprint == fingerprint), None)
         if key is None:
             return None
-        key.removed_at = at
-        self.session.flush()
+        self.connection.execute(_REMOVE, {"key_id": key.id, "at": at})
         return _registered(key)
 
 
 class SqlUsers:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
     def remember(self, user: str, *, name: str, tz: str | None, at: datetime) -> None:
-        known = self.session.get(User, user)
-        if known is None:
-            self.session.add(User(id=user, name=name, tz=tz, updated_at=at))
-        else:
-            known.name, known.tz, known.updated_at = name, tz, at
-        self.session.flush()
+        values = {"user": user, "new_name": name, "new_tz": tz, "at": at}
+        if self.connection.execute(_UPDATE_USER, values).rowcount == 0:
+            self.connection.execute(_USERS.insert(), {"id": user, "name": name, "tz": tz,
+                                                      "updated_at": at})

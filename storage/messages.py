@@ -29,45 +29,45 @@ class SqlMessages:
 
     def expect(self, request_id: str, channel: str) -> None:
         try:
-            with self.db.session() as session, unique("slack message"):
-                session.execute(_MESSAGES.insert().values(request_id=request_id, channel=channel))
+            with self.db.transaction() as connection, unique("slack message"):
+                connection.execute(_MESSAGES.insert().values(request_id=request_id, channel=channel))
         except Duplicate:
             pass  # expected (or posted) already
 
     def claim(self, request_id: str, *, now: datetime, lease: timedelta) -> str | None:
-        with self.db.session() as session:
-            return session.execute(
+        with self.db.transaction() as connection:
+            return connection.execute(
                 update(_MESSAGES)
                 .where(_MESSAGES.c.request_id == request_id, _postable(now, lease))
                 .values(post_claimed_at=now).returning(_MESSAGES.c.channel)).scalar()
 
     def release(self, request_id: str) -> None:
-        with self.db.session() as session:
-            session.execute(update(_MESSAGES)
+        with self.db.transaction() as connection:
+            connection.execute(update(_MESSAGES)
                             .where(_MESSAGES.c.request_id == request_id, _MESSAGES.c.ts.is_(None))
                             .values(post_claimed_at=None))
 
     def posted(self, request_id: str, channel: str, ts: str) -> None:
-        with self.db.session() as session:
-            moved = session.execute(update(_MESSAGES)
+        with self.db.transaction() as connection:
+            moved = connection.execute(update(_MESSAGES)
                                     .where(_MESSAGES.c.request_id == request_id)
                                     .values(channel=channel, ts=ts)).rowcount
             if not moved:
                 with unique("slack message"):
-                    session.execute(_MESSAGES.insert().values(request_id=request_id,
+                    connection.execute(_MESSAGES.insert().values(request_id=request_id,
                                                               channel=channel, ts=ts))
 
     def get(self, request_id: str) -> tuple[str, str] | None:
-        with self.db.session(read_only=True) as session:
-            row = session.execute(select(_MESSAGES.c.channel, _MESSAGES.c.ts).where(
+        with self.db.transaction(read_only=True) as connection:
+            row = connection.execute(select(_MESSAGES.c.channel, _MESSAGES.c.ts).where(
                 _MESSAGES.c.request_id == request_id, _MESSAGES.c.ts.is_not(None))).first()
         return None if row is None else (row.channel, row.ts)
 
     def unposted(self, *, now: datetime, lease: timedelta) -> list[tuple[str, str | None]]:
         """(request id, channel or None) of pending requests whose message nobody has posted or
         is posting; None: the request was stored but its channel never was (a crash between)."""
-        with self.db.session(read_only=True) as session:
-            rows = session.execute(
+        with self.db.transaction(read_only=True) as connection:
+            rows = connection.execute(
                 select(_REQUESTS.c.id, _MESSAGES.c.channel)
                 .select_from(_REQUESTS.outerjoin(_MESSAGES,
                                                  _MESSAGES.c.request_id == _REQUESTS.c.id))

@@ -1,21 +1,27 @@
 """Requests and their votes (access.ports.Requests). State moves only by compare-and-set on
-(state, version)."""
+(state, version).
+
+The statements are built once, with bound parameters: building one costs SQLAlchemy more than
+running it, and every request runs a dozen of them (bench/README.md).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, literal, or_, select, update
-from sqlmodel import Session
+from sqlalchemy import and_, bindparam, func, literal, or_, select, update
+from sqlalchemy.engine import Connection
 
 from access.requests import Kind, Request, State, Vote
 from storage.db import unique
 from storage.models import ApprovalRecord, RequestRecord
+from storage.types import UInt64, UTCDateTime
 
 _REQUESTS = RequestRecord.__table__
 _APPROVALS = ApprovalRecord.__table__
+_R = _REQUESTS.c
 # Every column but the issuing bookkeeping, which the domain does not see.
-_COLUMNS = [_REQUESTS.c[name] for name in (
+_COLUMNS = [_R[name] for name in (
     "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
     "public_key", "state", "version", "created_at", "expires_at", "decided_at", "issue_error",
     "reviewed_by")]
@@ -30,7 +36,66 @@ def _literally(column, value: State | Kind):
 
 
 def in_state(state: State):
-    return _literally(_REQUESTS.c.state, state)
+    return _literally(_R.state, state)
+
+
+def _time(name: str):
+    return bindparam(name, type_=UTCDateTime())
+
+
+_INSERT = _REQUESTS.insert()
+_GET = select(*_COLUMNS).where(_R.id == bindparam("id"))
+_GET_LOCKED = _GET.with_for_update()
+_VOTES = (select(_APPROVALS.c.approver, _APPROVALS.c.approve, _APPROVALS.c.at)
+          .where(_APPROVALS.c.request_id == bindparam("id"))
+          .order_by(_APPROVALS.c.at, _APPROVALS.c.id))
+_ADD_VOTE = _APPROVALS.insert()
+# (An UPDATE's parameters may not be named like the table's columns.)
+_MOVE = (update(_REQUESTS)
+         .where(_R.id == bindparam("rid"), _R.version == bindparam("seen_version"),
+                _R.state == bindparam("expect"))
+         .values(state=bindparam("new_state"), decided_at=_time("decided"),
+                 version=_R.version + 1))
+_PENDING_COUNT = (select(func.count()).select_from(_REQUESTS)
+                  .where(_R.requester == bindparam("requester"), _R.target == bindparam("target"),
+                         in_state(State.PENDING)))
+_PENDING_OF = (select(*_COLUMNS).where(_R.requester == bindparam("requester"),
+                                       in_state(State.PENDING)).order_by(_R.created_at))
+_PAST_TTL = (select(*_COLUMNS).where(in_state(State.PENDING), _R.expires_at <= _time("now"))
+             .order_by(_R.expires_at).limit(bindparam("limit")))
+_CLAIM = (update(_REQUESTS)
+          .where(_R.id == bindparam("rid"), _R.state == State.APPROVED.value,
+                 or_(_R.issue_claimed_at.is_(None), _R.issue_claimed_at < _time("lapsed")))
+          .values(issue_serial=bindparam("serial", type_=UInt64()), issue_claimed_at=_time("now"),
+                  issue_attempts=_R.issue_attempts + 1)
+          .returning(*_COLUMNS))
+_RELEASE = (update(_REQUESTS)
+            .where(_R.id == bindparam("rid"), _R.issue_serial == bindparam("serial", type_=UInt64()))
+            .values(issue_claimed_at=None, issue_error=bindparam("error")))
+_MARK_ISSUED = (update(_REQUESTS)
+                .where(_R.id == bindparam("rid"), _R.state == State.APPROVED.value,
+                       _R.issue_serial == bindparam("serial", type_=UInt64()))
+                .values(state=State.ISSUED.value, issued_at=_time("now"), issue_error=None,
+                        version=_R.version + 1))
+# A fresh approval belongs to the worker that approved it, which issues it next; a sweep taking
+# it first would leave that worker (a break-glass user waiting) with nothing.
+_ISSUABLE = select(_R.id).where(
+    in_state(State.APPROVED),
+    or_(_R.issue_claimed_at < _time("lapsed"),
+        and_(_R.issue_claimed_at.is_(None), _R.issue_attempts > 0),
+        and_(_R.issue_claimed_at.is_(None),
+             func.coalesce(_R.decided_at, _R.created_at) < _time("lapsed"))))
+_MARK_REVIEWED = (update(_REQUESTS)
+                  .where(_R.id == bindparam("rid"), _R.kind == Kind.BREAKGLASS.value,
+                         _R.reviewed_at.is_(None))
+                  .values(reviewed_at=_time("now"), reviewed_by=bindparam("by")))
+# ix_requests_breakglass_unreviewed; the UPDATE's condition lets one replica win each.
+_UNREVIEWED = select(*_COLUMNS).where(
+    _literally(_R.kind, Kind.BREAKGLASS), _R.reviewed_at.is_(None),
+    _R.review_escalated_at.is_(None), _R.created_at <= _time("before"))
+_ESCALATE = (update(_REQUESTS)
+             .where(_R.id == bindparam("rid"), _R.review_escalated_at.is_(None))
+             .values(review_escalated_at=_time("now")))
 
 
 def _request(row, votes=()) -> Request:
@@ -44,124 +109,68 @@ def _request(row, votes=()) -> Request:
 
 
 class SqlRequests:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def _run(self, statement, **params):
+        return self.connection.execute(statement, params)
 
     def add(self, request: Request) -> None:
-        self.session.execute(_REQUESTS.insert().values(
-            id=request.id, kind=request.kind.value, requester=request.requester,
-            target=request.target, duration_seconds=int(request.duration.total_seconds()),
-            reason=request.reason, key_fingerprint=request.key_fingerprint,
-            public_key=request.public_key, state=request.state.value, version=request.version,
-            created_at=request.created_at, expires_at=request.expires_at,
-            decided_at=request.decided_at, issue_attempts=0))
+        self._run(_INSERT, id=request.id, kind=request.kind.value, requester=request.requester,
+                  target=request.target, duration_seconds=int(request.duration.total_seconds()),
+                  reason=request.reason, key_fingerprint=request.key_fingerprint,
+                  public_key=request.public_key, state=request.state.value,
+                  version=request.version, created_at=request.created_at,
+                  expires_at=request.expires_at, decided_at=request.decided_at, issue_attempts=0)
 
     def get(self, request_id: str, *, lock: bool = False) -> Request | None:
         # lock: the row stays locked (PostgreSQL) until the transaction ends, so concurrent
         # voters queue instead of racing; SQLite's write lock already does that.
-        query = select(*_COLUMNS).where(_REQUESTS.c.id == request_id)
-        row = self.session.execute(query.with_for_update() if lock else query).first()
+        row = self._run(_GET_LOCKED if lock else _GET, id=request_id).first()
         return None if row is None else _request(row, self._votes(request_id))
 
     def _votes(self, request_id: str) -> list[Vote]:
-        rows = self.session.execute(
-            select(_APPROVALS.c.approver, _APPROVALS.c.approve, _APPROVALS.c.at)
-            .where(_APPROVALS.c.request_id == request_id)
-            .order_by(_APPROVALS.c.at, _APPROVALS.c.id))
-        return [Vote(approver=r.approver, approve=r.approve, at=r.at) for r in rows]
+        return [Vote(approver=r.approver, approve=r.approve, at=r.at)
+                for r in self._run(_VOTES, id=request_id)]
 
     def move(self, before: Request, after: Request) -> bool:
-        result = self.session.execute(
-            update(_REQUESTS)
-            .where(_REQUESTS.c.id == before.id, _REQUESTS.c.version == before.version,
-                   _REQUESTS.c.state == before.state.value)
-            .values(state=after.state.value, decided_at=after.decided_at,
-                    version=_REQUESTS.c.version + 1))
-        return result.rowcount == 1
+        return self._run(_MOVE, rid=before.id, seen_version=before.version,
+                         expect=before.state.value, new_state=after.state.value,
+                         decided=after.decided_at).rowcount == 1
 
     def add_vote(self, request_id: str, vote: Vote) -> None:
         with unique("vote"):
-            self.session.execute(_APPROVALS.insert().values(
-                request_id=request_id, approver=vote.approver, approve=vote.approve, at=vote.at))
+            self._run(_ADD_VOTE, request_id=request_id, approver=vote.approver,
+                      approve=vote.approve, at=vote.at)
 
     def pending_count(self, requester: str, target: str) -> int:
-        return self.session.scalar(select(func.count()).select_from(_REQUESTS).where(
-            _REQUESTS.c.requester == requester, _REQUESTS.c.target == target,
-            in_state(State.PENDING))) or 0
+        return self._run(_PENDING_COUNT, requester=requester, target=target).scalar() or 0
 
     def pending_of(self, requester: str) -> list[Request]:
-        rows = self.session.execute(select(*_COLUMNS).where(
-            _REQUESTS.c.requester == requester, in_state(State.PENDING))
-            .order_by(_REQUESTS.c.created_at))
-        return [_request(row) for row in rows]
+        return [_request(row) for row in self._run(_PENDING_OF, requester=requester)]
 
     def past_ttl(self, now: datetime, limit: int) -> list[Request]:
         # ix_requests_pending_expires_at
-        rows = self.session.execute(select(*_COLUMNS).where(
-            in_state(State.PENDING), _REQUESTS.c.expires_at <= now)
-            .order_by(_REQUESTS.c.expires_at).limit(limit))
-        return [_request(row) for row in rows]
+        return [_request(row) for row in self._run(_PAST_TTL, now=now, limit=limit)]
 
     def claim_issue(self, request_id: str, *, serial: int, now: datetime,
                     lease: timedelta) -> Request | None:
-        claimed = self.session.execute(
-            update(_REQUESTS)
-            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.state == State.APPROVED.value,
-                   or_(_REQUESTS.c.issue_claimed_at.is_(None),
-                       _REQUESTS.c.issue_claimed_at < now - lease))
-            .values(issue_serial=serial, issue_claimed_at=now,
-                    issue_attempts=_REQUESTS.c.issue_attempts + 1)
-            .returning(*_COLUMNS)).first()
-        return None if claimed is None else _request(claimed, self._votes(request_id))
+        row = self._run(_CLAIM, rid=request_id, lapsed=now - lease, serial=serial, now=now).first()
+        return None if row is None else _request(row, self._votes(request_id))
 
     def release_issue(self, request_id: str, *, serial: int, error: str) -> None:
-        self.session.execute(
-            update(_REQUESTS)
-            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.issue_serial == serial)
-            .values(issue_claimed_at=None, issue_error=error[:1000]))
+        self._run(_RELEASE, rid=request_id, serial=serial, error=error[:1000])
 
     def mark_issued(self, request_id: str, *, serial: int, now: datetime) -> bool:
-        result = self.session.execute(
-            update(_REQUESTS)
-            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.state == State.APPROVED.value,
-                   _REQUESTS.c.issue_serial == serial)
-            .values(state=State.ISSUED.value, issued_at=now, issue_error=None,
-                    version=_REQUESTS.c.version + 1))
-        return result.rowcount == 1
+        return self._run(_MARK_ISSUED, rid=request_id, serial=serial, now=now).rowcount == 1
 
     def issuable(self, now: datetime, lease: timedelta) -> list[str]:
-        # A fresh approval belongs to the worker that approved it, which issues it next; a sweep
-        # taking it first would leave that worker (a break-glass user waiting) with nothing.
-        lapsed = now - lease
-        unclaimed = _REQUESTS.c.issue_claimed_at.is_(None)
-        return list(self.session.scalars(
-            select(_REQUESTS.c.id).where(
-                in_state(State.APPROVED),
-                or_(_REQUESTS.c.issue_claimed_at < lapsed,
-                    and_(unclaimed, _REQUESTS.c.issue_attempts > 0),
-                    and_(unclaimed, func.coalesce(_REQUESTS.c.decided_at,
-                                                  _REQUESTS.c.created_at) < lapsed)))))
+        return list(self._run(_ISSUABLE, lapsed=now - lease).scalars())
 
     def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
-        result = self.session.execute(
-            update(_REQUESTS)
-            .where(_REQUESTS.c.id == request_id, _REQUESTS.c.kind == Kind.BREAKGLASS.value,
-                   _REQUESTS.c.reviewed_at.is_(None))
-            .values(reviewed_at=now, reviewed_by=by))
-        return result.rowcount == 1
+        return self._run(_MARK_REVIEWED, rid=request_id, by=by, now=now).rowcount == 1
 
     def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
-        # ix_requests_breakglass_unreviewed; the UPDATE's condition lets one replica win each.
-        due = self.session.execute(select(*_COLUMNS).where(
-            _literally(_REQUESTS.c.kind, Kind.BREAKGLASS), _REQUESTS.c.reviewed_at.is_(None),
-            _REQUESTS.c.review_escalated_at.is_(None), _REQUESTS.c.created_at <= created_before))
-        moved = []
-        for row in list(due):
-            result = self.session.execute(
-                update(_REQUESTS)
-                .where(_REQUESTS.c.id == row.id, _REQUESTS.c.review_escalated_at.is_(None))
-                .values(review_escalated_at=now))
-            if result.rowcount == 1:
-                moved.append(_request(row))
-        return moved
-
+        due = list(self._run(_UNREVIEWED, before=created_before))
+        return [_request(row) for row in due
+                if self._run(_ESCALATE, rid=row.id, now=now).rowcount == 1]

@@ -1,9 +1,11 @@
-"""access.ports.Store on a Database: one SQLAlchemy session per unit of work."""
+"""access.ports.Store on a Database: one transaction on a Core connection per unit of work."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from sqlalchemy.engine import Connection
 
 from storage.audit import SqlAuditLog
 from storage.certificates import SqlCertificates
@@ -13,12 +15,12 @@ from storage.requests import SqlRequests
 
 
 class SqlUnit:
-    def __init__(self, session) -> None:
-        self.session = session
-        self.requests = SqlRequests(session)
-        self.certificates = SqlCertificates(session)
-        self.keys = SqlKeys(session)
-        self.users = SqlUsers(session)
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.requests = SqlRequests(connection)
+        self.certificates = SqlCertificates(connection)
+        self.keys = SqlKeys(connection)
+        self.users = SqlUsers(connection)
         self.audit = SqlAuditLog()
 
 
@@ -28,10 +30,10 @@ class SqlStore:
 
     @contextmanager
     def unit(self, *, read_only: bool = False) -> Iterator[SqlUnit]:
-        with self.db.session(read_only=read_only) as session:
-            unit = SqlUnit(session)
+        with self.db.transaction(read_only=read_only) as connection:
+            unit = SqlUnit(connection)
             yield unit
             if unit.audit.pending:
                 if read_only:
                     raise RuntimeError("a read-only unit recorded audit events")
-                unit.audit.flush(session)
+                unit.audit.flush(connection)
