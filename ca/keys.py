@@ -137,14 +137,14 @@ def parse_public_key_blob(blob: bytes, *, comment: str = "") -> PublicKey:
     try:
         key_type = reader.text()
         _check_type_name(key_type)
-        bits = _read_key_fields(key_type, reader)
+        bits = read_key_fields(key_type, reader)
         reader.end()
     except WireError as exc:
         raise BadInput(f"the key data is truncated or malformed ({exc})") from None
     return PublicKey(type=key_type, blob=bytes(blob), bits=bits, comment=comment)
 
 
-def _read_key_fields(key_type: str, reader: Reader) -> int:
+def read_key_fields(key_type: str, reader: Reader) -> int:
     """Read and check the fields after the type name; returns the key size in bits."""
     if key_type in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
         if len(reader.string()) != 32:

@@ -4,20 +4,18 @@ The bot talks to it through an unmodified slack-sdk ``WebClient(token, base_url=
 so what is exercised is the bot's real request building, error handling and retries. Responses
 follow Slack's documented shapes: HTTP 200 with ``{"ok": true, ...}`` or ``{"ok": false, "error":
 "..."}``; rate limiting is HTTP 429 with ``Retry-After``. Everything the bot sends is recorded for
-tests to assert on (``calls``, ``messages``, ``ephemerals``, ``views``, ``uploads``).
+tests to assert on (``calls``, ``messages``, ``ephemerals``, ``views``).
 
-Besides ``/api/<method>`` the server answers:
+It answers only the methods the bot calls (``_methods``; anything else is ``unknown_method``, so
+a new call in the bot fails loudly here until the fake learns it), and besides ``/api/<method>``:
 
 * ``POST /response/<token>`` — a ``response_url`` as Slack hands out with commands and clicks;
-* ``POST /upload/v1/<file_id>`` — the upload URL from ``files.getUploadURLExternal``;
-* ``GET /_sandbox/state`` — a JSON snapshot of the workspace (for the sandbox page);
-* ``/link/?ticket=…`` (websocket) — Socket Mode, at the URL ``apps.connections.open`` hands out:
-  the app gets ``{"type": "hello", ...}`` on connect; ``socket_send`` delivers an envelope to
-  it and returns its ack, ``socket_connected`` waits for it to connect.
+* ``/link/?ticket=…`` (websocket) — Socket Mode (``bot.sandbox.socket_mode``), at the URL
+  ``apps.connections.open`` hands out.
 
 All state lives behind one lock: the server runs in its own thread, tests read from theirs. A
 call is appended to ``calls`` in the same critical section that applies its effects, so once a
-call is visible its message, view or upload is visible too.
+call is visible its message or view is visible too.
 """
 
 from __future__ import annotations
@@ -25,29 +23,28 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import mimetypes
 import secrets
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+
+from bot.sandbox.socket_mode import SocketModeLink
+from bot.sandbox.threaded_server import ThreadedServer
 
 __all__ = ["Call", "FakeSlack", "Message"]
 
 # Form-encoded parameters that carry JSON (slack-sdk serialises these when it sends a form body).
-_JSON_PARAMS = {"blocks", "attachments", "view", "files", "metadata", "users"}
+_JSON_PARAMS = {"blocks", "view"}
 # Methods that take the app-level token (xapp-…), not the bot token.
 _APP_TOKEN_METHODS = {"apps.connections.open"}
 _MAX_BLOCKS = 50
@@ -70,7 +67,7 @@ _TZ_LABELS = {
 @dataclass
 class Call:
     """One request to the fake, in the order they were answered. ``method`` is the Web API method
-    (``"chat.postMessage"``), or ``"response_url"`` / ``"upload"`` for those two endpoints."""
+    (``"chat.postMessage"``), or ``"response_url"`` for a post to one."""
 
     method: str
     params: dict
@@ -96,16 +93,7 @@ class Message:
     blocks: list
     thread_ts: str | None = None
     edited: list = field(default_factory=list)  # every chat.update / replace_original payload
-    files: list = field(default_factory=list)
-    attachments: list = field(default_factory=list)
     deleted: bool = False
-
-
-@dataclass
-class _SocketConnection:
-    websocket: Any
-    loop: asyncio.AbstractEventLoop
-    closed: bool = False
 
 
 class _SlackError(Exception):
@@ -131,11 +119,6 @@ def _decode_json_params(params: dict) -> dict:
             except ValueError:
                 pass  # left as a string; the method answers invalid_arguments / invalid_blocks
     return params
-
-
-def _random_id(prefix: str, n: int = 10) -> str:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    return prefix + "".join(secrets.choice(alphabet) for _ in range(n))
 
 
 class FakeSlack:
@@ -168,20 +151,14 @@ class FakeSlack:
         self._view_log: list[dict] = []
         self._triggers: dict[str, dict] = {}
         self._response_urls: dict[str, dict] = {}
-        self._files: dict[str, dict] = {}
-        self._uploads: list[dict] = []
         self._injected: dict[str, list[dict]] = {}
+        self._delays: dict[str, float] = {}  # method -> seconds before it answers
+        self._waiting: list[str] = []  # delayed calls under way, by method
         self._last_ts_us = 0
         self._view_seq = 0
-        # Socket Mode: tickets from apps.connections.open, open connections (oldest first),
-        # envelopes waiting for their ack, and every message the app sent over the socket.
-        self._socket_tickets: set[str] = set()
-        self._sockets: list[_SocketConnection] = []
-        self._socket_pending: dict[str, tuple[threading.Event, dict]] = {}
-        self._socket_received: list[dict] = []
+        self._socket_mode = SocketModeLink(app_id)
 
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self.url = ""
         self.base_url = ""
 
@@ -190,25 +167,19 @@ class FakeSlack:
         self.app = Starlette(routes=[
             Route("/api/{method}", self._handle_api, methods=["GET", "POST"]),
             Route("/response/{token:path}", self._handle_response_url, methods=["POST"]),
-            Route("/upload/v1/{file_id}", self._handle_upload, methods=["POST"]),
-            Route("/_sandbox/state", self._handle_state, methods=["GET"]),
-            WebSocketRoute("/link/", self._handle_socket),
+            WebSocketRoute("/link/", self._socket_mode.endpoint),
         ])
+        # The bot's calls (bot/slack.py), and Socket Mode's connection (slack-sdk).
         self._methods: dict[str, Callable[[dict], dict]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
-            "chat.getPermalink": self._chat_get_permalink,
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "views.open": self._views_open,
-            "views.push": self._views_push,
-            "views.update": self._views_update,
-            "files.getUploadURLExternal": self._files_get_upload_url,
-            "files.completeUploadExternal": self._files_complete_upload,
             "apps.connections.open": self._apps_connections_open,
         }
 
@@ -270,42 +241,31 @@ class FakeSlack:
     # --- server ----------------------------------------------------------------------------
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if self._thread is not None:
+        if self._server is not None:
             raise RuntimeError("FakeSlack is already running")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_config=None, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="fake-slack", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Slack server did not start")
-            time.sleep(0.01)
+        server = ThreadedServer(self.app, sock, "fake Slack")
+        try:
+            server.start(timeout=10)
+        except RuntimeError:
+            server.stop()
+            raise
+        self._server = server
         url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.url = f"http://{url_host}:{port}/"
         self.base_url = self.url + "api/"
         return self.base_url
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(5)
-            if self._thread.is_alive():
-                self._server.force_exit = True
-                self._thread.join(5)
-        self._server = None
-        self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> "FakeSlack":
-        if self._thread is None:
+        if self._server is None:
             self.start()
         return self
 
@@ -334,6 +294,18 @@ class FakeSlack:
             self._injected.setdefault(method, []).append(
                 dict(status=status, retry_after=retry_after, error=error, left=count))
 
+    def delay(self, method: str, seconds: float) -> None:
+        """Every later call to ``method`` answers after ``seconds`` (a slow Slack, for one
+        method; ``latency`` slows every method). 0 ends it."""
+        with self._lock:
+            self._delays[method] = seconds
+
+    def waiting(self, method: str) -> int:
+        """How many delayed calls to ``method`` are under way: received, not yet answered
+        (and so not yet in ``calls``)."""
+        with self._lock:
+            return self._waiting.count(method)
+
     def messages(self, channel: str) -> list[Message]:
         with self._lock:
             return sorted((m for m in self._messages.get(channel, [])
@@ -357,8 +329,8 @@ class FakeSlack:
             return [dict(e) for e in self._ephemerals if user_id is None or e["user"] == user_id]
 
     def views(self, user_id: str | None = None) -> list[dict]:
-        """Every views.open / views.push / views.update, in order: the view object as Slack
-        returned it (with ``id``), plus ``method`` and ``user_id``."""
+        """Every views.open, in order: the view object as Slack returned it (with ``id``), plus
+        ``method`` and ``user_id``."""
         with self._lock:
             return [copy.deepcopy(v) for v in self._view_log
                     if user_id is None or v["user_id"] == user_id]
@@ -368,15 +340,9 @@ class FakeSlack:
         with self._lock:
             return copy.deepcopy(self._views[view_id])
 
-    def uploads(self, channel: str | None = None) -> list[dict]:
-        """Files completed with files.completeUploadExternal: id, filename, title, content
-        (bytes), channel, thread_ts, initial_comment, message_ts."""
-        with self._lock:
-            return [dict(u) for u in self._uploads if channel is None or u["channel"] == channel]
-
     def new_trigger_id(self, user_id: str) -> str:
         """A trigger_id as Slack puts into a command or interaction payload: usable once, for
-        ``trigger_ttl`` seconds, with views.open / views.push."""
+        ``trigger_ttl`` seconds, with views.open."""
         now = time.time()
         trigger = f"{int(now * 1000)}.{secrets.randbelow(10**10):010d}.{secrets.token_hex(16)}"
         with self._lock:
@@ -429,28 +395,18 @@ class FakeSlack:
                     for m in self.messages(cid)]
             return dict(team={"id": self.team_id, "domain": self.team_domain},
                         users=[self._user_json(u) for u in self._users.values()],
-                        channels=channels, ephemerals=self.ephemerals(), views=self.views(),
-                        calls=[dict(method=c.method, status=c.status, at=c.at, error=c.error)
-                               for c in self._calls[-200:]])
+                        channels=channels)
 
     # --- Socket Mode -----------------------------------------------------------------------
 
     def socket_connected(self, timeout: float = 5.0) -> bool:
         """Wait until an app is connected over Socket Mode (True), or ``timeout`` passed (False)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if any(not c.closed for c in self._sockets):
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
+        return self._socket_mode.connected(timeout)
 
     def socket_received(self) -> list[dict]:
         """Every JSON message the app sent over Socket Mode (acks), oldest first, as
         ``{"data": <the message>, "at": <time.time()>}``."""
-        with self._lock:
-            return copy.deepcopy(self._socket_received)
+        return self._socket_mode.received()
 
     def socket_send(self, type: str, payload: dict, *, timeout: float = 5.0,
                     envelope_id: str | None = None, accepts_response_payload: bool = True,
@@ -459,72 +415,9 @@ class FakeSlack:
         the newest connected app and return its ack, ``{"envelope_id": ..., "payload": ...}``
         (``payload`` only when the app answered with one). AssertionError when no app is
         connected or no ack arrives within ``timeout`` seconds."""
-        started = time.monotonic()
-        envelope: dict[str, Any] = {"envelope_id": envelope_id or str(uuid.uuid4()), "type": type,
-                                    "payload": payload,
-                                    "accepts_response_payload": accepts_response_payload}
-        if type == "events_api":
-            envelope.update(retry_attempt=retry_attempt, retry_reason=retry_reason)
-        eid = envelope["envelope_id"]
-        done, slot = threading.Event(), {}
-        with self._lock:
-            conn = next((c for c in reversed(self._sockets) if not c.closed), None)
-            if conn is None:
-                raise AssertionError("no app is connected over Socket Mode")
-            self._socket_pending[eid] = (done, slot)
-        try:
-            asyncio.run_coroutine_threadsafe(conn.websocket.send_text(json.dumps(envelope)),
-                                             conn.loop).result(timeout)
-            left = max(0.0, timeout - (time.monotonic() - started))
-            if not done.wait(left):
-                raise AssertionError(f"no ack for {type} envelope {eid} within {timeout}s")
-            return slot["ack"]
-        finally:
-            with self._lock:
-                self._socket_pending.pop(eid, None)
-
-    async def _handle_socket(self, websocket: WebSocket) -> None:
-        ticket = websocket.query_params.get("ticket", "")
-        with self._lock:
-            known = ticket in self._socket_tickets
-        if not known:
-            await websocket.close(code=1008)  # before accept: the handshake is refused (403)
-            return
-        await websocket.accept()
-        conn = _SocketConnection(websocket, asyncio.get_running_loop())
-        with self._lock:
-            self._sockets.append(conn)
-            count = sum(1 for c in self._sockets if not c.closed)
-        try:
-            await websocket.send_text(json.dumps({
-                "type": "hello", "num_connections": count,
-                "debug_info": {"host": "applink-fake", "build_number": 1,
-                               "approximate_connection_time": 18060},
-                "connection_info": {"app_id": self.app_id}}))
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                raw = message.get("text")
-                if raw is None:
-                    raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-                try:
-                    data = json.loads(raw)
-                except ValueError:
-                    data = {"unparsed": raw}
-                with self._lock:
-                    self._socket_received.append(dict(data=data, at=time.time()))
-                    eid = data.get("envelope_id") if isinstance(data, dict) else None
-                    waiting = self._socket_pending.get(eid) if isinstance(eid, str) else None
-                    if waiting is not None and not waiting[0].is_set():
-                        waiting[1]["ack"] = data
-                        waiting[0].set()
-        except Exception:  # the app went away mid-send; the connection is simply gone
-            pass
-        finally:
-            with self._lock:
-                conn.closed = True
-                self._sockets.remove(conn)
+        return self._socket_mode.send(type, payload, timeout=timeout, envelope_id=envelope_id,
+                                      accepts_response_payload=accepts_response_payload,
+                                      retry_attempt=retry_attempt, retry_reason=retry_reason)
 
     # --- HTTP handlers ---------------------------------------------------------------------
 
@@ -558,6 +451,14 @@ class FakeSlack:
         params.pop("token", None)
         if self.latency > 0:
             await asyncio.sleep(self.latency)
+        with self._lock:
+            delay = self._delays.get(method, 0.0)
+            if delay > 0:
+                self._waiting.append(method)
+        if delay > 0:
+            await asyncio.sleep(delay)
+            with self._lock:
+                self._waiting.remove(method)
         with self._lock:
             status, body, headers = self._dispatch(method, params, token, bad_body)
             self._calls.append(Call(method, params, time.time(), status, body))
@@ -662,25 +563,6 @@ class FakeSlack:
                 self._store_message(channel, text, blocks or [], payload.get("thread_ts"))
         return 200, "ok"
 
-    async def _handle_upload(self, request: Request) -> Response:
-        file_id = request.path_params["file_id"]
-        content = await request.body()
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
-        with self._lock:
-            f = self._files.get(file_id)
-            if f is None:
-                status, text = 404, "not_found"
-            else:
-                f["content"] = content
-                status, text = 200, f"OK - {len(content)}"
-            self._calls.append(Call("upload", {"file_id": file_id, "length": len(content)},
-                                    time.time(), status, text))
-        return PlainTextResponse(text, status_code=status)
-
-    async def _handle_state(self, request: Request) -> Response:
-        return JSONResponse(json.loads(json.dumps(self.snapshot(), default=str)))
-
     # --- helpers ---------------------------------------------------------------------------
 
     def _new_ts(self) -> str:
@@ -710,17 +592,15 @@ class FakeSlack:
         return blocks
 
     @staticmethod
-    def _check_content(params: dict, *, allow_empty: bool = False) -> tuple[str, list | None]:
-        text, blocks, attachments = params.get("text"), params.get("blocks"), params.get("attachments")
+    def _check_content(params: dict) -> tuple[str, list | None]:
+        text, blocks = params.get("text"), params.get("blocks")
         if blocks is not None:
             if isinstance(blocks, str) and blocks.strip() in ("", "[]"):
                 blocks = []
             if (not isinstance(blocks, list) or len(blocks) > _MAX_BLOCKS
                     or not all(isinstance(b, dict) and b.get("type") for b in blocks)):
                 raise _SlackError("invalid_blocks")
-        if attachments is not None and not isinstance(attachments, list):
-            raise _SlackError("invalid_attachments")
-        if not allow_empty and not text and not blocks and not attachments:
+        if not text and not blocks:
             raise _SlackError("no_text")
         if text is not None and not isinstance(text, str):
             text = str(text)
@@ -728,11 +608,10 @@ class FakeSlack:
             raise _SlackError("msg_too_long")
         return text or "", blocks
 
-    def _store_message(self, channel: str, text: str, blocks: list, thread_ts: str | None,
-                       *, attachments: list | None = None, files: list | None = None) -> Message:
+    def _store_message(self, channel: str, text: str, blocks: list,
+                       thread_ts: str | None) -> Message:
         msg = Message(channel=channel, ts=self._new_ts(), user=self.bot_user_id, text=text,
-                      blocks=self._with_block_ids(blocks), thread_ts=thread_ts or None,
-                      attachments=copy.deepcopy(attachments or []), files=files or [])
+                      blocks=self._with_block_ids(blocks), thread_ts=thread_ts or None)
         self._messages.setdefault(channel, []).append(msg)
         return msg
 
@@ -750,10 +629,6 @@ class FakeSlack:
         if m.thread_ts:
             out["thread_ts"] = m.thread_ts
             out["parent_user_id"] = self.bot_user_id
-        if m.attachments:
-            out["attachments"] = copy.deepcopy(m.attachments)
-        if m.files:
-            out["files"] = [{k: v for k, v in f.items() if k != "content"} for f in m.files]
         if m.edited:
             out["edited"] = {"user": self.bot_user_id, "ts": m.edited[-1].get("edit_ts", m.ts)}
         return out
@@ -800,11 +675,9 @@ class FakeSlack:
             raise _SlackError("invalid_arguments")
         return view
 
-    def _make_view(self, view: dict, *, view_id: str | None = None, root: str | None = None,
-                   previous: str | None = None) -> dict:
-        if view_id is None:
-            self._view_seq += 1
-            view_id = f"V{self._view_seq:02d}" + secrets.token_hex(4).upper()
+    def _make_view(self, view: dict) -> dict:
+        self._view_seq += 1
+        view_id = f"V{self._view_seq:02d}" + secrets.token_hex(4).upper()
         obj = dict(
             id=view_id, team_id=self.team_id, type=view.get("type", "modal"),
             title=view.get("title"), submit=view.get("submit"), close=view.get("close"),
@@ -814,7 +687,7 @@ class FakeSlack:
             state={"values": {}}, hash=f"{int(time.time())}.{secrets.token_hex(4)}",
             clear_on_close=bool(view.get("clear_on_close", False)),
             notify_on_close=bool(view.get("notify_on_close", False)),
-            root_view_id=root or view_id, previous_view_id=previous, app_id=self.app_id,
+            root_view_id=view_id, previous_view_id=None, app_id=self.app_id,
             app_installed_team_id=self.team_id, bot_id=self.bot_id)
         self._views[view_id] = obj
         return obj
@@ -832,8 +705,7 @@ class FakeSlack:
     def _chat_post_message(self, p: dict) -> dict:
         channel = self._resolve_channel(p.get("channel"))
         text, blocks = self._check_content(p)
-        msg = self._store_message(channel, text, blocks or [], p.get("thread_ts"),
-                                  attachments=p.get("attachments"))
+        msg = self._store_message(channel, text, blocks or [], p.get("thread_ts"))
         return dict(channel=channel, ts=msg.ts, message=self._message_json(msg))
 
     def _chat_update(self, p: dict) -> dict:
@@ -844,10 +716,7 @@ class FakeSlack:
         text, blocks = self._check_content(p)
         msg.edited.append(dict(p, edit_ts=self._new_ts(), at=time.time()))
         msg.text = text
-        # Like Slack: the new text/blocks replace the old; attachments stay unless given.
-        msg.blocks = self._with_block_ids(blocks or [])
-        if p.get("attachments") is not None:
-            msg.attachments = copy.deepcopy(p["attachments"])
+        msg.blocks = self._with_block_ids(blocks or [])  # like Slack: replaced, not merged
         return dict(channel=channel, ts=msg.ts, text=msg.text, message=self._message_json(msg))
 
     def _chat_post_ephemeral(self, p: dict) -> dict:
@@ -862,14 +731,6 @@ class FakeSlack:
             blocks=self._with_block_ids(blocks or []), response_type="ephemeral",
             thread_ts=p.get("thread_ts"), message_ts=ts, at=time.time()))
         return dict(message_ts=ts)
-
-    def _chat_get_permalink(self, p: dict) -> dict:
-        channel = self._resolve_channel(p.get("channel"))
-        msg = self._find_message(channel, p.get("message_ts"))
-        link = f"https://{self.team_domain}.slack.com/archives/{channel}/p{msg.ts.replace('.', '')}"
-        if msg.thread_ts:
-            link += f"?thread_ts={msg.thread_ts}&cid={channel}"
-        return dict(channel=channel, permalink=link)
 
     def _conversations_open(self, p: dict) -> dict:
         if p.get("channel"):
@@ -930,86 +791,5 @@ class FakeSlack:
         self._log_view("views.open", trigger["user_id"], obj)
         return dict(view=copy.deepcopy(obj))
 
-    def _views_push(self, p: dict) -> dict:
-        trigger = self._use_trigger(p.get("trigger_id"))
-        view = self._view_param(p)
-        user_views = [v for v in self._view_log if v["user_id"] == trigger["user_id"]]
-        previous = user_views[-1]["id"] if user_views else None
-        root = self._views[previous]["root_view_id"] if previous else None
-        obj = self._make_view(view, root=root, previous=previous)
-        self._log_view("views.push", trigger["user_id"], obj)
-        return dict(view=copy.deepcopy(obj))
-
-    def _views_update(self, p: dict) -> dict:
-        view = self._view_param(p)
-        view_id = p.get("view_id")
-        if not view_id and p.get("external_id"):
-            view_id = next((v["id"] for v in self._views.values()
-                            if v["external_id"] == p["external_id"]), None)
-        current = self._views.get(view_id) if view_id else None
-        if current is None:
-            raise _SlackError("not_found")
-        if p.get("hash") and p["hash"] != current["hash"]:
-            raise _SlackError("hash_conflict")
-        user_id = next((v["user_id"] for v in reversed(self._view_log) if v["id"] == view_id), None)
-        obj = self._make_view(view, view_id=view_id, root=current["root_view_id"],
-                              previous=current["previous_view_id"])
-        self._log_view("views.update", user_id, obj)
-        return dict(view=copy.deepcopy(obj))
-
-    def _files_get_upload_url(self, p: dict) -> dict:
-        filename, length = p.get("filename"), p.get("length")
-        if not filename or length in (None, ""):
-            raise _SlackError("invalid_arguments")
-        file_id = _random_id("F")
-        self._files[file_id] = dict(id=file_id, filename=filename, length=int(length),
-                                    alt_txt=p.get("alt_txt"), content=None)
-        return dict(upload_url=f"{self.url}upload/v1/{file_id}", file_id=file_id)
-
-    def _files_complete_upload(self, p: dict) -> dict:
-        files = p.get("files")
-        if not isinstance(files, list) or not files:
-            raise _SlackError("invalid_arguments")
-        pending = []
-        for item in files:
-            f = self._files.get(item.get("id")) if isinstance(item, dict) else None
-            if f is None or f["content"] is None:
-                raise _SlackError("file_not_found")
-            pending.append((f, item.get("title") or f["filename"]))
-        targets = []
-        if p.get("channel_id"):
-            targets.append(self._resolve_channel(p["channel_id"]))
-        if p.get("channels"):
-            targets += [self._resolve_channel(c.strip()) for c in str(p["channels"]).split(",")
-                        if c.strip()]
-        now = int(time.time())
-        infos = []
-        for f, title in pending:
-            mimetype = mimetypes.guess_type(f["filename"])[0] or "text/plain"
-            infos.append(dict(
-                id=f["id"], created=now, timestamp=now, name=f["filename"], title=title,
-                mimetype=mimetype, filetype=f["filename"].rsplit(".", 1)[-1] if "." in f["filename"]
-                else "text", user=self.bot_user_id, size=len(f["content"]),
-                url_private=f"https://files.slack.com/files-pri/{self.team_id}-{f['id']}/{f['filename']}",
-                permalink=f"https://{self.team_domain}.slack.com/files/{self.bot_user_id}/{f['id']}/{f['filename']}",
-                channels=[t for t in targets if t[0] in "CD"], groups=[t for t in targets if t[0] == "G"]))
-        comment = p.get("initial_comment") or ""
-        thread_ts = p.get("thread_ts") or None
-        for channel in targets or [None]:
-            msg_ts = None
-            if channel is not None:
-                msg = self._store_message(channel, comment, [], thread_ts,
-                                          files=[dict(i) for i in infos])
-                msg_ts = msg.ts
-            for (f, title), info in zip(pending, infos):
-                self._uploads.append(dict(id=f["id"], filename=f["filename"], title=title,
-                                          content=f["content"], channel=channel,
-                                          thread_ts=thread_ts, initial_comment=comment or None,
-                                          message_ts=msg_ts))
-        return dict(files=infos)
-
     def _apps_connections_open(self, p: dict) -> dict:
-        host = self.url.split("://", 1)[-1].rstrip("/")
-        ticket = secrets.token_hex(16)
-        self._socket_tickets.add(ticket)
-        return dict(url=f"ws://{host}/link/?ticket={ticket}&app_id={self.app_id}")
+        return dict(url=self._socket_mode.new_url(self.url))

@@ -1,11 +1,13 @@
-"""The sandbox end to end: the real bot, the fake Slack and the page, driven in headless Chromium.
+"""The sandbox end to end: the real bot (`vouch serve`, a child process), the fake Slack and the
+page, driven in headless Chromium.
 
 What a person does on the page reaches the bot as the signed requests Slack would send; the
 certificate that comes back in the DM must be one `ssh-keygen -L` reads. Screenshots of every step
 are saved under the test's tmp dir (``screenshots/``).
 
 Also here, without a browser: the port-taken and files-in-the-way messages, reuse of a previous
-run's files, and the request form (a modal) through the page's API.
+run's files, the bot's process (its own settings, its log, stopped with the sandbox), and the
+request form (a modal) through the page's API.
 """
 
 from __future__ import annotations
@@ -262,6 +264,66 @@ def test_second_run_reuses_the_files(tmp_path):
         assert second.demo_key == key
         assert _get(second.url + "/api/info")["demo_key"]["public"] == key.line
     assert (workdir / "ca_key").read_bytes() == ca
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_bot_is_vouch_serve_in_a_process_stopped_with_the_sandbox(tmp_path):
+    sb = Sandbox(port=0, workdir=tmp_path / "sb").start()
+    try:
+        pid = sb.bot.pid
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+        assert argv[1:4] == [b"-m", b"vouch", b"serve"]
+        with urllib.request.urlopen(sb.bot_url + "/readyz", timeout=10) as resp:
+            assert resp.status == 200
+        # the page hands hosts the bot's own CA line and KRL
+        with urllib.request.urlopen(sb.url + "/ca.pub", timeout=10) as resp:
+            assert resp.read().decode().split()[:2] == \
+                (tmp_path / "sb" / "ca_key.pub").read_text().split()[:2]
+        with urllib.request.urlopen(sb.url + "/krl", timeout=10) as resp:
+            assert resp.read().startswith(b"SSHKRL\n\0")
+        assert "Uvicorn running" in (tmp_path / "sb" / "vouch.log").read_text()
+    finally:
+        sb.stop()
+    assert sb.bot.exit_code() is not None
+    assert not _running(pid)
+
+
+def test_the_callers_vouch_settings_do_not_reach_the_bot(tmp_path, monkeypatch):
+    # Each of these would break the sandbox's bot, or point it at something real.
+    monkeypatch.setenv("VOUCH_DATABASE_URL", "postgresql+psycopg://prod.example.invalid/vouch")
+    monkeypatch.setenv("VOUCH_SLACK_APP_TOKEN", "xapp-1-A0REAL-1234-abcdef")
+    monkeypatch.setenv("VOUCH_CA_KEY", "pkcs11:token=prod;object=vouch-ca")
+    monkeypatch.setenv("VOUCH_SECRETS_DIR", str(tmp_path / "no-such-dir"))
+    with Sandbox(port=0, workdir=tmp_path / "sb") as sb:
+        assert (tmp_path / "sb" / "vouch.db").is_file()
+        assert _post(sb.url + "/api/command", {"user": "U0ALICE", "channel": "C0GENERAL",
+                                               "text": f"/ssh-key add {sb.demo_key.line}"})["ok"]
+        _wait(lambda: any("Registered" in e["text"]
+                          for e in _get(sb.url + "/api/state?user=U0ALICE")["ephemerals"]),
+              what="key added over HTTP, not Socket Mode")
+
+
+def test_a_bot_that_refuses_to_start_is_one_error_naming_its_log(tmp_path):
+    workdir = tmp_path / "sb"
+    workdir.mkdir()
+    (workdir / "vouch.db").write_bytes(b"garbage, not SQLite" * 100)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(BadInput) as err:
+        Sandbox(port=port, workdir=workdir).start()
+    assert str(workdir / "vouch.log") in err.value.message
+    assert (workdir / "vouch.log").read_text().strip()
+    with socket.socket() as again:  # the page's port was given back
+        again.bind(("127.0.0.1", port))
 
 
 def test_request_form_modal_through_the_page_api(sandbox):

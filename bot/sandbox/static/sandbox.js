@@ -280,12 +280,7 @@ function blockHtml(b, ctx) {
 
 function contentHtml(m, ctx) {
   const blocks = m.blocks || [];
-  let html = blocks.length ? blocks.map((b) => blockHtml(b, ctx)).join("") : mrkdwn(m.text, ctx);
-  for (const f of m.files || []) {
-    const ext = (f.filetype || "file").slice(0, 4).toUpperCase();
-    html += `<div class="file"><span class="ficon">${esc(ext)}</span><div><b>${esc(f.title || f.name)}</b>`
-      + `<div class="edited">${esc(f.name)} · ${f.size || 0} bytes</div></div></div>`;
-  }
+  const html = blocks.length ? blocks.map((b) => blockHtml(b, ctx)).join("") : mrkdwn(m.text, ctx);
   return `<div class="blocks">${html}</div>`;
 }
 
