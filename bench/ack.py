@@ -43,7 +43,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,14 +58,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bot.sandbox import FakeSlack, SlackDriver
-from bot.views import APPROVE
+from bench.common import (MODULE, PIN, free_port, init_token, machine, pct,  # noqa: E402
+                          summary_ms, user_key_lines, verdict)
+from bot.sandbox import FakeSlack, SlackDriver  # noqa: E402
+from bot.views import APPROVE  # noqa: E402
 
 VOUCH = REPO / ".venv" / "bin" / "vouch"
-MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "vouch-ack-bench"
-PIN = "1234"
-SO_PIN = "12345678"
 BOT_TOKEN = "xoxb-bench-1"
 SIGNING_SECRET = "bench-signing-secret-1"
 REQUESTS_CHANNEL = "C0REQUESTS"
@@ -83,26 +81,7 @@ _DM_REQUEST = re.compile(r"\(request ([^)\s]+)\)")
 _ASKED = re.compile(r"Reason: (?:burst|backlog) (\d+):")  # the k in command_jobs' reasons
 
 
-# --- statistics and /proc ------------------------------------------------------------------
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
-    return ordered[int(rank) - 1]
-
-
-def summary_ms(values: list[float]) -> str:
-    if not values:
-        return "no samples"
-    ms = [v * 1000 for v in values]
-    return (f"n={len(ms)}  p50 {pct(ms, 50):7.1f}  p90 {pct(ms, 90):7.1f}  "
-            f"p99 {pct(ms, 99):7.1f}  max {max(ms):7.1f}  mean {statistics.fmean(ms):7.1f} ms")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
+# --- /proc ----------------------------------------------------------------------------------
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process so far, from /proc/<pid>/stat."""
@@ -221,29 +200,6 @@ def _approve_value(blocks) -> str | None:
 
 # --- set-up --------------------------------------------------------------------------------
 
-def init_token(root: Path) -> dict[str, str]:
-    """A private SoftHSM2 token; returns the environment entries that point at it."""
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n"
-                    "log.level = ERROR\n")
-    env = {"SOFTHSM2_CONF": str(conf)}
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN,
-                    "--so-pin", SO_PIN, "--pin", PIN], check=True, capture_output=True,
-                   env={**os.environ, **env})
-    return env
-
-
-def user_key_lines(n: int) -> list[str]:
-    """n distinct Ed25519 OpenSSH public key lines."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    return [ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        + f" bench{i}@ack" for i in range(n)]
-
-
 def write_policy(path: Path) -> None:
     approvers = ", ".join(APPROVERS)
     targets = "".join(f"  {t}:\n    principals: [{t.replace('-', '')}]\n    max_duration: 4h\n"
@@ -251,12 +207,6 @@ def write_policy(path: Path) -> None:
                       for t in TARGETS)
     path.write_text(f"requests_channel: {REQUESTS_CHANNEL}\nsecurity_channel: {SECURITY_CHANNEL}\n"
                     f"admins: [{APPROVERS[0]}]\ntargets:\n{targets}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -384,7 +334,7 @@ class Bench:
 def register_keys(b: Bench) -> None:
     """Everyone registers a key; not timed (it also fills users.info caches)."""
     everyone = b.users + list(APPROVERS)
-    keys = user_key_lines(len(everyone))
+    keys = [line + "@ack" for line in user_key_lines(len(everyone), "bench")]
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=b.args.concurrency) as pool:
         statuses = list(pool.map(
@@ -561,7 +511,7 @@ def main() -> int:
     watcher = Watcher(fake).start()
     serve = None
     try:
-        token_env = init_token(root)
+        token_env = init_token(root, TOKEN, this_process=False)  # for vouch serve, not us
         write_policy(root / "policy.yaml")
         serve = start_vouch(root, api_url, token_env)
         driver = SlackDriver(f"http://127.0.0.1:{serve.port}/slack/events", SIGNING_SECRET, fake)
@@ -604,8 +554,7 @@ def main() -> int:
             print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{sys.implementation.name} {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"{time.monotonic() - started:.1f} s")
+    print(f"\n{machine()}, {time.monotonic() - started:.1f} s")
     return 0
 
 

@@ -5,7 +5,7 @@ Run from the repository root:  .venv/bin/python bench/sign.py [--count N] [--pro
 For each CA key type, in one run:
   vouch-pkcs11  Vouch's Pkcs11Signer (SoftHSM2): a whole certificate per item (new serial,
                 CertificateSpec, sign_certificate).
-  raw-pkcs11    python-pkcs11 `sign` on the same token key through the same session: the floor.
+  raw-pkcs11    python-pkcs11 `sign` on the same token key (its own session): the floor.
   vouch-file    Vouch's FileSigner with a freshly created key file: a whole certificate per item.
   ssh-keygen    `ssh-keygen -s ca.pub -D libsofthsm2.so ...`, one process per certificate, the way a
                 shell-script CA does it (not Ed25519: OpenSSH 9.2's PKCS#11 code has no Ed25519).
@@ -43,9 +43,10 @@ from ca.cert import (CertificateSpec, encode_tbs, new_serial, sign_certificate, 
                      validity)
 from ca.keys import PublicKey, parse_public_key  # noqa: E402
 from ca.signer import CaKeyType, create_file_key  # noqa: E402
-from bench.timing import PIN, TOKEN, Result, compare, init_token, measure  # noqa: E402
+from bench.common import (MODULE, PIN, TOKEN, Result, check_certificate, compare,  # noqa: E402
+                          init_token, machine, measure, print_top_functions, token_signer,
+                          user_key_line, verdict)
 
-MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 SSH_KEYGEN_SKIPPED = {"ed25519": "OpenSSH 9.2's ssh-keygen -D says 'skipping unsupported key type'"}
 
 # Targets: how much faster than ssh-keygen-per-certificate Vouch must be (P-256), and how close
@@ -58,23 +59,10 @@ TARGET_VS_RAW = 1.5
 
 def user_key(root: Path) -> tuple[PublicKey, Path]:
     """An Ed25519 user public key, parsed and as `user.pub` for ssh-keygen."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    line = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    line = user_key_line()
     path = root / "user.pub"
     path.write_text(line + " user@bench\n")
     return parse_public_key(line), path
-
-
-def token_signer(key_type: CaKeyType):
-    """A fresh key in the bench token, and Vouch's signer for it."""
-    from ca.pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
-
-    uri = parse_pkcs11_uri(f"pkcs11:token={TOKEN};object=ca-{key_type.value}")
-    create_token_key(uri, key_type, module=MODULE, pin=PIN)
-    return Pkcs11Signer(uri, module=MODULE, pin=PIN)
 
 
 # --- contenders ----------------------------------------------------------------------------
@@ -93,19 +81,24 @@ def vouch(signer, subject: PublicKey) -> Callable[[], object]:
     return issue
 
 
-def raw_pkcs11(signer, subject: PublicKey) -> Callable[[], object]:
-    """The floor: python-pkcs11's sign alone, on the signer's own key handle and session, over a
-    real certificate body. EC hashes first (SoftHSM2 has no CKM_ECDSA_SHA256)."""
-    from pkcs11 import Mechanism
+def raw_pkcs11(signer, subject: PublicKey, label: str):
+    """The floor: python-pkcs11's sign alone, on the same token key (found by its label in a
+    session of its own, which shares the signer's login), over a real certificate body. EC hashes
+    first (SoftHSM2 has no CKM_ECDSA_SHA256). Returns (the call, its session, to close)."""
+    from pkcs11 import Mechanism, ObjectClass
+
+    from ca.pkcs11 import load_module
 
     body = encode_tbs(vouch(signer, subject)().spec, signer.public_key.blob)
-    key, kind = signer._key, signer.public_key.type
+    session = load_module(MODULE).get_token(token_label=TOKEN).open()
+    key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+    kind = signer.public_key.type
     if kind == "ssh-ed25519":
-        return lambda: key.sign(body, mechanism=Mechanism.EDDSA)
+        return (lambda: key.sign(body, mechanism=Mechanism.EDDSA)), session
     if kind == "ssh-rsa":
-        return lambda: key.sign(body, mechanism=Mechanism.SHA512_RSA_PKCS)
+        return (lambda: key.sign(body, mechanism=Mechanism.SHA512_RSA_PKCS)), session
     digest = {256: hashlib.sha256, 384: hashlib.sha384, 521: hashlib.sha512}[signer.public_key.bits]
-    return lambda: key.sign(digest(body).digest(), mechanism=Mechanism.ECDSA)
+    return (lambda: key.sign(digest(body).digest(), mechanism=Mechanism.ECDSA)), session
 
 
 def file_signer(key_type: CaKeyType, root: Path):
@@ -137,16 +130,8 @@ def ssh_keygen(signer, key_type: CaKeyType, root: Path, user_pub: Path) -> Calla
         detail = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                                 text=True).stderr.strip()
         raise RuntimeError(f"ssh-keygen -D failed for {key_type.value}: {detail}") from None
-    check_certificate(cert, signer)
+    check_certificate(cert, signer.public_key.fingerprint, name=key_type.value)
     return run
-
-
-def check_certificate(cert: Path, signer) -> None:
-    """`ssh-keygen -L` reads the certificate and names the CA key as its signer."""
-    listing = subprocess.run(["ssh-keygen", "-L", "-f", str(cert)], capture_output=True,
-                             text=True, check=True).stdout
-    if "Signing CA: " not in listing or signer.public_key.fingerprint not in listing:
-        raise RuntimeError(f"ssh-keygen -L does not show a certificate by the CA key:\n{listing}")
 
 
 def bench_type(key_type: CaKeyType, count: int, root: Path, subject: PublicKey,
@@ -159,13 +144,14 @@ def bench_type(key_type: CaKeyType, count: int, root: Path, subject: PublicKey,
           + ("" if key_type.value in SSH_KEYGEN_SKIPPED else f", {n_ssh_keygen} by ssh-keygen"),
           flush=True)
     signer = token_signer(key_type)
+    raw, raw_session = raw_pkcs11(signer, subject, f"ca-{key_type.value}")
     try:
         issue = vouch(signer, subject)
         vouch_cert = root / f"vouch-{key_type.value}-cert.pub"
         vouch_cert.write_text(issue().line() + "\n")
-        check_certificate(vouch_cert, signer)
+        check_certificate(vouch_cert, signer.public_key.fingerprint, name=key_type.value)
         contenders = {"vouch-pkcs11": (issue, n),
-                      "raw-pkcs11": (raw_pkcs11(signer, subject), n),
+                      "raw-pkcs11": (raw, n),
                       "vouch-file": (vouch(file_signer(key_type, root), subject), n)}
         skipped = SSH_KEYGEN_SKIPPED.get(key_type.value)
         if skipped:
@@ -173,6 +159,7 @@ def bench_type(key_type: CaKeyType, count: int, root: Path, subject: PublicKey,
         contenders["ssh-keygen"] = (ssh_keygen(signer, key_type, root, user_pub), n_ssh_keygen)
         return compare(contenders)
     finally:
+        raw_session.close()  # before the signer's: closing the last session logs out
         signer.close()
 
 
@@ -211,23 +198,17 @@ def print_ratios(results: dict[str, dict[str, Result | str]]) -> None:
         print(line.rstrip())
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def profile(signer, subject: PublicKey, n: int) -> None:
     """Where a PKCS#11 certificate's time goes: cProfile of n certificates after a warm-up.
     (cProfile inflates every Python call; compare with the unprofiled medians.)"""
     import cProfile
-    import pstats
 
     issue = vouch(signer, subject)
     measure(issue, max(10, n // 10))
     profiler = cProfile.Profile()
     profiler.runcall(measure, issue, n)
-    stats = pstats.Stats(profiler).strip_dirs()
-    stats.sort_stats("tottime").print_stats(20)
-    stats.sort_stats("cumulative").print_stats(12)
+    print_top_functions(profiler, 20)
+    print_top_functions(profiler, 12, sort="cumulative")
 
 
 def main() -> int:
@@ -259,8 +240,7 @@ def main() -> int:
             results[key_type.value] = bench_type(key_type, args.count, root, subject, user_pub)
         print_table(results)
         print_ratios(results)
-        print(f"\n{sys.implementation.name} {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-              f"{time.perf_counter() - started:.1f} s")
+        print(f"\n{machine(started)}")
     return 0
 
 

@@ -5,13 +5,16 @@ Run from the repository root:  .venv/bin/python bench/storage.py [--rows N] [--e
 On SQLite (a file, WAL, as storage.db opens it) and PostgreSQL (a private cluster with fsync on):
   scans   100k certificates and 100k requests are bulk-loaded with a realistic spread (most
           expired or decided long ago, a few hundred due now), ANALYZEd; then
-          - "certificates expiring within 15 minutes": storage.certificates.expiring_unreminded
-          - "requests past their TTL": storage.requests.past_ttl, the SELECT of expire_pending
-            (pending, expires_at <= now, ordered, limited), without its UPDATEs
-          are each timed over --runs runs (median, a fresh session per run), and each query's plan
-          is printed (SQLite EXPLAIN QUERY PLAN, PostgreSQL EXPLAIN ANALYZE) with the index it uses.
-          Each query must return exactly the rows planted as due: that also proves the bulk-loaded
-          values are stored the way the ORM writes them. Target: median under 50 ms.
+          - "certificates due a reminder" (expiring within 15 minutes, not reminded):
+            storage.certificates.SqlCertificates.due_reminder, the SELECT of reminders_due
+          - "requests past their TTL": storage.requests.SqlRequests.past_ttl, the SELECT of
+            expire_due (pending, expires_at <= now, ordered, limited), without its UPDATEs
+          both with the sweeps' limit (access.sweeps.BATCH), are each timed over --runs runs
+          (median, a fresh db.transaction() per run, as the store's units run them), and each
+          query's plan is printed (SQLite EXPLAIN QUERY PLAN, PostgreSQL EXPLAIN ANALYZE) with the
+          index it uses. Each query must return exactly the rows planted as due: that also proves
+          the bulk-loaded values are stored the way the repositories write them. Target: median
+          under 50 ms.
   audit   1M chained events are precomputed with storage.audit's own canonical() and link() and
           bulk-inserted (not 1M append calls); then storage.audit.verify(session) is timed end to
           end in a Database.session(), as `vouch audit verify` runs it: by default the chain is
@@ -22,7 +25,7 @@ On SQLite (a file, WAL, as storage.db opens it) and PostgreSQL (a private cluste
           measured without the profiler.
 
 The PostgreSQL cluster runs as the postgres user (needs root) and is removed at the end. The whole
-run takes about 4-5 minutes on 2 cores; --rows/--events scale it down. Exit status 0 either way:
+run takes about 1-5 minutes on 2 cores; --rows/--events scale it down. Exit status 0 either way:
 this is a benchmark, not a test.
 """
 
@@ -42,25 +45,28 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-for _path in (REPO, REPO / "tests"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 from sqlalchemy import event  # noqa: E402
 
+from access.ports import StoredCertificate  # noqa: E402
+from access.requests import Request  # noqa: E402
+from access.sweeps import BATCH  # noqa: E402
+from bench.common import loadavg, machine, postgres_cluster, print_top_functions  # noqa: E402
+from bench.common import verdict  # noqa: E402
 from ca.wire import put_string  # noqa: E402
 from storage import audit  # noqa: E402
-from storage import certificates as certs  # noqa: E402
-from storage import requests as requests_repo  # noqa: E402
+from storage.certificates import SqlCertificates  # noqa: E402
 from storage.db import Database  # noqa: E402
-from bench.timing import print_top_functions  # noqa: E402
 from storage.models import AuditEvent, CertificateRecord, RequestRecord  # noqa: E402
+from storage.requests import SqlRequests  # noqa: E402
 from storage.types import UTCDateTime  # noqa: E402
 
 TARGET_QUERY_MS = 50.0
@@ -68,11 +74,7 @@ TARGET_VERIFY_PER_S = 200_000
 REMIND_WITHIN = timedelta(minutes=15)  # policy reminder_before, as the scheduler passes it
 REQUEST_TTL = timedelta(minutes=30)
 HISTORY = timedelta(days=180)  # how far back the loaded rows reach
-EXPIRE_LIMIT = 500  # expire_pending's default limit
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+SWEEP_LIMIT = BATCH  # what expire_due and reminders_due pass as the limit
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -164,8 +166,6 @@ def make_rows(rows: int, now: datetime, seed: int = 7) -> tuple[list[dict], list
             created_at=created,
             expires_at=created + REQUEST_TTL,
             decided_at=decided,
-            channel="C0REQUESTS",
-            message_ts=f"{int(created.timestamp())}.{rng.randint(0, 999999):06d}",
             issue_serial=None,
             issue_claimed_at=None,
             issue_error=None,
@@ -487,44 +487,37 @@ class Backend:
 
 @contextmanager
 def backends(names: list[str], root: Path) -> Iterator[list[Backend]]:
-    from support.postgres import PostgresCluster, available
-
     made: list[Backend] = []
-    cluster = None
-    try:
+    with ExitStack() as stack:  # closes the databases, then stops the cluster
         for name in names:
             if name == "sqlite":
-                made.append(Backend("sqlite", f"sqlite:///{root / 'bench.db'}"))
+                url = f"sqlite:///{root / 'bench.db'}"
             else:
-                why = available()
-                if why:
-                    print(f"postgresql: skipped: {why}")
+                cluster = stack.enter_context(postgres_cluster(durable=True))
+                if cluster is None:
                     continue
-                cluster = PostgresCluster(durable=True).start()
-                made.append(Backend("postgresql", cluster.create_database("bench")))
+                url = cluster.create_database("bench")
+            made.append(Backend(name, url))
+            stack.callback(made[-1].close)
         yield made
-    finally:
-        for backend in made:
-            backend.close()
-        if cluster is not None:
-            cluster.stop()
 
 
 # --- the scans ------------------------------------------------------------------------------
 
 
-def pending_past_ttl(session, now: datetime, limit: int = EXPIRE_LIMIT) -> list[RequestRecord]:
-    """The SELECT of storage.requests.expire_pending, without its UPDATEs."""
-    return requests_repo.past_ttl(session=session, now=now, limit=limit)
+def past_ttl(connection, now: datetime) -> list[Request]:
+    """The SELECT of access.sweeps.expire_due, without its UPDATEs."""
+    return SqlRequests(connection).past_ttl(now, SWEEP_LIMIT)
 
 
-def expiring_soon(session, now: datetime) -> list[CertificateRecord]:
-    return certs.expiring_unreminded(session=session, now=now, within=REMIND_WITHIN)
+def due_reminder(connection, now: datetime) -> list[StoredCertificate]:
+    """The SELECT of access.sweeps.reminders_due, without its UPDATEs."""
+    return SqlCertificates(connection).due_reminder(now, REMIND_WITHIN, SWEEP_LIMIT)
 
 
 QUERIES = {
-    "certificates expiring within 15 min": (expiring_soon, "ix_certificates_valid_before"),
-    "requests past their TTL": (pending_past_ttl, "ix_requests_pending_expires_at"),
+    "certificates due a reminder": (due_reminder, "ix_certificates_valid_before"),
+    "requests past their TTL": (past_ttl, "ix_requests_pending_expires_at"),
 }
 
 
@@ -581,18 +574,18 @@ class QueryResult:
 def time_query(
     backend: Backend, name: str, fn, index: str, expected: int, now: datetime, runs: int
 ) -> QueryResult:
-    with backend.db.session() as session, capture_sql(backend) as seen:
-        returned = len(fn(session, now))
+    with backend.db.transaction() as connection, capture_sql(backend) as seen:
+        returned = len(fn(connection, now))
     statement, parameters = seen[-1]
     plan = explain(backend, statement, parameters)
     for _ in range(3):  # warm the statement cache and the page cache
-        with backend.db.session() as session:
-            fn(session, now)
+        with backend.db.transaction() as connection:
+            fn(connection, now)
     times = []
     for _ in range(runs):
-        with backend.db.session() as session:
+        with backend.db.transaction() as connection:
             t0 = time.perf_counter()
-            fn(session, now)
+            fn(connection, now)
             times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     used = any(index in line for line in plan)
@@ -834,7 +827,7 @@ def main() -> int:
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     print(
-        f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+        f"load average at start: {loadavg()} on "
         f"{os.cpu_count()} CPUs (other work on the machine inflates every number below)"
     )
 
@@ -872,11 +865,8 @@ def main() -> int:
                 flush=True,
             )
             for name, (fn, index) in QUERIES.items():
-                expected = (
-                    planted.certs_due
-                    if fn is expiring_soon
-                    else min(planted.requests_due, EXPIRE_LIMIT)
-                )
+                planted_due = planted.certs_due if fn is due_reminder else planted.requests_due
+                expected = min(planted_due, SWEEP_LIMIT)
                 query_results.append(time_query(backend, name, fn, index, expected, now, args.runs))
             if not chain:
                 continue
@@ -939,10 +929,7 @@ def main() -> int:
         print(
             f"  {name:<11} {'audit.verify':<36} {rate:8,.0f} events/s  {verdict(rate > TARGET_VERIFY_PER_S)}"
         )
-    print(
-        f"\n{sys.implementation.name} {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, {time.perf_counter() - started:.1f} s"
-    )
+    print(f"\n{machine(started)}")
     return 0
 
 
