@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from access.ports import Duplicate
@@ -125,7 +125,7 @@ class Database:
         try:
             with self.engine.connect() as connection:
                 return MigrationContext.configure(connection).get_current_revision()
-        except OperationalError as exc:
+        except DatabaseError as exc:  # unreachable, or not a database at all
             raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
 
     def upgrade(self) -> tuple[str | None, str]:
@@ -172,7 +172,7 @@ class Database:
                     return before, before
                 command.upgrade(_alembic_config(connection), "head")
             return before, head_revision()
-        except OperationalError as exc:
+        except DatabaseError as exc:  # unreachable, or not a database at all
             raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
 
     @contextmanager

@@ -614,6 +614,16 @@ def test_db_upgrade_fresh_then_again(tmp_path: Path) -> None:
     assert head_revision() in second.stdout, second
 
 
+def test_a_file_that_is_not_a_database_is_named_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "vouch.db").write_bytes(os.urandom(4096))
+    vouch = Vouch(tmp_path)
+    for args in (("krl",), ("db", "upgrade"), ("audit", "verify")):
+        result = vouch.run(*args)
+        assert_no_traceback(result)
+        assert result.returncode == 1, result
+        assert result.err.strip() == "vouch: database unreachable: file is not a database", result
+
+
 def test_fresh_database_used_by_several_commands_at_once(tmp_path: Path) -> None:
     """CONTRACT: "a new, empty database is initialised by whichever command first uses it" --
     also when several start together (a cron'd `vouch krl` next to an operator, replicas).
