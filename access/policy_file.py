@@ -1,7 +1,7 @@
 """The policy file: YAML read into access.policy's dataclasses.
 
 Every problem in a file is reported with its line, so `vouch policy check` can list them all at
-once (FILE:LINE: message).
+once (FILE:LINE: message). access.policy_yaml reads the YAML; this module checks what it says.
 """
 
 from __future__ import annotations
@@ -9,14 +9,11 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-
-import yaml
 
 from access.durations import format_duration, parse_duration
 from access.policy import DEFAULT_MIN_DURATION, Breakglass, People, Policy, Target
+from access.policy_yaml import Node, PolicyError, Problem, read_yaml
 from ca.cert import EXTENSIONS, parse_source_addresses
 from ca.errors import BadInput
 
@@ -28,60 +25,7 @@ _TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _PRINCIPAL = re.compile(r"^[A-Za-z0-9._@-][A-Za-z0-9._@$-]{0,63}$")
 
 
-@dataclass(frozen=True)
-class Problem:
-    line: int
-    message: str
-
-
-class PolicyError(BadInput):
-    """A policy file with problems; `problems` holds every one found, with its line."""
-
-    def __init__(self, path: str, problems: list[Problem]) -> None:
-        self.path = path
-        self.problems = sorted(problems, key=lambda p: p.line)
-        lines = [f"{path}:{p.line}: {p.message}" for p in self.problems]
-        super().__init__(lines[0] if len(lines) == 1 else f"{len(lines)} problems in {path}",
-                         detail="\n".join(lines))
-
-    def lines(self) -> list[str]:
-        return [f"{self.path}:{p.line}: {p.message}" for p in self.problems]
-
-
 # --- loading -----------------------------------------------------------------------------
-
-class _Node:
-    """A YAML value with the line it starts on (1-based)."""
-
-    __slots__ = ("value", "line")
-
-    def __init__(self, value: Any, line: int) -> None:
-        self.value = value
-        self.line = line
-
-
-class _LineLoader(yaml.SafeLoader):
-    """Builds _Node trees so that every value knows its line; refuses duplicate keys."""
-
-
-def _construct(loader: _LineLoader, node: yaml.Node) -> _Node:
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        mapping: dict[str, tuple[int, _Node]] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if isinstance(key, _Node):
-                key = key.value
-            if key in mapping:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            mapping[key] = (key_node.start_mark.line + 1, _construct(loader, value_node))
-        return _Node(mapping, line)
-    if isinstance(node, yaml.SequenceNode):
-        return _Node([_construct(loader, item) for item in node.value], line)
-    return _Node(loader.construct_scalar(node) if node.tag == "tag:yaml.org,2002:str"
-                 else yaml.SafeLoader.construct_object(loader, node), line)
-
 
 def load_policy(path: str) -> Policy:
     """Read and validate a policy file; raises PolicyError listing every problem."""
@@ -97,24 +41,7 @@ def load_policy(path: str) -> Policy:
 
 
 def parse_policy(text: str, path: str = "policy.yaml") -> Policy:
-    loader = _LineLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise PolicyError(path, [Problem(1, "the policy file is empty: it needs at least `targets:`")])
-        tree = _construct(loader, node)
-    except yaml.constructor.ConstructorError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise PolicyError(path, [Problem(line, exc.problem or str(exc))]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark else 1
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(path, [Problem(line, f"YAML syntax error: {reason}")]) from None
-    except TypeError:
-        raise PolicyError(path, [Problem(1, "a mapping key is not a plain value")]) from None
-    finally:
-        loader.dispose()
+    tree = read_yaml(text, path)
     checker = _Checker()
     policy = checker.policy(tree)
     if checker.problems:
@@ -138,7 +65,7 @@ class _Checker:
     def fail(self, line: int, message: str) -> None:
         self.problems.append(Problem(line, message))
 
-    def mapping(self, node: _Node, where: str, allowed: set[str]) -> dict[str, tuple[int, _Node]]:
+    def mapping(self, node: Node, where: str, allowed: set[str]) -> dict[str, tuple[int, Node]]:
         if not isinstance(node.value, dict):
             self.fail(node.line, f"{where} must be a mapping of keys to values")
             return {}
@@ -150,7 +77,7 @@ class _Checker:
                                 + ", ".join(sorted(allowed)))
         return node.value
 
-    def duration(self, entry: tuple[int, _Node] | None, name: str, default: timedelta | None
+    def duration(self, entry: tuple[int, Node] | None, name: str, default: timedelta | None
                  ) -> timedelta | None:
         if entry is None:
             if default is None:
@@ -163,7 +90,7 @@ class _Checker:
             self.fail(line, f"{name}: {exc.message}")
             return default
 
-    def channel(self, entry: tuple[int, _Node] | None, name: str) -> str | None:
+    def channel(self, entry: tuple[int, Node] | None, name: str) -> str | None:
         if entry is None or entry[1].value is None:
             return None
         line, node = entry
@@ -172,7 +99,7 @@ class _Checker:
             return None
         return node.value
 
-    def people(self, entry: tuple[int, _Node] | None, name: str, *, allow_everyone: bool,
+    def people(self, entry: tuple[int, Node] | None, name: str, *, allow_everyone: bool,
                default: People) -> People:
         if entry is None:
             return default
@@ -195,7 +122,7 @@ class _Checker:
                 self.fail(item.line, f"{name}: {value!r} is not one of {allowed}")
         return People(frozenset(users), frozenset(groups), everyone)
 
-    def policy(self, tree: _Node) -> Policy:
+    def policy(self, tree: Node) -> Policy:
         top = self.mapping(tree, "the policy", _TOP_KEYS)
         targets: dict[str, Target] = {}
         targets_entry = top.get("targets")
@@ -227,7 +154,7 @@ class _Checker:
                     self.fail(top["breakglass"][0], "breakglass needs security_channel for its alerts")
         return policy
 
-    def target(self, name: str, line: int, node: _Node) -> Target | None:
+    def target(self, name: str, line: int, node: Node) -> Target | None:
         before = len(self.problems)
         if not _TARGET_NAME.match(name):
             self.fail(line, f"target name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
@@ -331,7 +258,7 @@ class _Checker:
                 out.add(item.value)
         return frozenset(out)
 
-    def breakglass(self, line: int, node: _Node, targets_entry, targets: dict[str, Target]
+    def breakglass(self, line: int, node: Node, targets_entry, targets: dict[str, Target]
                    ) -> Breakglass | None:
         before = len(self.problems)
         fields = self.mapping(node, "breakglass", _BREAKGLASS_KEYS)

@@ -12,7 +12,19 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from ca.wire import Reader, WireError, put_mpint, put_string, put_u8, put_u32, put_u64
+from ca.krl_serials import (
+    CERT_SERIAL_BITMAP,
+    CERT_SERIAL_LIST,
+    CERT_SERIAL_RANGE,
+    MAX_BITMAP_BITS,
+    MAX_SERIAL,
+    Intervals,
+    coalesce,
+    put_serial_subsection,
+    serial_intervals,
+    serial_subsections,
+)
+from ca.wire import Reader, WireError, put_string, put_u8, put_u32, put_u64
 
 KRL_MAGIC = b"SSHKRL\n\x00"
 KRL_FORMAT_VERSION = 1
@@ -24,23 +36,9 @@ SECTION_SIGNATURE = 4
 SECTION_FINGERPRINT_SHA256 = 5
 SECTION_EXTENSION = 255
 
-CERT_SERIAL_LIST = 0x20
-CERT_SERIAL_RANGE = 0x21
-CERT_SERIAL_BITMAP = 0x22
+# The serial subsection types (0x20-0x22) live in ca.krl_serials, with the code choosing them.
 CERT_KEY_ID = 0x23
 CERT_EXTENSION = 0x39
-
-MAX_SERIAL = 2**64 - 1
-# OpenSSH refuses an mpint longer than 16384 bits (SSHBUF_MAX_BIGNUM) and then rejects the
-# whole KRL ("bignum is too large"), so no bitmap may span more serials than this.
-MAX_BITMAP_BITS = 16384
-
-# Byte sizes of the serial subsections: type byte + string length prefix, then the body.
-_SUBSECTION_HEADER = 1 + 4
-_RANGE_COST = _SUBSECTION_HEADER + 16
-_BITMAP_FIXED_COST = _SUBSECTION_HEADER + 8 + 4
-
-_Intervals = list[tuple[int, int]]  # inclusive (lo, hi) serial intervals
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,7 @@ def encode_krl(
     _check_u64("generated_at", generated_at)
     _check_cstring("comment", comment)
     _check_ca_key(ca_key)
-    intervals = _serial_intervals(revocations)
+    intervals = serial_intervals(revocations.serials, revocations.serial_ranges)
     key_ids = _sorted_key_ids(revocations.key_ids)
     public_keys = _sorted_public_keys(revocations.public_keys)
 
@@ -132,10 +130,10 @@ def _put_section(section_type: int, body: bytes) -> bytes:
     return put_u8(section_type) + put_string(body)
 
 
-def _certificates_section(ca_key: bytes, intervals: _Intervals, key_ids: list[bytes]) -> bytes:
+def _certificates_section(ca_key: bytes, intervals: Intervals, key_ids: list[bytes]) -> bytes:
     """PROTOCOL.krl section 2: CA key, reserved, serial subsections (2.1-2.3), key IDs (2.4)."""
     parts = [put_string(ca_key), put_string(b"")]
-    parts += (_put_serial_subsection(*sub) for sub in _serial_subsections(intervals))
+    parts += (put_serial_subsection(*sub) for sub in serial_subsections(intervals))
     # 2.4 requires at least one key ID, so an empty subsection is never written.
     if key_ids:
         parts.append(_put_section(CERT_KEY_ID, b"".join(map(put_string, key_ids))))
@@ -147,102 +145,7 @@ def _explicit_key_section(public_keys: list[bytes]) -> bytes:
     return b"".join(map(put_string, public_keys))
 
 
-# Inside a bitmap each unrevoked serial costs one bit, so a gap this wide costs as much as
-# closing the bitmap and starting another.
-_GAP_BREAK = 8 * _BITMAP_FIXED_COST
-# A run this long is cheaper as a range of its own, even paying for a new bitmap after it.
-_LONG_RUN = 8 * (_RANGE_COST + _BITMAP_FIXED_COST)
-
-
-def _serial_subsections(intervals: _Intervals) -> list[tuple[int, _Intervals]]:
-    """Split sorted, disjoint intervals into (subsection type, intervals), in serial order.
-
-    Neighbouring intervals are clustered while the gap between them is cheaper to carry as
-    zero bits than a new subsection, and the cluster fits one bitmap; long runs stand alone.
-    Each cluster then takes its cheapest form, and consecutive lists are joined into one.
-    """
-    clusters: list[_Intervals] = []
-    for lo, hi in intervals:
-        if clusters:
-            last = clusters[-1]
-            if (
-                hi - lo < _LONG_RUN
-                and last[-1][1] - last[-1][0] < _LONG_RUN
-                and lo - last[-1][1] - 1 < _GAP_BREAK
-                and hi - last[0][0] < MAX_BITMAP_BITS
-            ):
-                last.append((lo, hi))
-                continue
-        clusters.append([(lo, hi)])
-
-    subsections: list[tuple[int, _Intervals]] = []
-    for cluster in clusters:
-        kind = _cheapest(cluster)
-        if kind == CERT_SERIAL_LIST and subsections and subsections[-1][0] == CERT_SERIAL_LIST:
-            subsections[-1][1].extend(cluster)
-        else:
-            subsections.append((kind, cluster))
-    return subsections
-
-
-def _cheapest(cluster: _Intervals) -> int:
-    """The subsection type that encodes a cluster in the fewest bytes (simplest on a tie)."""
-    count = sum(hi - lo + 1 for lo, hi in cluster)
-    width = cluster[-1][1] - cluster[0][0] + 1
-    costs = {CERT_SERIAL_LIST: _SUBSECTION_HEADER + 8 * count}
-    if len(cluster) == 1:
-        costs[CERT_SERIAL_RANGE] = _RANGE_COST
-    if width <= MAX_BITMAP_BITS:
-        # The top bit is always set, so the mpint needs a leading zero when width % 8 == 0.
-        costs[CERT_SERIAL_BITMAP] = _BITMAP_FIXED_COST + (width + 8) // 8
-    order = (CERT_SERIAL_RANGE, CERT_SERIAL_LIST, CERT_SERIAL_BITMAP)
-    return min(costs, key=lambda kind: (costs[kind], order.index(kind)))
-
-
-def _put_serial_subsection(kind: int, intervals: _Intervals) -> bytes:
-    """PROTOCOL.krl 2.1-2.3: one serial list, range or bitmap subsection."""
-    if kind == CERT_SERIAL_RANGE:
-        ((lo, hi),) = intervals
-        return _put_section(CERT_SERIAL_RANGE, put_u64(lo) + put_u64(hi))
-    if kind == CERT_SERIAL_LIST:
-        serials = (s for lo, hi in intervals for s in range(lo, hi + 1))
-        return _put_section(CERT_SERIAL_LIST, b"".join(map(put_u64, serials)))
-    offset = intervals[0][0]
-    bitmap = 0
-    for lo, hi in intervals:
-        bitmap |= ((1 << (hi - lo + 1)) - 1) << (lo - offset)
-    return _put_section(CERT_SERIAL_BITMAP, put_u64(offset) + put_mpint(bitmap))
-
-
 # --- input validation -------------------------------------------------------------------
-
-
-def _serial_intervals(revocations: Revocations) -> _Intervals:
-    """All revoked serials as sorted, disjoint intervals, each checked to be in 1..2**64-1."""
-    intervals = [(s, s) for s in revocations.serials]
-    intervals += (tuple(r) for r in revocations.serial_ranges)
-    # bool is an int subclass, and True would quietly revoke serial 1.
-    if not all(len(r) == 2 and type(r[0]) is int and type(r[1]) is int for r in intervals):
-        raise ValueError("certificate serials must be ints, and ranges (lo, hi) pairs of ints")
-    for lo, hi in intervals:
-        if lo > hi:
-            raise ValueError(f"serial range ({lo}, {hi}) is empty: lo > hi")
-    merged = _coalesce(intervals)
-    # Serial 0 means "no serial" to OpenSSH, and a KRL that lists it is rejected outright.
-    if merged and (merged[0][0] < 1 or merged[-1][1] > MAX_SERIAL):
-        raise ValueError("certificate serials must be in 1..2**64-1")
-    return merged
-
-
-def _coalesce(intervals: _Intervals) -> _Intervals:
-    """Sort and merge overlapping or adjacent inclusive intervals."""
-    merged: _Intervals = []
-    for lo, hi in sorted(intervals):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
 
 
 def _sorted_key_ids(key_ids: frozenset[str]) -> list[bytes]:
@@ -347,7 +250,7 @@ def _decode_certificates(reader: Reader) -> DecodedCertSection:
     """PROTOCOL.krl section 2. OpenSSH accepts serials in any order and overlapping; so do we."""
     ca_key = reader.string()
     reader.string()  # reserved
-    intervals: _Intervals = []
+    intervals: Intervals = []
     key_ids: set[str] = set()
     types: list[int] = []
     while reader.remaining():
@@ -375,13 +278,13 @@ def _decode_certificates(reader: Reader) -> DecodedCertSection:
         sub.end()
     return DecodedCertSection(
         ca_key=ca_key,
-        serial_ranges=tuple(_coalesce(intervals)),
+        serial_ranges=tuple(coalesce(intervals)),
         key_ids=frozenset(key_ids),
         subsection_types=tuple(types),
     )
 
 
-def _decode_bitmap(reader: Reader) -> _Intervals:
+def _decode_bitmap(reader: Reader) -> Intervals:
     """PROTOCOL.krl 2.3: bit N set revokes serial offset + N."""
     offset = reader.u64()
     raw = reader.string()

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ca.errors import BadInput, VouchError
+from vouch.host_setup import host_setup, target_principals
 from vouch.settings import Settings
 
 
@@ -171,56 +172,10 @@ def cmd_policy_check(args, ctx: Context) -> int:
 
 
 def cmd_host_setup(args, ctx: Context) -> int:
-    from access.policy_file import load_policy
-
-    principals: tuple[str, ...] = ()
-    if args.target:
-        policy = load_policy(ctx.settings.policy_file)
-        target = policy.target(args.target)
-        if target is None:
-            raise BadInput(f"unknown target {args.target!r}; targets: {', '.join(sorted(policy.targets))}")
-        principals = target.principals
+    principals = target_principals(ctx.settings.policy_file, args.target) if args.target else ()
     print(host_setup(ctx.signer().public_key.line(), ctx.settings.public_url.rstrip("/"),
                      target=args.target, principals=principals), end="")
     return 0
-
-
-def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[str, ...]) -> str:
-    fetch = (f"curl -fsS {url}/krl -o /etc/ssh/vouch_revoked.krl.new && "
-             "mv /etc/ssh/vouch_revoked.krl.new /etc/ssh/vouch_revoked.krl")
-    lines = [
-        "# Vouch host set-up: run as root on each host that should accept Vouch certificates.",
-        "",
-        "# 1. Trust Vouch's CA for user certificates.",
-        "cat > /etc/ssh/vouch_ca.pub <<'EOF'",
-        f"{ca_line} vouch-ca",
-        "EOF",
-        "",
-        "# 2. Fetch the revocation list now and every 5 minutes. sshd refuses every certificate",
-        "#    while the file is missing or corrupt, so it is replaced atomically (mv).",
-        fetch,
-        f"echo '*/5 * * * * root {fetch}' > /etc/cron.d/vouch-krl",
-        "",
-        "# 3. Map certificate principals to login accounts (one principal per line).",
-        "mkdir -p /etc/ssh/auth_principals",
-    ]
-    if principals:
-        lines.append(f"#    Target {target}: principals {', '.join(principals)}.")
-        lines += [f"echo {p} > /etc/ssh/auth_principals/{p}" for p in principals]
-    else:
-        lines.append("#    For each login account: echo <principal> > /etc/ssh/auth_principals/<account>")
-        lines.append("#    (`vouch host-setup --target NAME` prints the lines for a policy target).")
-    lines += [
-        "",
-        "# 4. Tell sshd, check the configuration, and reload.",
-        "cat > /etc/ssh/sshd_config.d/vouch.conf <<'EOF'",
-        "TrustedUserCAKeys /etc/ssh/vouch_ca.pub",
-        "RevokedKeys /etc/ssh/vouch_revoked.krl",
-        "AuthorizedPrincipalsFile /etc/ssh/auth_principals/%u",
-        "EOF",
-        "sshd -t && systemctl reload ssh",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def cmd_serve(args, ctx: Context) -> int:
@@ -307,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ca.signer import CaKeyType
 
     parser = _Parser(prog="vouch", description="Short-lived OpenSSH certificates, vouched for in Slack.")
+    parser.add_argument("--version", action="version", version=f"vouch {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="run the bot: Slack endpoint, web endpoints, jobs")
@@ -372,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", metavar="ISO8601")
     export.set_defaults(func=cmd_audit_export)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vouch")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

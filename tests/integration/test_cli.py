@@ -775,3 +775,9 @@ def test_sign_login_revoke_refused(request, tmp_path: Path, user_keys, ca_kind: 
         assert not after.ok, after.sshd_log
         assert re.search(r"^Authentication key ED25519-CERT SHA256:\S+ revoked by file ",
                          after.sshd_log, re.M), after.sshd_log
+
+
+def test_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    assert Vouch(tmp_path).ok("--version").stdout == f"vouch {version('vouch')}\n"
