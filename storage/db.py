@@ -113,8 +113,9 @@ class Database:
     @contextmanager
     def transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
         """A Core connection in a transaction: committed when the block ends, rolled back if it
-        raises. What the repositories run on: without the ORM's bookkeeping, a statement costs
-        a third less (bench/README.md). A read_only one takes no write lock on SQLite."""
+        raises. What the repositories run on: without the ORM session's bookkeeping, a statement
+        and a transaction cost less (measured in bench/README.md). A read_only one takes no write
+        lock on SQLite."""
         with self.engine.connect() as connection:
             if read_only:
                 connection.execution_options(**{READ_ONLY: True})
