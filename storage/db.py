@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, OperationalError,
+                            SQLAlchemyError)
 from sqlmodel import Session
 
 from access.ports import Duplicate
@@ -26,7 +27,11 @@ READ_ONLY = "vouch_read_only"
 
 
 class StorageUnavailable(VouchError):
-    """The database cannot be reached or used."""
+    """The database cannot be reached (a server down, a path that cannot be opened)."""
+
+
+class DatabaseUnusable(VouchError):
+    """The database answers, but cannot be used: not a database, no permission, corrupt."""
 
 
 @contextmanager
@@ -126,8 +131,8 @@ class Database:
         try:
             with self.engine.connect() as connection:
                 return MigrationContext.configure(connection).get_current_revision()
-        except DatabaseError as exc:  # unreachable, or not a database at all
-            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
+        except DatabaseError as exc:
+            raise _unavailable(exc) from None
 
     def upgrade(self) -> tuple[str | None, str]:
         """Apply every pending migration; concurrent replicas wait for each other. Returns (from, to)."""
@@ -173,8 +178,8 @@ class Database:
                     return before, before
                 command.upgrade(_alembic_config(connection), "head")
             return before, head_revision()
-        except DatabaseError as exc:  # unreachable, or not a database at all
-            raise StorageUnavailable(f"database unreachable: {_describe(exc)}") from None
+        except DatabaseError as exc:
+            raise _unavailable(exc) from None
 
     @contextmanager
     def migrating(self) -> Iterator[Connection]:
@@ -203,6 +208,14 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _unavailable(exc: DatabaseError) -> VouchError:
+    """Unreachable (OperationalError: the server or file cannot be opened) is not the same as
+    unusable: `vouch ca sign` signs without a record only in the first case."""
+    if isinstance(exc, OperationalError):
+        return StorageUnavailable(f"database unreachable: {_describe(exc)}")
+    return DatabaseUnusable(f"the database cannot be used: {_describe(exc)}")
 
 
 def _describe(exc: SQLAlchemyError) -> str:

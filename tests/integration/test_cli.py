@@ -614,14 +614,21 @@ def test_db_upgrade_fresh_then_again(tmp_path: Path) -> None:
     assert head_revision() in second.stdout, second
 
 
-def test_a_file_that_is_not_a_database_is_named_not_a_crash(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_database_is_named_not_a_crash(tmp_path: Path, user_keys) -> None:
+    """Said in one line; and `ca sign` does not hand out a certificate it cannot record (only an
+    unreachable database lets the operator sign without a record)."""
     (tmp_path / "vouch.db").write_bytes(os.urandom(4096))
     vouch = Vouch(tmp_path)
-    for args in (("krl",), ("db", "upgrade"), ("audit", "verify")):
+    vouch.ok("ca", "init")
+    sign = ("ca", "sign", user_keys["ed25519"].public_path, "--principal", "root",
+            "--duration", "1h")
+    for args in (("krl",), ("db", "upgrade"), ("audit", "verify"), sign):
         result = vouch.run(*args)
         assert_no_traceback(result)
         assert result.returncode == 1, result
-        assert result.err.strip() == "vouch: database unreachable: file is not a database", result
+        assert result.err.strip() == "vouch: the database cannot be used: file is not a database", \
+            result
+        assert b"cert-v01" not in result.out
 
 
 def test_fresh_database_used_by_several_commands_at_once(tmp_path: Path) -> None:
