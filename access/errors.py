@@ -3,6 +3,7 @@ acted, a detail for the log)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ca.errors import BadInput, SignerUnavailable, VouchError
@@ -10,7 +11,7 @@ from ca.errors import BadInput, SignerUnavailable, VouchError
 if TYPE_CHECKING:
     from access.policy import People
 
-__all__ = ["AlreadyVoted", "BadInput", "Busy", "InvalidTransition", "NotAnApprover",
+__all__ = ["AlreadyVoted", "BadInput", "InvalidTransition", "NotAnApprover",
            "PolicyRefusal", "SignerUnavailable", "VouchError"]
 
 
@@ -19,14 +20,18 @@ class PolicyRefusal(VouchError):
 
 
 class NotAnApprover(PolicyRefusal):
-    """A vote by someone the target does not list; `approvers` lets a view name who may."""
+    """A vote by someone the target does not list; the message names who may."""
 
     def __init__(self, target: str, approvers: People) -> None:
-        names = sorted(approvers.users) + sorted(approvers.groups)
-        super().__init__(f"you are not an approver for {target}; its approvers are "
-                         + ", ".join(names))
         self.target = target
         self.approvers = approvers
+        super().__init__(self.describe(lambda user: user))
+
+    def describe(self, name: Callable[[str], str]) -> str:
+        """The message, with each approver's user ID written by `name` (a Slack mention, say)."""
+        names = [name(user) for user in sorted(self.approvers.users)]
+        return (f"you are not an approver for {self.target}; its approvers are "
+                + ", ".join(names + sorted(self.approvers.groups)))
 
 
 class InvalidTransition(VouchError):
@@ -35,7 +40,3 @@ class InvalidTransition(VouchError):
 
 class AlreadyVoted(InvalidTransition):
     """A second click by the same approver: it changes nothing."""
-
-
-class Busy(VouchError):
-    """Someone else is changing the same thing right now; trying again will do."""

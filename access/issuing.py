@@ -1,10 +1,11 @@
 """Signing certificates: for approved requests, exactly once across threads and replicas, and
 directly for an operator (`vouch ca sign`).
 
-One path, three units: the claim (a serial reserved and audited) commits before signing, so no
-lock is held while a token works; the certificate, the request's move to issued and the audit
-event then commit together, and only after that is the certificate handed out. If signing fails
-the request stays approved with the error recorded, and a retry (the sweep) issues it later.
+One path, two units: the claim (a serial reserved and audited) commits before signing, so no lock
+is held while a token works; the certificate, the request's move to issued and the audit event
+then commit together, and only after that is the certificate handed out. If signing fails, a
+third unit releases the claim: the request stays approved with the error recorded, and a retry
+(the sweep) issues it later.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def review(policy: Policy, request: Request, *, reviewer: Person) -> None:
     if not policy.admins.includes(reviewer):
         raise PolicyRefusal("only admins can review break-glass use")
     if request.kind is not Kind.BREAKGLASS:
-        raise BadInput(f"no break-glass use {request.id!r}")
+        raise BadInput(f"no break-glass use {request.id[:64]!r}")
     if request.requester == reviewer.id:
         raise PolicyRefusal("you cannot review your own break-glass use")
     if request.reviewed_by is not None:

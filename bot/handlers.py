@@ -79,7 +79,9 @@ class Bot:
 
         def review() -> None:
             request = breakglass.review(self.access, click.value, reviewer=click.actor.user)
-            self.notify.refresh(request.id)
+            clicked = (click.actor.channel, click.message_ts) \
+                if click.actor.channel and click.message_ts else None
+            self.notify.reviewed(request, clicked=clicked)
             self.notify.tell(click.actor, texts.reviewed_reply(request))
 
         self._acting(click.actor, review)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from access import breakglass, issuing, sweeps
 from access.context import Access
 from bot.notifier import Notifier
+from bot.slack import SlackUnavailable
 
 log = logging.getLogger("vouch.jobs")
 
@@ -40,7 +41,11 @@ class Jobs:
     def retry_issuing(self) -> None:
         """Approved requests whose signing failed: sign now that the CA may be back."""
         for issued in issuing.retry_issuing(self.access):
-            self.notify.delivered(issued)
+            try:
+                self.notify.delivered(issued)
+            except SlackUnavailable as exc:  # one undelivered DM must not stop the others
+                log.error("certificate for %s issued but not delivered: %s", issued.request.id,
+                          exc.detail)
 
     def post_unposted(self) -> None:
         """Requests stored while Slack was failing: post them now."""

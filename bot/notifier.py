@@ -83,27 +83,26 @@ class Notifier:
         """Requests stored while Slack was failing (or by a replica that died): post them now."""
         fallback = self.access.policy.requests_channel
         for request_id, channel in self.messages.unposted(now=self.access.clock(), lease=POST_LEASE):
-            channel = channel or fallback
-            if channel is None:
-                continue  # nowhere known to post it; its requester was told where it went
-            self.messages.expect(request_id, channel)
+            if channel is None:  # stored, but its channel never was (a crash in between)
+                if fallback is None:
+                    continue  # nowhere known to post it
+                channel = fallback
+                self.messages.expect(request_id, channel)
             self.outbox.submit(channel, lambda r=request_id: self.post_request(r))
 
     def refresh(self, request_id: str) -> None:
-        """Re-render the request's message (the card, or a break-glass alert) from its state."""
+        """Re-render a request's card from its state (break-glass uses have an alert instead)."""
         where = self.messages.get(request_id)
         if where is None:
             return
         request, certificate = lookup.request(self.access, request_id)
         if request.kind is Kind.BREAKGLASS:
-            rendered = views.breakglass_alert(request, certificate,
-                                              review_within=self._review_within())
-        else:
-            target = self.access.policy.target(request.target)
-            rendered = views.request_message(
-                request, certificate, principals=target.principals if target else (),
-                approvals_required=target.approvals_required if target else 1)
-        self._quietly(self.slack.update, *where, rendered.text, rendered.blocks)
+            return
+        target = self.access.policy.target(request.target)
+        card = views.request_message(
+            request, certificate, principals=target.principals if target else (),
+            approvals_required=target.approvals_required if target else 1)
+        self._quietly(self.slack.update, *where, card.text, card.blocks)
 
     def voted(self, actor: Actor, result: VoteResult, *, approve: bool) -> None:
         request = result.request
@@ -176,10 +175,18 @@ class Notifier:
         channel, ts = self.slack.post(self.access.policy.security_channel, alert.text, alert.blocks)
         self.messages.posted(request.id, channel, ts)
 
-    def escalated(self, request: Request) -> None:
-        policy = self.access.policy
-        if policy.security_channel is None:
+    def reviewed(self, request: Request, *, clicked: tuple[str, str] | None) -> None:
+        """Re-render the break-glass alert as reviewed: where it was recorded, else the message
+        whose button was clicked (its record may have failed after the alert went out)."""
+        where = self.messages.get(request.id) or clicked
+        if where is None:
             return
+        request, certificate = lookup.request(self.access, request.id)
+        alert = views.breakglass_alert(request, certificate, review_within=self._review_within())
+        self._quietly(self.slack.update, *where, alert.text, alert.blocks)
+
+    def escalated(self, request: Request) -> None:
+        policy = self.access.policy  # break-glass needs a security channel (policy_file)
         self._quietly(self.slack.post, policy.security_channel,
                       texts.escalation(request, self._review_within(), sorted(policy.admins.users)))
 

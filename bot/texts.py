@@ -23,11 +23,7 @@ GUEST = "Guests cannot request, approve or revoke access with Vouch."
 def refusal(error: VouchError) -> str:
     """A refusal as the person who acted reads it: the user message, capitalised, with people
     named the Slack way."""
-    message = error.message
-    if isinstance(error, NotAnApprover):
-        people = error.approvers
-        names = [mention(u) for u in sorted(people.users)] + sorted(people.groups)
-        message = f"you are not an approver for {error.target}; its approvers are " + ", ".join(names)
+    message = error.describe(mention) if isinstance(error, NotAnApprover) else error.message
     return message[:1].upper() + message[1:]
 
 

@@ -36,11 +36,21 @@ class DatabaseUnusable(VouchError):
 
 @contextmanager
 def unique(what: str) -> Iterator[None]:
-    """Turn a unique-constraint violation inside the block into Duplicate."""
+    """Turn a unique constraint's refusal inside the block into Duplicate (a lost race). Other
+    integrity errors (a foreign key, a NOT NULL) are bugs, and stay what they are."""
     try:
         yield
     except IntegrityError as exc:
-        raise Duplicate(what) from exc
+        if _unique_violation(exc):
+            raise Duplicate(what) from exc
+        raise
+
+
+def _unique_violation(exc: IntegrityError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # psycopg
+    if sqlstate is not None:
+        return sqlstate == "23505"  # unique_violation
+    return str(exc.orig).startswith("UNIQUE constraint failed")  # sqlite3
 
 
 class DatabaseBehind(VouchError):
@@ -125,6 +135,8 @@ class Database:
             if read_only:
                 connection.execution_options(**{READ_ONLY: True})
             with connection.begin():
+                if read_only and connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql("SET TRANSACTION READ ONLY")  # a write is a bug
                 yield connection
 
     def revision(self) -> str | None:

@@ -46,7 +46,7 @@ class UserKey(SQLModel, table=True):
 # A query uses one only when its WHERE implies the index's: storage.requests writes the state
 # as a literal (in_state) so that holds for prepared statements too.
 LIVE_REQUEST_INDEXES = (
-    # The TTL sweep (expire_pending) and the repost of unposted requests.
+    # The TTL sweep (past_ttl) and the repost of unposted requests.
     ("ix_requests_pending_expires_at", ("expires_at",), "state = 'pending'"),
     # At most a few pending requests per user and target; a user's pending requests.
     ("ix_requests_pending_requester", ("requester", "target"), "state = 'pending'"),

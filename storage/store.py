@@ -16,7 +16,6 @@ from storage.requests import SqlRequests
 
 class SqlUnit:
     def __init__(self, connection: Connection) -> None:
-        self.connection = connection
         self.requests = SqlRequests(connection)
         self.certificates = SqlCertificates(connection)
         self.keys = SqlKeys(connection)

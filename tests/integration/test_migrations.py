@@ -82,16 +82,33 @@ def test_slack_bookkeeping_moves_to_its_own_table_and_back(database_url):
     migrate(command.upgrade, "0002")
     insert = ("INSERT INTO requests (id, kind, requester, target, duration_seconds, reason, "
               "key_fingerprint, public_key, state, version, created_at, expires_at, issue_attempts, "
-              "channel, message_ts) VALUES (:id, 'request', 'U1', 'prod-db', 3600, 'why', "
-              "'SHA256:x', 'ssh-ed25519 A', 'pending', 0, '2026-11-22 10:00:00.000000', "
-              "'2026-11-22 10:30:00.000000', 0, :channel, :ts)")
+              "channel, message_ts, post_claimed_at) VALUES (:id, 'request', 'U1', 'prod-db', 3600, "
+              "'why', 'SHA256:x', 'ssh-ed25519 A', 'pending', 0, '2026-11-22 10:00:00.000000', "
+              "'2026-11-22 10:30:00.000000', 0, :channel, :ts, :claimed)")
+    claimed = "2026-11-22 10:01:00.000000"
     with db.engine.begin() as connection:
-        connection.execute(text(insert), {"id": "req-posted", "channel": "C0REQ", "ts": "1.000100"})
-        connection.execute(text(insert), {"id": "req-queued", "channel": "C0REQ", "ts": None})
-        connection.execute(text(insert), {"id": "req-nowhere", "channel": None, "ts": None})
+        connection.execute(text(insert), {"id": "req-posted", "channel": "C0REQ", "ts": "1.000100",
+                                          "claimed": None})
+        connection.execute(text(insert), {"id": "req-queued", "channel": "C0REQ", "ts": None,
+                                          "claimed": claimed})
+        connection.execute(text(insert), {"id": "req-nowhere", "channel": None, "ts": None,
+                                          "claimed": None})
+        # Rows that refer to the requests table while SQLite rebuilds it.
+        connection.execute(text("INSERT INTO approvals (request_id, approver, approve, at) VALUES "
+                                "('req-posted', 'U2', true, '2026-11-22 10:02:00.000000')"))
+        connection.execute(text(
+            "INSERT INTO certificates (serial, key_id, principals, subject_fingerprint, "
+            "subject_key, ca_fingerprint, valid_after, valid_before, issued_at, issued_by, "
+            "request_id, holder) VALUES (7, 'k', '[]', 'SHA256:x', 'ssh-ed25519 A', 'SHA256:ca', "
+            "'2026-11-22 10:02:00.000000', '2026-11-22 11:02:00.000000', "
+            "'2026-11-22 10:02:00.000000', 'vouch', 'req-posted', 'U1')"))
     migrate(command.upgrade, "head")
     assert rows("SELECT request_id, channel, ts FROM slack_messages ORDER BY request_id") == [
         ("req-posted", "C0REQ", "1.000100"), ("req-queued", "C0REQ", None)]
+    [(moved,)] = rows("SELECT post_claimed_at FROM slack_messages WHERE request_id = 'req-queued'")
+    assert str(moved).startswith("2026-11-22 10:01:00"), moved
+    assert rows("SELECT request_id FROM approvals") == [("req-posted",)]
+    assert rows("SELECT request_id FROM certificates") == [("req-posted",)]
     with db.engine.connect() as connection:
         columns = {c["name"] for c in inspect(connection).get_columns("requests")}
     assert not columns & {"channel", "message_ts", "post_claimed_at"}
@@ -99,5 +116,7 @@ def test_slack_bookkeeping_moves_to_its_own_table_and_back(database_url):
     assert rows("SELECT id, channel, message_ts FROM requests ORDER BY id") == [
         ("req-nowhere", None, None), ("req-posted", "C0REQ", "1.000100"),
         ("req-queued", "C0REQ", None)]
+    [(back,)] = rows("SELECT post_claimed_at FROM requests WHERE id = 'req-queued'")
+    assert str(back).startswith("2026-11-22 10:01:00"), back
     migrate(command.upgrade, "head")
     db.close()

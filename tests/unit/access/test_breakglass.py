@@ -55,7 +55,7 @@ def test_review_by_another_admin_once(world):
     assert reviewed.id == other.request.id
     with pytest.raises(InvalidTransition, match="already reviewed"):
         breakglass.review(world.access, other.request.id, reviewer="U0ADMIN")
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="no break-glass use 'req-nope'"):
         breakglass.review(world.access, "req-nope", reviewer="U0ADMIN")
     assert world.store.actions().count("breakglass.reviewed") == 1
 
