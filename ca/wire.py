@@ -65,6 +65,10 @@ class Reader:
         self._pos = end
         return chunk
 
+    def fixed(self, n: int) -> bytes:
+        """`n` bytes as they are (a magic preamble)."""
+        return self._take(n)
+
     def u8(self) -> int:
         return self._take(1)[0]
 
