@@ -228,14 +228,14 @@ def start_vouch(root: Path, api_url: str, token_env: dict[str, str]) -> Serve:
            "VOUCH_SCHEDULER_INTERVAL": "30s"}
     env.pop("VOUCH_SLACK_APP_TOKEN", None)
     init = subprocess.run([str(VOUCH), "ca", "init", "--type", "ecdsa-p256", "--key", uri],
-                          check=False, env=env, capture_output=True, text=True)
+                          check=False, env=env, capture_output=True, text=True, cwd=root)
     if init.returncode != 0:
         raise RuntimeError(f"vouch ca init failed: {init.stderr.strip()}")
     port = free_port()
     log_path = root / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(VOUCH), "serve", "--port", str(port)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root)
     serve = Serve(proc, port, log_path, time.time())
     deadline = time.monotonic() + 30
     while True:

@@ -31,6 +31,9 @@ TOKEN = "bench"
 PIN = "1234"
 SO_PIN = "12345678"
 
+# The audit chain's key for the benchmarks' own stores (vouch.audit_key in the product).
+AUDIT_KEY = b"bench-audit-key-0123456789abcdef0123456789"
+
 
 # --- reporting -------------------------------------------------------------------------------
 

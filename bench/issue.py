@@ -52,7 +52,7 @@ from sqlalchemy import event, func, select  # noqa: E402
 from access import keys, opening, voting  # noqa: E402
 from access.context import Access  # noqa: E402
 from access.policy_file import parse_policy  # noqa: E402
-from bench.common import (compare, check_certificate, free_port_pair, init_token,  # noqa: E402
+from bench.common import (AUDIT_KEY, compare, check_certificate, free_port_pair, init_token,  # noqa: E402
                           loadavg, machine, measure, postgres_cluster, print_top_functions,
                           token_signer, user_key_line, verdict)
 from ca.keys import parse_public_key  # noqa: E402
@@ -86,7 +86,7 @@ class VouchFlow:
         self.name = name
         self.db = Database(url)
         self.db.prepare()
-        self.access = Access(SqlStore(self.db), signer, policy=lambda: POLICY)
+        self.access = Access(SqlStore(self.db, AUDIT_KEY), signer, policy=lambda: POLICY)
         keys.add_key(self.access, REQUESTER, key_line)
         self.last = None
         self.statements = self.transactions = 0
@@ -109,7 +109,7 @@ class VouchFlow:
 
     def check(self, expected: int) -> tuple[bool, str]:
         with self.db.session(read_only=True) as session:
-            chain = audit.verify(session)
+            chain = audit.verify(session, AUDIT_KEY)
         with self.db.session(read_only=True) as session:
             certificates = session.scalar(select(func.count()).select_from(CertificateRecord))
             issued = session.scalar(select(func.count()).select_from(RequestRecord)

@@ -16,7 +16,7 @@ On SQLite (a file, WAL, as storage.db opens it) and PostgreSQL (a private cluste
           the bulk-loaded values are stored the way the repositories write them. Target: median
           under 50 ms.
   audit   1M chained events are precomputed with storage.audit's own canonical() and link() and
-          bulk-inserted (not 1M append calls); then storage.audit.verify(session) is timed end to
+          bulk-inserted (not 1M append calls); then storage.audit.verify(session, key) is timed end to
           end in a Database.session(), as `vouch audit verify` runs it: by default the chain is
           split into seq ranges checked by one worker process per CPU (worker start-up included).
           verify(workers=1), all in this process, is timed too, for reference. Target: over
@@ -60,7 +60,7 @@ from access.ports import StoredCertificate  # noqa: E402
 from access.requests import Request  # noqa: E402
 from access.sweeps import BATCH  # noqa: E402
 from bench.common import loadavg, machine, postgres_cluster, print_top_functions  # noqa: E402
-from bench.common import verdict  # noqa: E402
+from bench.common import AUDIT_KEY, verdict  # noqa: E402
 from ca.wire import put_string  # noqa: E402
 from storage import audit  # noqa: E402
 from storage.certificates import SqlCertificates  # noqa: E402
@@ -376,7 +376,7 @@ def make_chain(n: int, now: datetime, seed: int = 11) -> tuple[list[tuple], str]
         else:
             details = key_added
         checked.add(action)
-        new = link(prev, canonical(seq, format_time(at), actor, action, subject, details))
+        new = link(prev, canonical(seq, format_time(at), actor, action, subject, details), AUDIT_KEY)
         rows.append((seq, at, actor, action, subject, details, prev, new))
         prev = new
     return rows, prev
@@ -617,9 +617,9 @@ def load_chain(backend: Backend, chain: list[tuple], head: str) -> float:
     columns = ["seq", "at", "actor", "action", "subject", "details", "prev_hash", "hash"]
     backend.bulk_insert(table, columns, iter(chain))
     backend.execute_raw(
-        "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
+        "UPDATE audit_head SET seq = ?, hash = ?, keyed_from = 1 WHERE id = 1"
         if backend.dialect.name == "sqlite"
-        else "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
+        else "UPDATE audit_head SET seq = %s, hash = %s, keyed_from = 1 WHERE id = 1",
         (len(chain), head),
     )
     backend.analyze()
@@ -636,13 +636,13 @@ def default_workers(events: int) -> int:
 def time_verify(
     backend: Backend, events: int, runs: int, *, workers: int | None = None
 ) -> tuple[float, list[float]]:
-    """Seconds of each audit.verify(session) run (a Database.session() each), end to end: worker
+    """Seconds of each audit.verify(session, key) run (a Database.session() each), end to end: worker
     start-up included."""
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         with backend.db.session() as session:
-            result = audit.verify(session, workers=workers)
+            result = audit.verify(session, AUDIT_KEY, workers=workers)
         times.append(time.perf_counter() - t0)
         if not (result.ok and result.events == events):
             raise RuntimeError(f"[{backend.name}] verify failed: {result}")
@@ -659,7 +659,7 @@ TYPES = "UTCDateTime.process_result_value (tz on each `at`)"
 PARSE = "TEXT -> datetime parsing (SQLite)"
 FORMAT = "format_time: astimezone + strftime"
 CANON = "canonical: json.dumps (a new JSONEncoder per call)"
-LINK = "link: bytes.fromhex + sha256 + hexdigest"
+LINK = "link: bytes.fromhex + hmac-sha256 + hex"
 LOOP = "verify loop itself (unpack, compare)"
 
 
@@ -721,7 +721,7 @@ def attribute(stats: pstats.Stats) -> dict[str, float]:
 def profile_verify(backend: Backend, events: int, top: int) -> None:
     profiler = cProfile.Profile()
     with backend.db.session() as session:
-        result = profiler.runcall(audit.verify, session, workers=1)
+        result = profiler.runcall(audit.verify, session, AUDIT_KEY, workers=1)
     assert result.ok and result.events == events, result
     stats = pstats.Stats(profiler)
     total = sum(v[2] for v in stats.stats.values())
@@ -777,8 +777,8 @@ def step_costs(backend: Backend, chain: list[tuple], sample: int) -> dict[str, f
     costs["canonical (encode_basestring per field, joined)"] = per_event(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for r, body in zip(sample_rows, bodies):
-        link(r[6], body)
-    costs["link (fromhex + sha256 + hexdigest)"] = per_event(time.perf_counter() - t0)
+        link(r[6], body, AUDIT_KEY)
+    costs["link (fromhex + hmac-sha256 + hex)"] = per_event(time.perf_counter() - t0)
     return costs
 
 

@@ -1,12 +1,12 @@
-"""The tamper-evident audit log: a SHA-256 hash chain over canonical events.
-
-hash(n) = SHA-256(bytes.fromhex(hash(n-1)) || canonical(n)), hash(0) = 64 zeros, where
-canonical(n) = compact JSON of [seq, at, actor, action, subject, details] and `details` is the
-stored JSON text itself. Changing, deleting or reordering any event breaks every later link.
+"""The tamper-evident audit log: a chain of canonical events linked with HMAC-SHA256 under the
+audit key (storage.chain has the formula). Changing, deleting or reordering any event breaks
+every later link, and without the key nobody can recompute them; signed checkpoints kept outside
+the database (storage.checkpoints) catch a truncated or rolled-back tail.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import subprocess
@@ -36,10 +36,15 @@ def format_time(moment: datetime) -> str:
 
 _EVENTS = AuditEvent.__table__
 _HEAD = AuditHead.__table__
-_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + bindparam("n"))
-                 .returning(_HEAD.c.seq, _HEAD.c.hash))
-_SET_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("new_hash"))
+# Locking the head row first serialises appenders until the transaction ends (a row lock on
+# PostgreSQL; SQLite's write lock is already held), so concurrent writers cannot fork the chain.
+_LOCK_HEAD = (select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.keyed_from).where(_HEAD.c.id == 1)
+              .with_for_update())
+_SET_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
+             .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"),
+                     keyed_from=bindparam("new_keyed_from")))
 _INSERT_EVENTS = insert(_EVENTS)
+KEYED = "audit.keyed"  # the anchor event of a chain written before the audit key existed
 # Canonical details: sorted keys, no spaces, UTF-8 as is.
 _DETAILS = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
@@ -53,43 +58,74 @@ class Event:
     details: dict[str, Any] | None = None
 
 
-def append_all(session: Session | Connection, events: Sequence[Event]) -> list[int]:
-    """Chain `events` onto the log in the caller's transaction; returns their sequence numbers.
+def head(session: Session | Connection) -> tuple[int, str]:
+    """(seq, hash) of the newest event; (0, GENESIS) for an empty chain."""
+    seq, hash_ = session.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).one()
+    return seq, hash_
 
-    The head row's UPDATE comes first: it serialises appenders (a row lock on PostgreSQL, the
-    write lock on SQLite) until the transaction ends, so concurrent writers cannot fork the chain.
-    """
+
+def key_id(key: bytes) -> str:
+    """Names an audit key without revealing it (in the anchor event, in error messages)."""
+    return hmac.digest(key, b"vouch audit key id", "sha256").hex()[:16]
+
+
+def append_all(session: Session | Connection, events: Sequence[Event], key: bytes) -> list[int]:
+    """Chain `events` onto the log, keyed with `key`, in the caller's transaction; returns their
+    sequence numbers. A chain written before the key existed first gets its anchor event."""
     if not events:
         return []
-    last, prev_hash = session.execute(_ADVANCE_HEAD, {"n": len(events)}).one()
-    rows, seq = [], last - len(events)
+    head = session.execute(_LOCK_HEAD).one()
+    return _chain(session, head, events, key)[-len(events):]
+
+
+def anchor(session: Session | Connection, key: bytes, now: datetime) -> bool:
+    """Key a chain written before the audit key existed now, rather than at its next append
+    (`vouch serve` does this as it starts). False when it was keyed already."""
+    head = session.execute(_LOCK_HEAD).one()
+    if head.keyed_from is not None:
+        return False
+    _chain(session, head, [], key, now=now)
+    return True
+
+
+def _chain(session: Session | Connection, head, events: Sequence[Event], key: bytes, *,
+           now: datetime | None = None) -> list[int]:
+    seq, prev_hash, keyed_from = head
+    if keyed_from is None:  # from here on the chain is keyed; the anchor says so in the log
+        keyed_from = seq + 1
+        anchored = Event("vouch", KEYED, "audit", events[0].at if events else now,
+                         {"key_id": key_id(key), "unkeyed_events": seq})
+        events = [anchored, *events]
+    rows = []
     for event in events:
         seq += 1
         at = event.at.astimezone(timezone.utc)
         details = _DETAILS.encode(event.details or {})
         new_hash = link(prev_hash, canonical(seq, format_time(at), event.actor, event.action,
-                                             event.subject, details))
+                                             event.subject, details), key)
         rows.append({"seq": seq, "at": at, "actor": event.actor, "action": event.action,
                      "subject": event.subject, "details": details, "prev_hash": prev_hash,
                      "hash": new_hash})
         prev_hash = new_hash
-    session.execute(_SET_HEAD, {"new_hash": prev_hash})
+    session.execute(_SET_HEAD, {"new_seq": seq, "new_hash": prev_hash,
+                                "new_keyed_from": keyed_from})
     session.execute(_INSERT_EVENTS, rows)
     return [row["seq"] for row in rows]
 
 
-def append(session: Session | Connection, *, actor: str, action: str, subject: str,
+def append(session: Session | Connection, key: bytes, *, actor: str, action: str, subject: str,
            details: dict[str, Any] | None = None, now: datetime | None = None) -> int:
     """Add one event in the caller's transaction; returns its sequence number."""
     at = now or datetime.now(timezone.utc)
-    return append_all(session, [Event(actor, action, subject, at, details)])[0]
+    return append_all(session, [Event(actor, action, subject, at, details)], key)[-1]
 
 
 class SqlAuditLog:
     """access.ports.AuditLog: events wait for the end of the unit and are chained in one go
     (three statements however many), so the head is locked only for the end of the transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key
         self.pending: list[Event] = []
 
     def record(self, *, actor: str, action: str, subject: str, now: datetime,
@@ -97,7 +133,9 @@ class SqlAuditLog:
         self.pending.append(Event(actor, action, subject, now, details))
 
     def flush(self, session: Session | Connection) -> None:
-        append_all(session, self.pending)
+        if self.key is None:
+            raise StorageUnavailable("the audit key is missing: nothing can be recorded")
+        append_all(session, self.pending, self.key)
         self.pending = []
 
 
@@ -120,9 +158,11 @@ def _canonical_time(dialect: str):
     return func.replace(type_coerce(column, String), " ", "T").concat("Z")
 
 
-def verify(session: Session, *, batch: int = 10_000, workers: int | None = None) -> Verification:
-    """Check the whole chain; name the first event that was modified, deleted, moved or forged.
-    Head and events are read in one snapshot, so appends meanwhile are not alarms.
+def verify(session: Session, key: bytes, *, batch: int = 10_000,
+           workers: int | None = None) -> Verification:
+    """Check the whole chain with the audit key; name the first event that was modified,
+    deleted, moved or forged. Head and events are read in one snapshot, so appends meanwhile are
+    not alarms.
 
     Long chains are split into seq ranges that worker processes (storage.chain) check side by
     side; `workers` defaults to one per CPU, at most MAX_WORKERS, from PARALLEL_FROM events on.
@@ -133,15 +173,48 @@ def verify(session: Session, *, batch: int = 10_000, workers: int | None = None)
         with session.get_bind().connect() as connection:
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
-                return _verify_on(connection, batch, workers)
+                return _verify_on(connection, key, batch, workers)
     # SQLite: every Vouch transaction holds the write lock (BEGIN IMMEDIATE), so while the
     # caller's transaction lasts nobody can append: the caller and the workers (reading through
     # connections of their own) see the same chain.
-    return _verify_on(session.connection(), batch, workers)
+    return _verify_on(session.connection(), key, batch, workers)
 
 
-def _verify_on(connection: Connection, batch: int, workers: int | None) -> Verification:
-    head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
+def _anchor_problem(connection: Connection, key: bytes, head_seq: int,
+                    keyed_from: int | None) -> Verification | None:
+    """What is wrong with where the keyed part of the chain starts, if anything."""
+    if keyed_from is None:
+        if head_seq == 0:
+            return None
+        return Verification(False, 0, 1, "no event is linked with the audit key: this chain was "
+                            "written before Vouch keyed it and has not been anchored (any write "
+                            "with the key anchors it), or its anchor was removed")
+    if not 1 <= keyed_from <= head_seq + 1:
+        return Verification(False, 0, keyed_from, f"the chain says it is keyed from event "
+                            f"{keyed_from}, which does not exist")
+    if keyed_from == 1:
+        return None
+    anchor = connection.execute(select(_EVENTS.c.action, _EVENTS.c.details)
+                                .where(_EVENTS.c.seq == keyed_from)).first()
+    if anchor is None or anchor.action != KEYED:
+        return Verification(False, keyed_from - 1, keyed_from,
+                            f"event {keyed_from} should be the {KEYED} anchor and is not")
+    written_with = json.loads(anchor.details).get("key_id")
+    if written_with != key_id(key):
+        return Verification(False, keyed_from - 1, keyed_from,
+                            f"the chain was keyed with another audit key (key id {written_with}; "
+                            f"this key's is {key_id(key)})")
+    return None
+
+
+def _verify_on(connection: Connection, key: bytes, batch: int,
+               workers: int | None) -> Verification:
+    head_seq, head_hash, keyed_from = connection.execute(
+        select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.keyed_from)).one()
+    problem = _anchor_problem(connection, key, head_seq, keyed_from)
+    if problem is not None:
+        return problem
+    keyed_from = keyed_from or 1
     if workers is None:
         workers = _available_cpus() if head_seq >= PARALLEL_FROM else 1
     workers = max(1, min(workers, MAX_WORKERS, head_seq))
@@ -149,8 +222,8 @@ def _verify_on(connection: Connection, batch: int, workers: int | None) -> Verif
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         workers = 1  # no other process can open an in-memory database
     if workers == 1:
-        return join([_check_here(connection, _events_sql(connection, None, None), head_seq, batch)],
-                    head_seq, head_hash)
+        return join([_check_here(connection, _events_sql(connection, None, None), head_seq, batch,
+                                 key, keyed_from)], head_seq, head_hash)
     snapshot = None
     if connection.dialect.name == "postgresql":
         snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
@@ -163,7 +236,8 @@ def _verify_on(connection: Connection, batch: int, workers: int | None) -> Verif
     kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool))}
     jobs = [{"dialect": connection.dialect.name, "connect": [list(args), kwargs],
              "sql": _events_sql(connection, lo, hi), "head_seq": head_seq, "batch": batch,
-             "snapshot": snapshot} for lo, hi in bounds]
+             "snapshot": snapshot, "key": key.hex(), "keyed_from": keyed_from}
+            for lo, hi in bounds]
     return join(_run_workers(jobs), head_seq, head_hash)
 
 
@@ -186,14 +260,15 @@ def _events_sql(connection: Connection, lo: int | None, hi: int | None) -> str:
                .compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
 
 
-def _check_here(connection: Connection, sql: str, head_seq: int, batch: int) -> Run:
+def _check_here(connection: Connection, sql: str, head_seq: int, batch: int, key: bytes,
+                keyed_from: int) -> Run:
     # Every value is text or an integer already: a plain DB-API cursor skips SQLAlchemy's per-row
     # processing, which otherwise costs more than the hashing (bench/storage.py).
     raw = connection.connection.driver_connection
     postgresql = connection.dialect.name == "postgresql"
     cursor = raw.cursor(name="vouch_audit_verify") if postgresql else raw.cursor()
     try:
-        return check_query(cursor, sql, head_seq, batch)
+        return check_query(cursor, sql, head_seq, batch, key, keyed_from)
     finally:
         cursor.close()
 

@@ -3,9 +3,12 @@ run of stored events. storage.audit writes and reads the chain; this module is a
 process that checks one range of it (see storage.audit), which starts in a few tens of
 milliseconds because it imports nothing but the standard library and the database driver.
 
-hash(n) = SHA-256(bytes.fromhex(hash(n-1)) || canonical(n)), hash(0) = 64 zeros, where
-canonical(n) = compact JSON of [seq, at, actor, action, subject, details] and `details` is the
-stored JSON text itself.
+hash(n) = HMAC-SHA256(audit key, bytes.fromhex(hash(n-1)) || canonical(n)), hash(0) = 64 zeros,
+where canonical(n) = compact JSON of [seq, at, actor, action, subject, details] and `details` is
+the stored JSON text itself. The key is not in the database, so someone who can write to it can
+neither forge an event nor recompute the chain after changing one. Events written before Vouch
+keyed its chain (before `keyed_from`, the anchor) are linked with plain SHA-256; the anchor's keyed
+link covers their last hash, so they cannot be rewritten either.
 
 Every event also stores prev_hash, its predecessor's hash. So a chain can be checked in pieces:
 each piece checks its events against the prev_hash stored on its first event, and join() checks
@@ -15,6 +18,7 @@ that each piece's first prev_hash is the hash its predecessor ended with.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
 import sys
@@ -33,8 +37,32 @@ def canonical(seq: int, at: str, actor: str, action: str, subject: str, details:
             f"{_quote(details)}]").encode()
 
 
-def link(prev_hash: str, body: bytes) -> str:
-    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+def link(prev_hash: str, body: bytes, key: bytes | None) -> str:
+    """The hash of an event: keyed (HMAC-SHA256) from the anchor on, plain SHA-256 before it."""
+    data = bytes.fromhex(prev_hash) + body
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()
+
+
+class KeyedHash:
+    """HMAC-SHA256 (RFC 2104) with the key's two padded blocks hashed once, for checking many
+    events: hmac.digest derives them again for every call, which made verifying 2.5 times
+    slower (bench/README.md). The same function as link()'s, which a unit test holds it to."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:  # SHA-256's block size
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def __call__(self, data: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 @dataclass(frozen=True)
@@ -71,9 +99,10 @@ def _unlinked(seq: int) -> str:
             "(an earlier event was changed, or events were reordered)")
 
 
-def check_run(rows: Iterable[tuple], head_seq: int) -> Run:
+def check_run(rows: Iterable[tuple], head_seq: int, key: bytes, keyed_from: int) -> Run:
     """Check rows of (seq, at as format_time writes it, actor, action, subject, details,
-    prev_hash, hash) in seq order; stop at the first problem."""
+    prev_hash, hash) in seq order, keyed with `key` from event `keyed_from` on; stop at the
+    first problem."""
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
@@ -84,7 +113,7 @@ def check_run(rows: Iterable[tuple], head_seq: int) -> Run:
     except (TypeError, ValueError):  # not a hash at all: join() reports the broken link
         return Run(first_seq, first_prev, first_seq, None, first_seq, _unlinked(first_seq))
     expected_prev, expected_seq = first_prev, first_seq
-    sha256, quote = hashlib.sha256, _quote
+    sha256, keyed, quote = hashlib.sha256, KeyedHash(key), _quote
     for seq, at, actor, action, subject, details, prev_hash, stored_hash in itertools.chain(
             (first,), rows):
         if seq != expected_seq or prev_hash != expected_prev:  # never for the first row
@@ -96,13 +125,20 @@ def check_run(rows: Iterable[tuple], head_seq: int) -> Run:
             return Run(first_seq, first_prev, expected_seq, expected_prev, seq, _unlinked(seq))
         body = (f"[{seq},{quote(at)},{quote(actor)},{quote(action)},{quote(subject)},"
                 f"{quote(details)}]").encode()
-        prev_digest = sha256(prev_digest + body).digest()
+        prev_digest = (keyed(prev_digest + body) if seq >= keyed_from
+                       else sha256(prev_digest + body).digest())
         computed = prev_digest.hex()
         if computed != stored_hash:
-            return Run(first_seq, first_prev, expected_seq, expected_prev, seq,
-                       f"event {seq} was modified after it was written")
+            problem = f"event {seq} was modified after it was written{_key_hint(seq, keyed_from)}"
+            return Run(first_seq, first_prev, expected_seq, expected_prev, seq, problem)
         expected_prev, expected_seq = computed, seq + 1
     return Run(first_seq, first_prev, expected_seq, expected_prev)
+
+
+def _key_hint(seq: int, keyed_from: int) -> str:
+    # The first keyed event fails the same way for a changed event and for the wrong key.
+    return (" (or the audit key is not the one the chain was written with)"
+            if seq == keyed_from else "")
 
 
 def join(runs: Iterable[Run], head_seq: int, head_hash: str) -> Verification:
@@ -134,11 +170,11 @@ def join(runs: Iterable[Run], head_seq: int, head_hash: str) -> Verification:
     return Verification(True, count)
 
 
-def check_query(cursor, sql: str, head_seq: int, batch: int) -> Run:
+def check_query(cursor, sql: str, head_seq: int, batch: int, key: bytes, keyed_from: int) -> Run:
     """Run the events query storage.audit built on a DB-API cursor and check what it returns,
     fetching `batch` rows at a time."""
     cursor.execute(sql)
-    return check_run(_batches(cursor, batch), head_seq)
+    return check_run(_batches(cursor, batch), head_seq, key, keyed_from)
 
 
 def _batches(cursor, size: int):
@@ -150,16 +186,18 @@ def _batches(cursor, size: int):
 
 def _work(job: dict) -> Run:
     """Run job["sql"] (built by storage.audit) and check what it returns. job["connect"] holds
-    the driver's connect arguments as SQLAlchemy would pass them; they arrive on stdin, so a
-    password never shows in the process list."""
+    the driver's connect arguments as SQLAlchemy would pass them, job["key"] the audit key; they
+    arrive on stdin, so neither a password nor the key shows in the process list."""
     args, kwargs = job["connect"]
+    chain = (bytes.fromhex(job["key"]), job["keyed_from"])
     if job["dialect"] == "sqlite":
         import sqlite3
 
         # One SELECT is one consistent read; the parent holds the write lock meanwhile.
         connection = sqlite3.connect(*args, **{**kwargs, "timeout": 30})
         try:
-            return check_query(connection.cursor(), job["sql"], job["head_seq"], job["batch"])
+            return check_query(connection.cursor(), job["sql"], job["head_seq"], job["batch"],
+                               *chain)
         finally:
             connection.close()
     import psycopg
@@ -169,7 +207,7 @@ def _work(job: dict) -> Run:
         # The parent's snapshot: every worker sees exactly the chain the parent read the head of.
         connection.execute("SET TRANSACTION SNAPSHOT %s" % _literal(job["snapshot"]))
         with connection.cursor(name="vouch_audit_verify") as cursor:
-            run = check_query(cursor, job["sql"], job["head_seq"], job["batch"])
+            run = check_query(cursor, job["sql"], job["head_seq"], job["batch"], *chain)
         connection.rollback()
         return run
 

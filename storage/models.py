@@ -145,7 +145,7 @@ class CertificateRecord(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """One link of the audit chain: hash = SHA-256(prev_hash || canonical event)."""
+    """One link of the audit chain: hash = HMAC-SHA256(key, prev_hash || canonical event)."""
 
     __tablename__ = "audit_events"
 
@@ -160,10 +160,13 @@ class AuditEvent(SQLModel, table=True):
 
 
 class AuditHead(SQLModel, table=True):
-    """The single row every append updates first: it serialises appenders on both databases."""
+    """The single row every append locks first: it serialises appenders on both databases."""
 
     __tablename__ = "audit_head"
 
     id: int = Field(default=1, primary_key=True)
     seq: int = 0
     hash: str
+    # The first event linked with the audit key (storage.chain); None: a chain written before
+    # the key existed, anchored by its next append.
+    keyed_from: int | None = None

@@ -15,22 +15,26 @@ from storage.requests import SqlRequests
 
 
 class SqlUnit:
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, audit_key: bytes | None) -> None:
         self.requests = SqlRequests(connection)
         self.certificates = SqlCertificates(connection)
         self.keys = SqlKeys(connection)
         self.users = SqlUsers(connection)
-        self.audit = SqlAuditLog()
+        self.audit = SqlAuditLog(audit_key)
 
 
 class SqlStore:
-    def __init__(self, db: Database) -> None:
+    """`audit_key` keys the audit chain (storage.chain); it never goes into the database. Without
+    one (a command that only reads), recording an audit event fails."""
+
+    def __init__(self, db: Database, audit_key: bytes | None) -> None:
         self.db = db
+        self._audit_key = audit_key
 
     @contextmanager
     def unit(self, *, read_only: bool = False) -> Iterator[SqlUnit]:
         with self.db.transaction(read_only=read_only) as connection:
-            unit = SqlUnit(connection)
+            unit = SqlUnit(connection, self._audit_key)
             yield unit
             if unit.audit.pending:
                 if read_only:

@@ -51,12 +51,19 @@ class Context:
         db.prepare(allow_init=allow_init)
         return db
 
-    def access(self):
-        """The use cases' context on the database and the CA key (no policy, no Slack)."""
+    def audit_key(self, *, create: bool) -> bytes:
+        from vouch.audit_key import load_audit_key
+
+        return load_audit_key(self.settings, create=create)
+
+    def access(self, *, writes: bool = True):
+        """The use cases' context on the database and the CA key (no policy, no Slack). Only a
+        command that writes to the audit log needs (and may create) the audit key."""
         from access.context import Access
         from storage.store import SqlStore
 
-        return Access(SqlStore(self.database()), self.signer())
+        key = self.audit_key(create=True) if writes else None
+        return Access(SqlStore(self.database(), key), self.signer())
 
 
 def _os_user() -> str:
@@ -80,6 +87,7 @@ def cmd_ca_init(args, ctx: Context) -> int:
                            passphrase=passphrase.encode() if passphrase else None)
     where = "token" if reference.startswith("pkcs11:") else f"file {reference}"
     print(f"created {args.type} CA key in {where}: {public.fingerprint}", file=sys.stderr)
+    ctx.audit_key(create=True)  # beside it, if there is none yet (never printed)
     print(public.line() + " vouch-ca")
     return 0
 
@@ -121,9 +129,11 @@ def cmd_ca_sign(args, ctx: Context) -> int:
     from access.issuing import sign_direct
     from storage.store import SqlStore
 
+    store = SqlStore(db, ctx.audit_key(create=True)) if db is not None else None
     certificate = sign_direct(
-        Access(SqlStore(db) if db is not None else None, signer), public_key=public_key, principals=args.principal, duration=duration, actor=ctx.actor,
-        key_id=args.key_id, source_address=source, force_command=args.force_command)
+        Access(store, signer), public_key=public_key, principals=args.principal,
+        duration=duration, actor=ctx.actor, key_id=args.key_id, source_address=source,
+        force_command=args.force_command)
     line = certificate.line() + "\n"
     if args.out:
         _write_file(args.out, line.encode(), mode=0o644)
@@ -147,7 +157,7 @@ def cmd_revoke(args, ctx: Context) -> int:
 def cmd_krl(args, ctx: Context) -> int:
     from access.revoking import krl
 
-    data = krl(ctx.access())
+    data = krl(ctx.access(writes=False))
     if args.out:
         _write_file(args.out, data, mode=0o644)
     else:
@@ -207,7 +217,9 @@ def cmd_audit_verify(args, ctx: Context) -> int:
     from storage import audit
 
     with ctx.database().session() as session:
-        result = audit.verify(session)
+        # An empty chain needs no key; any other does (this raises, saying where it looked).
+        key = ctx.audit_key(create=False) if audit.head(session)[0] else b""
+        result = audit.verify(session, key)
     if result.ok:
         print(f"audit chain intact: {result.events} events")
         return 0

@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import uvicorn
 from slack_sdk.errors import SlackApiError
@@ -23,9 +24,11 @@ from bot.notifier import Notifier
 from bot.slack import SlackDirectory, SlackGateway, SlackUnavailable, make_client
 from ca.errors import BadInput
 from ca.keystore import open_signer
+from storage import audit
 from storage.db import Database
 from storage.messages import SqlMessages
 from storage.store import SqlStore
+from vouch.audit_key import load_audit_key
 from vouch.logs import configure_logging
 from vouch.settings import Settings
 from vouch.web import create_web_app
@@ -89,6 +92,10 @@ def build(settings: Settings) -> Vouch:
     policy = PolicyStore(settings.policy_file)
     db = Database(settings.database_url)
     db.prepare()
+    audit_key = load_audit_key(settings, create=True)
+    with db.transaction() as connection:
+        if audit.anchor(connection, audit_key, datetime.now(timezone.utc)):
+            log.info("the audit chain is keyed from now on (an audit.keyed event anchors it)")
     passphrase = settings.ca_key_passphrase
     signer = open_signer(settings.ca_key, module=settings.pkcs11_module,
                          pin=settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else None,
@@ -101,7 +108,8 @@ def build(settings: Settings) -> Vouch:
     except SlackUnavailable as exc:
         raise BadInput(f"Slack did not accept VOUCH_SLACK_BOT_TOKEN at {settings.slack_api_url}: "
                        f"{exc.message}") from None
-    access = Access(SqlStore(db), signer, policy=policy, directory=SlackDirectory(gateway))
+    access = Access(SqlStore(db, audit_key), signer, policy=policy,
+                    directory=SlackDirectory(gateway))
     notifier = Notifier(access, gateway, SqlMessages(db), metrics)
     bot = Bot(access, notifier, gateway, metrics, team_id=team_id)
     bolt = build_app(bot, client, signing_secret or "unused-in-socket-mode")

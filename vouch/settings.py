@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     scheduler_interval: str = "30s"
     log_format: str = "text"
     public_url: str = "https://vouch.example.com"  # where hosts fetch /krl (host-setup prints it)
+    audit_key: SecretStr | None = None  # see vouch.audit_key
+    audit_checkpoints: str = "audit-checkpoints.log"
+    secrets_dir: str | None = None
 
     @classmethod
     def load(cls) -> Settings:

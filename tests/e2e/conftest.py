@@ -185,7 +185,8 @@ class Server:
         return env
 
     def vouch(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([VOUCH, *args], env=self.env, capture_output=True, text=True,
+        return subprocess.run([VOUCH, *args], env=self.env, cwd=self.workdir, capture_output=True,
+                              text=True,
                               check=check, timeout=60)
 
     def start(self) -> Server:
@@ -196,6 +197,7 @@ class Server:
         self.port = free_port()
         self._log = open(self.workdir / "serve.log", "wb")
         self.proc = subprocess.Popen([VOUCH, "serve", "--port", str(self.port)], env=self.env,
+                                     cwd=self.workdir,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -26,13 +27,14 @@ def env(tmp_path, slack):
               "VOUCH_DATABASE_URL": f"sqlite:///{tmp_path / 'vouch.db'}",
               "VOUCH_POLICY_FILE": str(tmp_path / "policy.yaml"),
               "VOUCH_CA_KEY": str(tmp_path / "ca_key")}
-    subprocess.run([VOUCH, "ca", "init"], env=values, check=True, capture_output=True)
+    subprocess.run([VOUCH, "ca", "init"], env=values, check=True, capture_output=True, cwd=tmp_path)
     return values
 
 
 def serve(env: dict, port: int | None = None) -> subprocess.CompletedProcess:
+    cwd = Path(env["VOUCH_CA_KEY"]).parent  # where its audit key is (created by `ca init`)
     return subprocess.run([VOUCH, "serve", "--port", str(port or free_port())], env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def refused(result: subprocess.CompletedProcess, *phrases: str) -> None:
@@ -87,7 +89,8 @@ def test_bad_policy_and_missing_ca(env, tmp_path):
 def test_database_behind_migrations_says_to_upgrade(env, tmp_path):
     import sqlite3
 
-    subprocess.run([VOUCH, "db", "upgrade"], env=env, check=True, capture_output=True)
+    subprocess.run([VOUCH, "db", "upgrade"], env=env, check=True, capture_output=True,
+                   cwd=tmp_path)
     with sqlite3.connect(tmp_path / "vouch.db") as db:
         db.execute("UPDATE alembic_version SET version_num='0000'")
     result = serve(env)

@@ -24,6 +24,7 @@ from storage import audit
 from storage.db import Database
 from storage.types import UTCDateTime
 from support.processes import process_context
+from conftest import AUDIT_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 VOUCH = REPO / ".venv" / "bin" / "vouch"
@@ -58,12 +59,12 @@ def event_spec(i: int) -> dict:
 def append_events(database: Database, count: int, start: int = 1) -> None:
     for i in range(start, start + count):
         with database.session() as session:
-            audit.append(session, **event_spec(i))
+            audit.append(session, AUDIT_KEY, **event_spec(i))
 
 
 def verify(database: Database, **kwargs) -> audit.Verification:
     with database.session() as session:
-        return audit.verify(session, **kwargs)
+        return audit.verify(session, AUDIT_KEY, **kwargs)
 
 
 def export(database: Database, **kwargs) -> list[dict]:
@@ -101,10 +102,12 @@ def insert_row(database: Database, values: dict) -> None:
         **values)
 
 
-def rehash(values: dict) -> str:
+def rehash(values: dict, key: bytes | None = AUDIT_KEY) -> str:
+    """The event's hash as someone holding `key` computes it (None: plain SHA-256, what anyone
+    can compute who has the database but not the key)."""
     return audit.link(values["prev_hash"], audit.canonical(
         values["seq"], audit.format_time(values["at"]), values["actor"], values["action"],
-        values["subject"], values["details"]))
+        values["subject"], values["details"]), key)
 
 
 # --- appending, verifying, exporting -------------------------------------------------------
@@ -166,7 +169,7 @@ def test_append_joins_the_callers_transaction(database):
     append_events(database, 2)
     with pytest.raises(RuntimeError):
         with database.session() as session:
-            audit.append(session, actor="U0X", action="rolled.back", subject="x")
+            audit.append(session, AUDIT_KEY, actor="U0X", action="rolled.back", subject="x")
             raise RuntimeError("the caller's transaction fails")
     append_events(database, 1, start=3)
     assert seqs(database) == [1, 2, 3]
@@ -196,12 +199,13 @@ def test_replicas_appending_in_turn_keep_one_chain(database, database_url):
         append_events(other, 2, start=3)  # the other replica appends in between
         head_statements.clear()
         with database.session() as session:  # a unit's events go in one batch
-            assert audit.append_all(session, [audit.Event(**_event(5)), audit.Event(**_event(6))]) \
+            assert audit.append_all(session, [audit.Event(**_event(5)), audit.Event(**_event(6))],
+                                    AUDIT_KEY) \
                 == [5, 6]
         assert len(head_statements) == 2
         with pytest.raises(RuntimeError):  # our own append rolls back: no trace
             with database.session() as session:
-                audit.append(session, **event_spec(7))
+                audit.append(session, AUDIT_KEY, **event_spec(7))
                 raise RuntimeError("the caller's transaction fails")
         append_events(other, 1, start=8)  # the other replica commits seq 7
         append_events(database, 1, start=9)
@@ -363,8 +367,8 @@ def empty_chain(reusable_database):
     """The reusable database with its audit log emptied, as a fresh one has it."""
     with reusable_database.engine.begin() as connection:
         connection.execute(text("DELETE FROM audit_events"))
-        connection.execute(text("UPDATE audit_head SET seq = 0, hash = :genesis WHERE id = 1"),
-                           {"genesis": audit.GENESIS})
+        connection.execute(text("UPDATE audit_head SET seq = 0, hash = :genesis, keyed_from = 1 "
+                                "WHERE id = 1"), {"genesis": audit.GENESIS})
     assert verify(reusable_database) == audit.Verification(True, 0)
     return reusable_database
 
@@ -392,6 +396,116 @@ def test_tampering_is_detected(empty_chain, case):
     assert verify(database, workers=3) == result, f"{case}: in 3 ranges"
 
 
+# --- an insider without the key ---------------------------------------------------------------
+
+def _rewrite_from(first: int, key: bytes | None):
+    """Change event `first`'s actor and recompute it and every later event, and the head, with
+    `key` (None: plain SHA-256): what someone with write access to the database can do."""
+    def tamper(database: Database) -> None:
+        prev = row(database, first - 1)["hash"] if first > 1 else audit.GENESIS
+        for seq in range(first, N + 1):
+            values = row(database, seq)
+            if seq == first:
+                values["actor"] = "U0MALLORY"
+            values["prev_hash"] = prev
+            values["hash"] = prev = rehash(values, key)
+            sql(database, "UPDATE audit_events SET actor = :actor, prev_hash = :prev_hash, "
+                          "hash = :hash WHERE seq = :seq", **{k: values[k] for k in
+                                                              ("actor", "prev_hash", "hash", "seq")})
+        sql(database, "UPDATE audit_head SET hash = :hash WHERE id = 1", hash=prev)
+    return tamper
+
+
+def _drop_tail_and_head(keep: int):
+    """Delete the newest events and move the head back to the last one kept."""
+    def tamper(database: Database) -> None:
+        sql(database, "DELETE FROM audit_events WHERE seq > :keep", keep=keep)
+        sql(database, "UPDATE audit_head SET seq = :keep, hash = :hash WHERE id = 1", keep=keep,
+            hash=row(database, keep)["hash"])
+    return tamper
+
+
+@pytest.mark.parametrize("case", ["sha256", "guessed-key", "from-first"])
+def test_a_rewrite_with_recomputed_hashes_fails_without_the_key(empty_chain, case):
+    """The review's high: an approver changed and every later hash recomputed verified as
+    intact. The links are keyed now: without the key nobody can recompute them."""
+    database = empty_chain
+    append_events(database, N)
+    key = {"sha256": None, "guessed-key": b"guessed-" * 5, "from-first": None}[case]
+    first = 1 if case == "from-first" else K
+    _rewrite_from(first, key)(database)
+    result = verify(database)
+    assert not result.ok and result.first_bad == first, result
+    assert "modified" in result.problem, result
+    assert verify(database, workers=3) == result
+
+
+def test_a_chain_checked_with_another_key_fails(empty_chain):
+    append_events(empty_chain, N)
+    with empty_chain.session() as session:
+        result = audit.verify(session, b"another-key-" * 4)
+    assert not result.ok and result.first_bad == 1
+    assert "not the one the chain was written with" in result.problem
+
+
+def test_the_deleted_tail_with_the_head_moved_back_is_not_caught_by_the_chain_alone(empty_chain):
+    """Why checkpoints exist: a consistent prefix is a valid chain. (test_checkpoints.py shows
+    the signed checkpoints catching it.)"""
+    append_events(empty_chain, N)
+    _drop_tail_and_head(N - 3)(empty_chain)
+    assert verify(empty_chain) == audit.Verification(True, N - 3)
+
+
+def _unkeyed_chain(database: Database, count: int) -> None:
+    """A chain as Vouch wrote it before the audit key (plain SHA-256, head not keyed)."""
+    sql(database, "UPDATE audit_head SET keyed_from = NULL WHERE id = 1")
+    prev = audit.GENESIS
+    for i in range(1, count + 1):
+        spec = event_spec(i)
+        values = {"seq": i, "at": spec["now"], "actor": spec["actor"], "action": spec["action"],
+                  "subject": spec["subject"],
+                  "details": json.dumps(spec["details"] or {}, sort_keys=True, ensure_ascii=False,
+                                        separators=(",", ":")), "prev_hash": prev}
+        values["hash"] = prev = rehash(values, None)
+        insert_row(database, values)
+    sql(database, "UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1", seq=count,
+        hash=prev)
+
+
+def test_an_existing_unkeyed_chain_is_anchored_and_then_cannot_be_rewritten(empty_chain):
+    database = empty_chain
+    _unkeyed_chain(database, 5)
+    result = verify(database)
+    assert not result.ok and "no event is linked with the audit key" in result.problem
+    with database.transaction() as connection:
+        assert audit.anchor(connection, AUDIT_KEY, event_time(6))
+    with database.transaction() as connection:
+        assert not audit.anchor(connection, AUDIT_KEY, event_time(6))  # once
+    append_events(database, 2, start=7)
+    assert verify(database) == audit.Verification(True, 8)
+    [anchor] = [e for e in export(database) if e["action"] == "audit.keyed"]
+    assert anchor["seq"] == 6 and anchor["details"]["unkeyed_events"] == 5
+    assert anchor["details"]["key_id"] == audit.key_id(AUDIT_KEY)
+    # The old events cannot be rewritten either: the anchor's keyed link covers their last hash.
+    for seq in range(2, 6):
+        values = row(database, seq)
+        if seq == 2:
+            values["actor"] = "U0MALLORY"
+        values["prev_hash"] = row(database, seq - 1)["hash"]
+        values["hash"] = rehash(values, None)
+        sql(database, "UPDATE audit_events SET actor = :actor, prev_hash = :prev_hash, "
+                      "hash = :hash WHERE seq = :seq",
+            **{k: values[k] for k in ("actor", "prev_hash", "hash", "seq")})
+    result = verify(database)
+    assert not result.ok and result.first_bad == 6, result
+    with database.session() as session:
+        other = audit.verify(session, b"another-key-" * 4)
+    assert not other.ok and "keyed with another audit key" in other.problem
+    # Nor can the anchor be dropped to make the whole chain look unkeyed.
+    sql(database, "UPDATE audit_head SET keyed_from = NULL WHERE id = 1")
+    assert "no event is linked with the audit key" in verify(database).problem
+
+
 # --- concurrent appenders ----------------------------------------------------------------------
 
 def _assert_contiguous_chain(database: Database, total: int) -> None:
@@ -412,7 +526,7 @@ def test_concurrent_threads_cannot_fork_the_chain(database):
         barrier.wait()
         for i in range(each):
             with database.session() as session:
-                audit.append(session, actor=f"U0T{worker}", action="test.concurrent",
+                audit.append(session, AUDIT_KEY, actor=f"U0T{worker}", action="test.concurrent",
                              subject=f"thread:{worker}", details={"i": i, "ü": "✓"})
 
     with ThreadPoolExecutor(threads) as pool:
@@ -448,7 +562,7 @@ def test_verify_while_others_append(database):
         done = 0
         while not stop.is_set():
             with database.session() as session:
-                audit.append(session, actor=f"U0W{worker}", action="test.background",
+                audit.append(session, AUDIT_KEY, actor=f"U0W{worker}", action="test.background",
                              subject="busy")
             done += 1
         return done
@@ -477,7 +591,7 @@ def process_appender(url: str, worker: int, count: int, barrier, errors) -> None
         barrier.wait(timeout=120)
         for i in range(count):
             with database.session() as session:
-                audit.append(session, actor=f"U0P{worker}", action="test.process",
+                audit.append(session, AUDIT_KEY, actor=f"U0P{worker}", action="test.process",
                              subject=f"process:{worker}", details={"i": i, "pid": os.getpid()})
         database.close()
     except BaseException as exc:  # report to the parent rather than dying silently
@@ -509,9 +623,10 @@ def test_concurrent_processes_cannot_fork_the_chain(database, database_url):
 
 # --- the CLI ---------------------------------------------------------------------------------
 
-def run_verify(database_url: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_verify(database_url: str, cwd: Path, key: bytes = AUDIT_KEY) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOUCH_")}
     env["VOUCH_DATABASE_URL"] = database_url
+    env["VOUCH_AUDIT_KEY"] = key.decode()
     return subprocess.run([str(VOUCH), "audit", "verify"], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
 

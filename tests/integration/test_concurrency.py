@@ -31,6 +31,7 @@ from storage import audit
 from storage.db import Database, StorageUnavailable
 from storage.store import SqlStore
 from support.processes import process_context
+from conftest import AUDIT_KEY
 
 APPROVERS = [f"U0APP{i:02d}" for i in range(50)]
 REQUESTER = "U0REQ"
@@ -116,7 +117,7 @@ def clock():
 @pytest.fixture
 def make_service(database, ca_key_path, clock):
     def make(signer=None) -> Access:
-        return Access(SqlStore(database), signer or FileSigner.load(ca_key_path),
+        return Access(SqlStore(database, AUDIT_KEY), signer or FileSigner.load(ca_key_path),
                       policy=load_policy, clock=clock)
     return make
 
@@ -199,7 +200,7 @@ def audit_actions(database: Database, request_id: str) -> Counter:
 
 def assert_chain_intact(database: Database) -> None:
     with database.session() as session:
-        result = audit.verify(session)
+        result = audit.verify(session, AUDIT_KEY)
     assert result.ok, result
 
 
@@ -248,7 +249,7 @@ def process_voter(url: str, key_path: str, approver: str, request_id: str, barri
     """Runs in a spawned process: its own Database, Access and FileSigner, one vote."""
     try:
         database = Database(url)
-        service = Access(SqlStore(database), FileSigner.load(key_path), policy=load_policy)
+        service = Access(SqlStore(database, AUDIT_KEY), FileSigner.load(key_path), policy=load_policy)
         database.ping()  # connect before the barrier so the race is about the vote
         barrier.wait(timeout=300)
         outcome = classify(lambda: voting.vote(service, request_id, approver=approver,
@@ -343,10 +344,10 @@ def test_issue_fails_closed_when_audit_fails(database, service, clock, user_keys
     request_id = open_request(service, user_keys, "one-approval")
     real_append = audit.append_all
 
-    def failing_append(session, events):
+    def failing_append(session, events, key):
         if any(event.action == "certificate.issued" for event in events):
             raise StorageUnavailable("audit log unavailable (simulated)")
-        return real_append(session, events)
+        return real_append(session, events, key)
 
     monkeypatch.setattr(audit, "append_all", failing_append)
     with pytest.raises(StorageUnavailable):

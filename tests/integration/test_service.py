@@ -23,6 +23,7 @@ from storage.db import Database, DatabaseBehind
 from storage.models import CertificateRecord, RequestRecord
 from storage.store import SqlStore
 from support.certcheck import parse_certificate_line, verify_signature
+from conftest import AUDIT_KEY
 
 POLICY = parse_policy("""
 security_channel: C0SEC
@@ -86,14 +87,14 @@ def signer():
 
 @pytest.fixture
 def service(database, signer, clock, user_keys):
-    svc = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    svc = Access(SqlStore(database, AUDIT_KEY), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
     keys.add_key(svc, "U0REQ", user_keys["ed25519"].public.line())
     return svc
 
 
 def _chain_ok(db: Database) -> int:
     with db.session() as session:
-        result = audit.verify(session)
+        result = audit.verify(session, AUDIT_KEY)
     assert result.ok, result.problem
     return result.events
 
@@ -261,7 +262,7 @@ def test_revocation_rights_and_krl(service, database):
 
 def test_signer_failure_keeps_the_request_approved_and_retry_issues(database, clock, signer, user_keys):
     flaky = FlakySigner(signer)
-    service = Access(SqlStore(database), flaky, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service = Access(SqlStore(database, AUDIT_KEY), flaky, policy=lambda: POLICY, directory=Groups(), clock=clock)
     keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
     request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with pytest.raises(SignerUnavailable, match="not present"):
@@ -281,7 +282,7 @@ def test_signer_failure_keeps_the_request_approved_and_retry_issues(database, cl
 
 
 def test_an_abandoned_claim_is_retried_after_the_lease(database, clock, signer, user_keys):
-    service = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service = Access(SqlStore(database, AUDIT_KEY), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
     keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
     request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with database.session() as session:  # a replica approved and claimed it, then died
@@ -297,7 +298,7 @@ def test_an_abandoned_claim_is_retried_after_the_lease(database, clock, signer, 
 def test_a_fresh_approval_is_left_to_the_worker_that_approved_it(database, clock, signer, user_keys):
     """Between the deciding vote's commit and its own issue() (or break-glass's), the retry sweep
     of another thread or replica must not take the request: the approver would get nothing."""
-    service = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service = Access(SqlStore(database, AUDIT_KEY), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
     keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
     request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     with database.session() as session:  # approved just now; its worker has not claimed it yet
@@ -313,15 +314,15 @@ def test_a_fresh_approval_is_left_to_the_worker_that_approved_it(database, clock
 
 
 def test_audit_write_failure_releases_no_certificate(database, clock, signer, user_keys, monkeypatch):
-    service = Access(SqlStore(database), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service = Access(SqlStore(database, AUDIT_KEY), signer, policy=lambda: POLICY, directory=Groups(), clock=clock)
     keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
     request = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="x")
     real_append = audit.append_all
 
-    def failing(session, events):
+    def failing(session, events, key):
         if any(event.action == "certificate.issued" for event in events):
             raise RuntimeError("audit store full")
-        return real_append(session, events)
+        return real_append(session, events, key)
 
     monkeypatch.setattr(audit, "append_all", failing)
     with pytest.raises(RuntimeError, match="audit store full"):
@@ -364,7 +365,7 @@ class LockProbe:
 
 def test_no_lock_is_held_while_the_signer_works(database, clock, signer, user_keys):
     probe = LockProbe(signer, database)
-    service = Access(SqlStore(database), probe, policy=lambda: POLICY, directory=Groups(), clock=clock)
+    service = Access(SqlStore(database, AUDIT_KEY), probe, policy=lambda: POLICY, directory=Groups(), clock=clock)
     keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
     keys.add_key(service, "U0GLASS", user_keys["ed25519"].public.line())
     request = opening.open_request(service, user="U0REQ", target="web",

@@ -13,7 +13,7 @@ from ca.cert import CertificateSpec, new_serial, sign_certificate, validity
 from ca.krl import Revocations, encode_krl
 from ca.pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
 from ca.signer import CaKeyType, FileSigner, generate_private_key
-from conftest import run
+from conftest import AUDIT_KEY, run
 from storage.db import Database
 from storage.store import SqlStore
 from support.sshd import Sshd, ensure_test_user, require_sshd
@@ -156,7 +156,7 @@ def test_service_revocation_reaches_sshd(tmp_path, sshd, cas, user_keys):
     """The operator's path: sign through the service, revoke by serial, publish the KRL."""
     db = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
     db.prepare()
-    service = Access(SqlStore(db), cas["ecdsa-p256"])
+    service = Access(SqlStore(db, AUDIT_KEY), cas["ecdsa-p256"])
     key = user_keys["ed25519"]
     certificate = issuing.sign_direct(service, public_key=key.public, principals=[PRINCIPAL],
                                       duration=timedelta(minutes=10), actor="test")

@@ -34,6 +34,7 @@ from storage import audit
 from storage.db import Database
 from storage.models import ApprovalRecord, AuditEvent, CertificateRecord, RequestRecord
 from storage.store import SqlStore
+from conftest import AUDIT_KEY
 
 EXPECTED_REFUSALS = (PolicyRefusal, InvalidTransition, AlreadyVoted, BadInput)
 
@@ -203,7 +204,7 @@ class AccessMachine(RuleBasedStateMachine):
         ca_type=st.sampled_from([CaKeyType.ECDSA_P256, CaKeyType.ED25519, CaKeyType.ECDSA_P384,
                                  CaKeyType.RSA_3072]))
     def setup(self, key_types, ca_type):
-        self.service = Access(SqlStore(self.db), ca_signer(ca_type), policy=lambda: POLICY,
+        self.service = Access(SqlStore(self.db, AUDIT_KEY), ca_signer(ca_type), policy=lambda: POLICY,
                               directory=Groups(), clock=lambda: self.now)
         for user, key_type in key_types.items():
             if key_type is None:
@@ -391,7 +392,7 @@ class AccessMachine(RuleBasedStateMachine):
             votes: dict[str, list[ApprovalRecord]] = {}
             for v in session.scalars(select(ApprovalRecord)):
                 votes.setdefault(v.request_id, []).append(v)
-            verification = audit.verify(session)
+            verification = audit.verify(session, AUDIT_KEY)
             events = session.scalar(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()))
 
         assert verification.ok, verification
