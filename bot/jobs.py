@@ -19,19 +19,22 @@ log = logging.getLogger("vouch.jobs")
 
 
 class Jobs:
-    def __init__(self, access: Access, notifier: Notifier) -> None:
+    def __init__(self, access: Access, notifier: Notifier, *,
+                 also: tuple[Callable[[], object], ...] = ()) -> None:
         self.access = access
         self.notify = notifier
+        self.also = also  # periodic work of other packages, given by `vouch serve` (checkpoints)
 
-    def sweeps(self) -> list[Callable[[], None]]:
-        return [self.expire, self.retry_issuing, self.post_unposted, self.remind, self.escalate]
+    def sweeps(self) -> list[Callable[[], object]]:
+        return [self.expire, self.retry_issuing, self.post_unposted, self.remind, self.escalate,
+                *self.also]
 
     def run_once(self) -> None:
         for sweep in self.sweeps():
             try:
                 sweep()
             except Exception:  # noqa: BLE001 - one broken sweep must not stop the others
-                log.exception("scheduled sweep %s failed", sweep.__name__)
+                log.exception("scheduled sweep %s failed", getattr(sweep, "__name__", sweep))
 
     def expire(self) -> None:
         """Undecided requests past request_ttl: their message says they expired."""

@@ -132,11 +132,13 @@ class SqlAuditLog:
                details: dict[str, Any] | None = None) -> None:
         self.pending.append(Event(actor, action, subject, now, details))
 
-    def flush(self, session: Session | Connection) -> None:
+    def flush(self, session: Session | Connection) -> int:
+        """Chain what was recorded; the new head's seq."""
         if self.key is None:
             raise StorageUnavailable("the audit key is missing: nothing can be recorded")
-        append_all(session, self.pending, self.key)
+        seqs = append_all(session, self.pending, self.key)
         self.pending = []
+        return seqs[-1]
 
 
 # Below this many events a verify runs in the calling process: starting workers costs more.
@@ -158,11 +160,12 @@ def _canonical_time(dialect: str):
     return func.replace(type_coerce(column, String), " ", "T").concat("Z")
 
 
-def verify(session: Session, key: bytes, *, batch: int = 10_000,
-           workers: int | None = None) -> Verification:
+def verify(session: Session, key: bytes, *, batch: int = 10_000, workers: int | None = None,
+           checkpoints: Sequence[tuple[int, str, str]] = ()) -> Verification:
     """Check the whole chain with the audit key; name the first event that was modified,
-    deleted, moved or forged. Head and events are read in one snapshot, so appends meanwhile are
-    not alarms.
+    deleted, moved or forged, or the first checkpoint ((seq, hash, at), signatures checked by
+    the caller) the chain no longer reaches or matches. Head and events are read in one
+    snapshot, so appends meanwhile are not alarms.
 
     Long chains are split into seq ranges that worker processes (storage.chain) check side by
     side; `workers` defaults to one per CPU, at most MAX_WORKERS, from PARALLEL_FROM events on.
@@ -173,11 +176,11 @@ def verify(session: Session, key: bytes, *, batch: int = 10_000,
         with session.get_bind().connect() as connection:
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
-                return _verify_on(connection, key, batch, workers)
+                return _verify_on(connection, key, batch, workers, checkpoints)
     # SQLite: every Vouch transaction holds the write lock (BEGIN IMMEDIATE), so while the
     # caller's transaction lasts nobody can append: the caller and the workers (reading through
     # connections of their own) see the same chain.
-    return _verify_on(session.connection(), key, batch, workers)
+    return _verify_on(session.connection(), key, batch, workers, checkpoints)
 
 
 def _anchor_problem(connection: Connection, key: bytes, head_seq: int,
@@ -207,14 +210,45 @@ def _anchor_problem(connection: Connection, key: bytes, head_seq: int,
     return None
 
 
-def _verify_on(connection: Connection, key: bytes, batch: int,
-               workers: int | None) -> Verification:
+def _verify_on(connection: Connection, key: bytes, batch: int, workers: int | None,
+               checkpoints: Sequence[tuple[int, str, str]]) -> Verification:
     head_seq, head_hash, keyed_from = connection.execute(
         select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.keyed_from)).one()
     problem = _anchor_problem(connection, key, head_seq, keyed_from)
-    if problem is not None:
-        return problem
-    keyed_from = keyed_from or 1
+    if problem is None:
+        problem = _check_chain(connection, key, batch, workers, head_seq, head_hash,
+                               keyed_from or 1)
+    if problem.ok:
+        problem = _checkpoint_problem(connection, head_seq, checkpoints) or problem
+    return problem
+
+
+def _checkpoint_problem(connection: Connection, head_seq: int,
+                        checkpoints: Sequence[tuple[int, str, str]]) -> Verification | None:
+    """The first checkpoint an intact chain no longer reaches (its tail was deleted) or matches
+    (it was rewritten with the key, or rolled back to a copy)."""
+    for seq, hash_, at in checkpoints:
+        if seq > head_seq:
+            return Verification(False, head_seq, head_seq + 1,
+                                f"the chain ends at event {head_seq}, but the checkpoint of {at} "
+                                f"covers event {seq}: events were deleted or rolled back")
+    wanted = sorted({seq for seq, _, _ in checkpoints if seq > 0})
+    stored: dict[int, str] = {}
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start:start + 1000]
+        rows = connection.execute(select(_EVENTS.c.seq, _EVENTS.c.hash)
+                                  .where(_EVENTS.c.seq.in_(chunk)))
+        stored.update((seq, hash_) for seq, hash_ in rows)
+    for seq, hash_, at in sorted(checkpoints):
+        if seq > 0 and stored.get(seq) != hash_:
+            return Verification(False, seq - 1, seq,
+                                f"event {seq} no longer matches the checkpoint of {at}: the chain "
+                                "was rewritten or replaced since")
+    return None
+
+
+def _check_chain(connection: Connection, key: bytes, batch: int, workers: int | None,
+                 head_seq: int, head_hash: str, keyed_from: int) -> Verification:
     if workers is None:
         workers = _available_cpus() if head_seq >= PARALLEL_FROM else 1
     workers = max(1, min(workers, MAX_WORKERS, head_seq))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import Connection
@@ -27,16 +27,22 @@ class SqlStore:
     """`audit_key` keys the audit chain (storage.chain); it never goes into the database. Without
     one (a command that only reads), recording an audit event fails."""
 
-    def __init__(self, db: Database, audit_key: bytes | None) -> None:
+    def __init__(self, db: Database, audit_key: bytes | None, *,
+                 after_append: Callable[[int], None] | None = None) -> None:
         self.db = db
         self._audit_key = audit_key
+        # Told the new head's seq after a unit that recorded events committed (checkpoints).
+        self._after_append = after_append
 
     @contextmanager
     def unit(self, *, read_only: bool = False) -> Iterator[SqlUnit]:
+        head = None
         with self.db.transaction(read_only=read_only) as connection:
             unit = SqlUnit(connection, self._audit_key)
             yield unit
             if unit.audit.pending:
                 if read_only:
                     raise RuntimeError("a read-only unit recorded audit events")
-                unit.audit.flush(connection)
+                head = unit.audit.flush(connection)
+        if head is not None and self._after_append is not None:
+            self._after_append(head)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ca.errors import BadInput, VouchError
@@ -213,43 +211,6 @@ def cmd_db_upgrade(args, ctx: Context) -> int:
     return 0
 
 
-def cmd_audit_verify(args, ctx: Context) -> int:
-    from storage import audit
-
-    with ctx.database().session() as session:
-        # An empty chain needs no key; any other does (this raises, saying where it looked).
-        key = ctx.audit_key(create=False) if audit.head(session)[0] else b""
-        result = audit.verify(session, key)
-    if result.ok:
-        print(f"audit chain intact: {result.events} events")
-        return 0
-    print(f"audit chain broken at event {result.first_bad}: {result.problem}", file=sys.stderr)
-    return 1
-
-
-def cmd_audit_export(args, ctx: Context) -> int:
-    from storage import audit
-
-    since, until = _iso(args.since, "--since"), _iso(args.until, "--until")
-    out = sys.stdout
-    with ctx.database().session() as session:
-        for event in audit.export(session, since=since, until=until):
-            out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
-    return 0
-
-
-def _iso(text: str | None, flag: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
-        raise BadInput(f"{flag} {text!r} is not an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
-    if moment.tzinfo is None:
-        raise BadInput(f"{flag} {text!r} has no time zone: add Z or an offset such as +02:00")
-    return moment.astimezone(timezone.utc)
-
-
 def _check_writable(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -271,6 +232,8 @@ def _write_file(path: str, data: bytes, *, mode: int) -> None:
 # --- parser ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from vouch.audit_cli import cmd_audit_checkpoint, cmd_audit_export, cmd_audit_verify
+
     from ca.signer import CaKeyType
 
     parser = _Parser(prog="vouch", description="Short-lived OpenSSH certificates, vouched for in Slack.")
@@ -334,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
-    audit_commands.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    verify = audit_commands.add_parser("verify", help="check the keyed chain and its checkpoints")
+    verify.add_argument("--checkpoints", metavar="FILE",
+                        help="signed checkpoints (default: VOUCH_AUDIT_CHECKPOINTS)")
+    verify.set_defaults(func=cmd_audit_verify)
+    audit_commands.add_parser("checkpoint", help="sign the chain's head now and append it to "
+                              "VOUCH_AUDIT_CHECKPOINTS").set_defaults(func=cmd_audit_checkpoint)
     export = audit_commands.add_parser("export", help="events as JSON lines")
     export.add_argument("--since", metavar="ISO8601")
     export.add_argument("--until", metavar="ISO8601")

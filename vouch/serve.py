@@ -25,6 +25,7 @@ from bot.slack import SlackDirectory, SlackGateway, SlackUnavailable, make_clien
 from ca.errors import BadInput
 from ca.keystore import open_signer
 from storage import audit
+from storage.checkpoints import Checkpointer
 from storage.db import Database
 from storage.messages import SqlMessages
 from storage.store import SqlStore
@@ -108,8 +109,9 @@ def build(settings: Settings) -> Vouch:
     except SlackUnavailable as exc:
         raise BadInput(f"Slack did not accept VOUCH_SLACK_BOT_TOKEN at {settings.slack_api_url}: "
                        f"{exc.message}") from None
-    access = Access(SqlStore(db, audit_key), signer, policy=policy,
-                    directory=SlackDirectory(gateway))
+    checkpointer = Checkpointer(db, signer, settings.audit_checkpoints)
+    access = Access(SqlStore(db, audit_key, after_append=checkpointer.maybe), signer,
+                    policy=policy, directory=SlackDirectory(gateway))
     notifier = Notifier(access, gateway, SqlMessages(db), metrics)
     bot = Bot(access, notifier, gateway, metrics, team_id=team_id)
     bolt = build_app(bot, client, signing_secret or "unused-in-socket-mode")
@@ -120,7 +122,8 @@ def build(settings: Settings) -> Vouch:
         socket_mode = SocketModeHandler(bolt, app_token, web_client=client)
     web = create_web_app(bolt=None if app_token else bolt, access=access, db=db, metrics=metrics)
     return Vouch(settings=settings, db=db, access=access, bot=bot, web=web,
-                 jobs=Jobs(access, notifier), policy=policy, interval=interval,
+                 jobs=Jobs(access, notifier, also=(checkpointer.maybe,)), policy=policy,
+                 interval=interval,
                  socket_mode=socket_mode)
 
 
