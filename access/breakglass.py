@@ -19,7 +19,8 @@ def breakglass(access: Access, *, user: str, target: str, duration: timedelta,
     policy = access.policy
     person = access.person(user, policy.breakglass.users if policy.breakglass else People())
     now = access.clock()
-    with access.unit() as unit:
+    with access.refusals_audited(actor=user, action="breakglass.use", subject=f"target:{target}"), \
+            access.unit() as unit:
         key = choose_key(unit, user, None)
         request = rules.open_breakglass(policy, user=person, target_name=target, duration=duration,
                                         reason=reason, key_fingerprint=key.fingerprint,
@@ -37,10 +38,11 @@ def review(access: Access, request_id: str, *, reviewer: str) -> Request:
     """An admin marks a break-glass use as reviewed; the first review stands."""
     policy = access.policy
     person = access.person(reviewer, policy.admins)
-    if not policy.admins.includes(person):
-        raise PolicyRefusal("only admins can review break-glass use")
     now = access.clock()
-    with access.unit() as unit:
+    with access.refusals_audited(actor=reviewer, action="breakglass.review",
+                                 subject=f"request:{request_id}"), access.unit() as unit:
+        if not policy.admins.includes(person):
+            raise PolicyRefusal("only admins can review break-glass use")
         request = unit.requests.get(request_id)
         if request is None:
             raise BadInput(f"no break-glass use {request_id[:64]!r}")

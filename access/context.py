@@ -3,12 +3,12 @@ the clock. Built once by the composition root (`vouch serve`, the CLI) and passe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from access.errors import BadInput
+from access.errors import BadInput, PolicyRefusal
 from access.policy import Directory, NoDirectory, People, Person, Policy, find_person
 from access.ports import Store, Unit
 from ca.cert import Signer
@@ -53,3 +53,14 @@ class Access:
         with self.unit() as unit:
             unit.audit.record(actor=actor, action=action, subject=subject, now=self.clock(),
                               details=details)
+
+    @contextmanager
+    def refusals_audited(self, *, actor: str, action: str, subject: str) -> Iterator[None]:
+        """Audit a policy refusal inside the block as `<action>.refused` (in a unit of its own:
+        the refused one rolled back), then let it go on to the person who acted."""
+        try:
+            yield
+        except PolicyRefusal as exc:
+            self.record(actor=actor, action=f"{action}.refused", subject=subject,
+                        details={"reason": exc.message})
+            raise

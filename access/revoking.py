@@ -38,7 +38,9 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
         person = access.person(as_user, policy.admins)
     now = access.clock()
     done = []
-    with access.unit() as unit:
+    with access.refusals_audited(actor=actor, action="certificate.revoke",
+                                 subject=f"reference:{reference.strip()[:64]}"), \
+            access.unit() as unit:
         certificates = _find(unit, reference.strip())
         if person is not None and not all(
                 rules.may_revoke(policy, holder=c.holder or "", user=person) for c in certificates):

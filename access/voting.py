@@ -29,7 +29,8 @@ def vote(access: Access, request_id: str, *, approver: str, approve: bool) -> Vo
     person = access.person(approver, target.approvers if target else People())
     now = access.clock()
     try:
-        with access.unit() as unit:
+        with access.refusals_audited(actor=approver, action="request.vote",
+                                     subject=f"request:{request_id}"), access.unit() as unit:
             request = find(unit, request_id, lock=True)
             outcome = rules.cast_vote(policy, request, approver=person, approve=approve, now=now)
             unit.requests.add_vote(request_id, outcome.vote)

@@ -20,10 +20,6 @@ TOKEN_PIN = "4242"
 SO_PIN = "87654321"
 
 
-# The audit chain's key in tests that build a store themselves (vouch.audit_key in the product).
-AUDIT_KEY = b"test-audit-key-0123456789abcdef0123456789"
-
-
 def run(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, check=check, **kwargs)
 

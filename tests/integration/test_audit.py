@@ -24,7 +24,7 @@ from storage import audit
 from storage.db import Database
 from storage.types import UTCDateTime
 from support.processes import process_context
-from conftest import AUDIT_KEY
+from support.audit import AUDIT_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 VOUCH = REPO / ".venv" / "bin" / "vouch"

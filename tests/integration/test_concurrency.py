@@ -31,7 +31,7 @@ from storage import audit
 from storage.db import Database, StorageUnavailable
 from storage.store import SqlStore
 from support.processes import process_context
-from conftest import AUDIT_KEY
+from support.audit import AUDIT_KEY
 
 APPROVERS = [f"U0APP{i:02d}" for i in range(50)]
 REQUESTER = "U0REQ"

@@ -23,7 +23,7 @@ from storage.db import Database, DatabaseBehind
 from storage.models import CertificateRecord, RequestRecord
 from storage.store import SqlStore
 from support.certcheck import parse_certificate_line, verify_signature
-from conftest import AUDIT_KEY
+from support.audit import AUDIT_KEY
 
 POLICY = parse_policy("""
 security_channel: C0SEC
@@ -143,8 +143,9 @@ def test_two_approvals_issue_exactly_one_certificate(service, database, signer, 
         rows = session.scalars(select(CertificateRecord).where(CertificateRecord.request_id == request.id)).all()
         assert len(rows) == 1 and rows[0].holder == "U0REQ"
         actions = [e["action"] for e in audit.export(session)]
-    assert actions[-6:] == ["request.created", "request.voted", "request.voted", "request.approved",
-                            "certificate.reserved", "certificate.issued"]
+    assert actions[-7:] == ["request.created", "request.vote.refused", "request.voted",
+                            "request.voted", "request.approved", "certificate.reserved",
+                            "certificate.issued"]
     _chain_ok(database)
 
 

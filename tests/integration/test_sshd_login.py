@@ -13,7 +13,8 @@ from ca.cert import CertificateSpec, new_serial, sign_certificate, validity
 from ca.krl import Revocations, encode_krl
 from ca.pkcs11 import Pkcs11Signer, create_token_key, parse_pkcs11_uri
 from ca.signer import CaKeyType, FileSigner, generate_private_key
-from conftest import AUDIT_KEY, run
+from conftest import run
+from support.audit import AUDIT_KEY
 from storage.db import Database
 from storage.store import SqlStore
 from support.sshd import Sshd, ensure_test_user, require_sshd

@@ -34,7 +34,7 @@ from storage import audit
 from storage.db import Database
 from storage.models import ApprovalRecord, AuditEvent, CertificateRecord, RequestRecord
 from storage.store import SqlStore
-from conftest import AUDIT_KEY
+from support.audit import AUDIT_KEY
 
 EXPECTED_REFUSALS = (PolicyRefusal, InvalidTransition, AlreadyVoted, BadInput)
 

@@ -42,6 +42,10 @@ def test_breakglass_refusals(world):
         breakglass.breakglass(world.access, user="U0GLASS", target="web",
                               duration=timedelta(hours=2), reason="x")
     assert world.signer.signed == 0 and not world.store.data.requests
+    refused = [(e["actor"], e["subject"]) for e in world.store.data.audit
+               if e["action"] == "breakglass.use.refused"]
+    assert refused == [("U0REQ", "target:web"), ("U0GLASS", "target:prod-db"),
+                       ("U0GLASS", "target:web")]
 
 
 def test_review_by_another_admin_once(world):
@@ -58,6 +62,7 @@ def test_review_by_another_admin_once(world):
     with pytest.raises(BadInput, match="no break-glass use 'req-nope'"):
         breakglass.review(world.access, "req-nope", reviewer="U0ADMIN")
     assert world.store.actions().count("breakglass.reviewed") == 1
+    assert world.store.actions().count("breakglass.review.refused") == 2  # not an admin; own use
 
 
 def test_unreviewed_uses_are_escalated_once_after_review_within(world):

@@ -29,6 +29,8 @@ def test_holders_revoke_their_own_and_admins_any(world):
     serial = str(certificate.spec.serial)
     with pytest.raises(PolicyRefusal, match="only your own"):
         revoking.revoke(world.access, serial, actor="U0BOB", as_user="U0BOB")
+    [refused] = [e for e in world.store.data.audit if e["action"] == "certificate.revoke.refused"]
+    assert (refused["actor"], refused["subject"]) == ("U0BOB", f"reference:{serial}")
     [done] = revoking.revoke(world.access, f" {serial} ", actor="U0REQ", as_user="U0REQ",
                              reason="done early")
     assert done.newly and done.holder == "U0REQ"

@@ -54,6 +54,12 @@ def test_who_may_not_vote(world):
     with pytest.raises(BadInput, match="no request 'req-nope'"):
         voting.vote(world.access, "req-nope", approver="U0BOB", approve=True)
     assert world.store.actions().count("request.voted") == 1
+    # the policy's refusals are in the audit log too, with who and why; a repeat click is not
+    refused = [e for e in world.store.data.audit if e["action"] == "request.vote.refused"]
+    assert [(e["actor"], e["subject"]) for e in refused] == [
+        ("U0REQ", f"request:{request.id}"), ("U0EVE", f"request:{request.id}")]
+    assert "your own request" in refused[0]["details"]["reason"]
+    assert "not an approver for prod-db" in refused[1]["details"]["reason"]
 
 
 def test_a_deny_ends_it_and_later_votes_change_nothing(world):
