@@ -120,7 +120,8 @@ def build(settings: Settings) -> Vouch:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         socket_mode = SocketModeHandler(bolt, app_token, web_client=client)
-    web = create_web_app(bolt=None if app_token else bolt, access=access, db=db, metrics=metrics)
+    web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
+                         access=access, db=db, metrics=metrics)
     return Vouch(settings=settings, db=db, access=access, bot=bot, web=web,
                  jobs=Jobs(access, notifier, also=(checkpointer.maybe,)), policy=policy,
                  interval=interval,

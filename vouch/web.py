@@ -13,6 +13,7 @@ import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt import App, BoltRequest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -22,23 +23,23 @@ from access.context import Access
 from bot.metrics import Metrics
 from ca.errors import VouchError
 from storage.db import Database
+from vouch.edge import BodyLimit, SlackGate
 
 log = logging.getLogger("vouch.web")
 
-# Slack requests are small; anything larger is not from Slack.
-_MAX_BODY = 1024 * 1024
-
-
-def create_web_app(*, bolt: App | None, access: Access, db: Database,
+def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Access, db: Database,
                    metrics: Metrics) -> Starlette:
     limiter = anyio.CapacityLimiter(64)
+    gate = SlackGate(signing_secret) if signing_secret else None
 
     async def slack_events(request: Request) -> Response:
-        if bolt is None:
+        if bolt is None or gate is None:
             return PlainTextResponse("Slack traffic arrives over Socket Mode here", status_code=404)
-        body = await request.body()
-        if len(body) > _MAX_BODY:
-            return PlainTextResponse("request too large", status_code=413)
+        body = await request.body()  # at most 1 MB: BodyLimit
+        refused = gate.refuse(body, {k.lower(): v for k, v in request.headers.items()})
+        if refused is not None:
+            status, reason = refused
+            return PlainTextResponse(reason + "\n" if reason else "", status_code=status)
         bolt_request = BoltRequest(body=body.decode("utf-8", errors="replace"),
                                    query=str(request.url.query), headers=dict(request.headers))
         response = await anyio.to_thread.run_sync(bolt.dispatch, bolt_request, limiter=limiter)
@@ -77,7 +78,7 @@ def create_web_app(*, bolt: App | None, access: Access, db: Database,
         return Response(data, media_type="application/octet-stream",
                         headers={"Cache-Control": "no-store"})
 
-    return Starlette(routes=[
+    return Starlette(middleware=[Middleware(BodyLimit)], routes=[
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -1,0 +1,121 @@
+"""What `vouch serve` does with hostile HTTP before anything else sees it: a huge body (declared or
+streamed) is refused with 413 on every path without the server's memory growing; a malformed body
+never gives 500 (unsigned 401, signed but malformed 400); a signed request replayed inside
+Slack's 5-minute window is ignored."""
+
+from __future__ import annotations
+
+import http.client
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from e2e_support import REQUESTER, TEAM, Server, make_fake, policy_yaml, settle
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    fake = make_fake()
+    srv = Server(tmp_path_factory.mktemp("vouch-edge"), fake, policy_yaml())
+    srv.start()
+    yield srv
+    srv.stop()
+    fake.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def post(server: Server, path: str, body, headers: dict) -> tuple[int, bytes]:
+    """POST and read the answer; the server may close while a big body is still being sent."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        try:
+            connection.request("POST", path, body=body, headers=headers,
+                               encode_chunked="Content-Length" not in headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it answered (413) and stopped reading: the answer is still there to read
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def chunks(total: int, size: int = 64 * 1024):
+    piece = b"x" * size
+    for _ in range(total // size):
+        yield piece
+
+
+def test_a_declared_huge_body_is_refused_before_it_is_read(server):
+    before = rss_mb(server.proc.pid)
+    for path in ("/slack/events", "/healthz", "/krl", "/nowhere"):
+        started = time.monotonic()
+        status, _ = post(server, path, chunks(300 * MB),
+                         {"Content-Length": str(300 * MB),
+                          "Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 413, path
+        assert time.monotonic() - started < 5, path
+    assert rss_mb(server.proc.pid) - before < 10
+
+
+def test_a_streamed_huge_body_is_cut_off_at_one_megabyte(server):
+    before = rss_mb(server.proc.pid)
+    status, body = post(server, "/slack/events", chunks(300 * MB),
+                        {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 413 and b"1 MB" in body
+    assert rss_mb(server.proc.pid) - before < 10
+    status, _ = post(server, "/slack/events", b"x" * (MB + 1),
+                     {"Content-Length": str(MB + 1)})
+    assert status == 413
+
+
+def test_malformed_bodies_get_401_or_400_never_500(server):
+    driver = server.driver
+    cases = [
+        (b"payload=%7Bnot+json", "application/x-www-form-urlencoded"),
+        (b"payload=%5B1%2C2%5D", "application/x-www-form-urlencoded"),  # JSON, not an object
+        (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
+        (b"{not json", "application/json"),
+        (b"[]", "application/json"),
+    ]
+    for body, content_type in cases:
+        unsigned = driver.raw(body, {}, content_type)
+        assert unsigned.status == 401, (body, unsigned)
+        forged = driver.raw(body, {**driver.sign(body), "X-Slack-Signature": "v0=" + "0" * 64},
+                            content_type)
+        assert forged.status == 401, (body, forged)
+        signed = driver.raw(body, driver.sign(body), content_type)
+        assert signed.status == 400, (body, signed)
+    stale = driver.raw(b"command=%2Fssh-status", driver.sign(b"command=%2Fssh-status",
+                                                             int(time.time()) - 400),
+                       "application/x-www-form-urlencoded")
+    assert stale.status == 401
+
+
+def test_a_replayed_request_is_ignored(server):
+    fake, driver = server.fake, server.driver
+    hook = fake.response_url(REQUESTER, "C0GENERAL")
+    body = urllib.parse.urlencode({
+        "team_id": TEAM, "user_id": REQUESTER, "user_name": "alice", "command": "/ssh-status",
+        "text": "", "channel_id": "C0GENERAL", "channel_name": "general",
+        "response_url": hook, "trigger_id": fake.new_trigger_id(REQUESTER)}).encode()
+    headers = driver.sign(body)
+    before = len(fake.calls_to("response_url"))
+    first = driver.raw(body, headers, "application/x-www-form-urlencoded")
+    assert first.status == 200
+    fake.wait_for(lambda: len(fake.calls_to("response_url")) == before + 1)
+    again = driver.raw(body, headers, "application/x-www-form-urlencoded")
+    assert again.status == 200 and again.body == ""
+    settle(fake)
+    assert len(fake.calls_to("response_url")) == before + 1  # done once
+    fresh = driver.raw(body, driver.sign(body), "application/x-www-form-urlencoded")
+    assert fresh.status == 200  # the same command, signed anew, is a new request
