@@ -73,7 +73,7 @@ def krl(access: Access) -> bytes:
 
 
 def _find(unit: Unit, reference: str) -> list[StoredCertificate]:
-    if reference.isdigit():
+    if reference.isascii() and reference.isdigit():  # int() would read '٣' as 3
         serial = int(reference)
         if not 0 < serial <= _MAX_SERIAL:
             raise BadInput(f"{reference!r} is not a certificate serial (1 to 2^64-1)")

@@ -30,3 +30,19 @@ def test_refused(text, phrase):
 def test_format_round_trips(seconds):
     duration = timedelta(seconds=seconds)
     assert parse_duration(format_duration(duration)) == duration
+
+
+@pytest.mark.parametrize("text", ["٣h", "１h", "3h٣m", "1" + "0" * 30 + "h", "9" * 5000 + "s",
+                                  "99999999d"])
+def test_other_scripts_digits_and_huge_numbers_are_refused_with_the_usage(text):
+    """int() reads any script's digits, and timedelta() overflows (or int() gives up) on huge
+    numbers: each would have been a three-hour grant or a crash."""
+    with pytest.raises(BadInput) as refused:
+        parse_duration(text)
+    assert "is not a duration" in refused.value.message or "longer than" in refused.value.message
+
+
+def test_the_bound_is_well_below_timedeltas():
+    assert parse_duration("3650d").days == 3650
+    with pytest.raises(BadInput, match="longer than 3650 days"):
+        parse_duration("9999999d")

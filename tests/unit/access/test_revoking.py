@@ -55,6 +55,7 @@ def test_the_krl_names_revoked_serials_until_a_day_past_expiry(world):
     ("0", "not a certificate serial"),
     (str(2**64), "not a certificate serial"),
     ("req-nope", "no certificate with serial or request id 'req-nope'"),
+    ("٣", "no certificate with serial or request id '٣'"),  # not serial 3
 ])
 def test_unknown_references_are_bad_input(world, reference, message):
     with pytest.raises(BadInput, match=message):
