@@ -154,7 +154,8 @@ class Notifier:
             if item.request_id:
                 self.refresh(item.request_id)
                 if item.newly:
-                    self._in_thread(item.request_id, texts.revoked_note(item.serial, by, reason))
+                    note = views.revoked_note(item.serial, by, reason)
+                    self._in_thread(item.request_id, note.text, note.blocks)
 
     def reminder(self, certificate: StoredCertificate) -> None:
         target = None
@@ -196,10 +197,10 @@ class Notifier:
         breakglass = self.access.policy.breakglass
         return format_duration(breakglass.review_within) if breakglass else "soon"
 
-    def _in_thread(self, request_id: str, text: str) -> None:
+    def _in_thread(self, request_id: str, text: str, blocks: list | None = None) -> None:
         where = self.messages.get(request_id)
         if where is not None:
-            self._quietly(self.slack.post, where[0], text, thread_ts=where[1])
+            self._quietly(self.slack.post, where[0], text, blocks, thread_ts=where[1])
 
     def _group_mentions(self) -> dict[str, str]:
         try:

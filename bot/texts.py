@@ -9,7 +9,7 @@ from access.durations import format_duration
 from access.errors import NotAnApprover, VouchError
 from access.ports import RegisteredKey, StoredCertificate
 from access.requests import Request
-from bot.views import local_time, mention, slack_date
+from bot.views import escape, local_time, mention, slack_date
 from ca.keys import PublicKey
 
 # --- who may use Vouch at all ------------------------------------------------------------
@@ -23,7 +23,10 @@ GUEST = "Guests cannot request, approve or revoke access with Vouch."
 def refusal(error: VouchError) -> str:
     """A refusal as the person who acted reads it: the user message, capitalised, with people
     named the Slack way."""
-    message = error.describe(mention) if isinstance(error, NotAnApprover) else error.message
+    if isinstance(error, NotAnApprover):
+        message = error.describe(mention)
+    else:  # it may quote what the person typed
+        message = escape(error.message)
     return message[:1].upper() + message[1:]
 
 
@@ -36,8 +39,8 @@ def internal_error(ref: str) -> str:
 
 def key_added(key: PublicKey, newly: bool) -> str:
     verb = "Registered" if newly else "Already registered:"
-    return (f"{verb} {key.describe()}. Certificates are issued for your newest key unless you "
-            "choose another in the /ssh-request form.")
+    return (f"{verb} {escape(key.describe())}. Certificates are issued for your newest key "
+            "unless you choose another in the /ssh-request form.")
 
 
 def key_removed(key: RegisteredKey) -> str:
@@ -48,7 +51,7 @@ def key_removed(key: RegisteredKey) -> str:
 def key_list(keys: list[RegisteredKey]) -> str:
     if not keys:
         return "You have no registered keys. Add one with `/ssh-key add <public key>`."
-    lines = [f"• `{k.fingerprint}` {k.key_type} {k.comment} (added {k.added_at:%Y-%m-%d})"
+    lines = [f"• `{k.fingerprint}` {k.key_type} {escape(k.comment)} (added {k.added_at:%Y-%m-%d})"
              + (" — used by default" if i == 0 else "") for i, k in enumerate(keys)]
     return "Your keys, newest first:\n" + "\n".join(lines)
 
@@ -102,10 +105,6 @@ def expired_dm(request: Request) -> str:
 
 
 # --- certificates ------------------------------------------------------------------------
-
-def revoked_note(serial: int, by: str, reason: str | None) -> str:
-    return f"Certificate serial {serial} revoked by {mention(by)}" + (f": {reason}" if reason else ".")
-
 
 def revoked_reply(serials: list[int]) -> str:
     return (f"Revoked certificate serial {', '.join(str(s) for s in serials)}. Hosts refuse it "

@@ -48,6 +48,22 @@ def mention(user: str) -> str:
     return f"<@{user}>"
 
 
+def escape(text: str) -> str:
+    """User-typed text for a mrkdwn string: Slack's three escapes, so it can neither ping
+    (`<!channel>`), mention, nor hide a link (`<https://evil|docs>`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(text: str) -> dict:
+    """What a person typed, as plain_text: shown exactly, with no formatting, mention or link
+    of its own (mrkdwn would let `<!channel>` ping and `*x*` pose as Vouch's own emphasis)."""
+    return {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}
+
+
+def _user_text(label: str, text: str) -> list[dict]:
+    return [_context(f"*{label}*"), _plain(text)]
+
+
 def _section(text: str) -> dict:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
@@ -107,7 +123,7 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
             {"type": "mrkdwn", "text": f"*Key*\n`{request.key_fingerprint}`"},
             {"type": "mrkdwn", "text": f"*Request*\n`{request.id}`"},
         ]},
-        _section(f"*Reason*\n{_quote(request.reason)}"),
+        *_user_text("Reason", request.reason),
         _context(state),
     ]
     if request.state is State.PENDING:
@@ -116,14 +132,10 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
             _button("Deny", DENY, request.id, "danger"),
         ]})
     text = (f"Access request {request.id}: {mention(request.requester)} asks for {request.target} "
-            f"(principals {', '.join(principals)}) for {duration}. Reason: {request.reason}. "
+            f"(principals {', '.join(principals)}) for {duration}. Reason: {escape(request.reason)}. "
             f"Key {request.key_fingerprint}. Approvals {len(approvers)} of {approvals_required}. "
             f"{_STATE_LINE[request.state]}.")
     return Rendered(text, blocks)
-
-
-def _quote(text: str) -> str:
-    return "\n".join(f"> {line}" for line in text.splitlines() or [""])
 
 
 def approvers_note(target: Target, group_mentions: dict[str, str]) -> str:
@@ -133,6 +145,14 @@ def approvers_note(target: Target, group_mentions: dict[str, str]) -> str:
     needed = target.approvals_required
     return (f"Approvers: {' '.join(who)} — {needed} approval{'s' if needed > 1 else ''} needed. "
             "The requester cannot approve their own request.")
+
+
+def revoked_note(serial: int, by: str, reason: str | None) -> Rendered:
+    """The thread reply when a certificate is revoked; the reason as typed, in plain text."""
+    said = f"Certificate serial {serial} revoked by {mention(by)}"
+    text = said + (f": {escape(reason)}" if reason else ".")
+    blocks = [_section(said + (":" if reason else "."))] + ([_plain(reason)] if reason else [])
+    return Rendered(text, blocks)
 
 
 def certificate_dm(certificate: Certificate, request: Request, *, tz: str | None) -> Rendered:
@@ -167,10 +187,10 @@ def breakglass_alert(request: Request, certificate: StoredCertificate | None, *,
     reviewed = (f"Reviewed by {mention(request.reviewed_by)}." if request.reviewed_by
                 else f"An admin must review this within {review_within}.")
     text = (f"🚨 BREAK-GLASS: {mention(request.requester)} took {request.target} for {duration} "
-            f"with no approver. Reason: {request.reason}.{serial} {reviewed}")
+            f"with no approver. Reason: {escape(request.reason)}.{serial} {reviewed}")
     blocks = [_section(f"🚨 *BREAK-GLASS* — {mention(request.requester)} took *{request.target}* "
                        f"for *{duration}* with no approver."),
-              _section(f"*Reason*\n{_quote(request.reason)}"),
+              *_user_text("Reason", request.reason),
               _context(f"Request `{request.id}`.{serial} {reviewed}")]
     if not request.reviewed_by:
         blocks.append({"type": "actions", "block_id": f"review:{request.id}",

@@ -119,3 +119,49 @@ def test_a_replayed_request_is_ignored(server):
     assert len(fake.calls_to("response_url")) == before + 1  # done once
     fresh = driver.raw(body, driver.sign(body), "application/x-www-form-urlencoded")
     assert fresh.status == 200  # the same command, signed anew, is a new request
+
+
+def mrkdwn_strings(blocks) -> list[str]:
+    """Every mrkdwn text in a message's blocks (where Slack would format, ping and link)."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("type") == "mrkdwn":
+                found.append(value.get("text", ""))
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+    walk(blocks)
+    return found
+
+
+def test_what_people_type_cannot_ping_link_or_format(server, user_keys):
+    from test_bot import BOB, REQUESTS, ask, certificate_line, ok, register_key, wait_dm
+
+    fake, driver = server.fake, server.driver
+    register_key(server, REQUESTER, user_keys["ed25519"])
+    reason = "<!channel> *urgent* <https://evil.example|the runbook> & <@U0BOB> `x`"
+    request_id, message = ask(server, REQUESTER, "prod-db", "1h", reason)
+    # Blocks are what Slack shows: no user text in their mrkdwn. The text (notifications, screen
+    # readers) carries it escaped, so it cannot ping or link.
+    for text in mrkdwn_strings(message.blocks):
+        assert "urgent" not in text and "evil" not in text, text
+    for dangerous in ("<!channel>", "<https://evil", "<@U0BOB> &"):
+        assert dangerous not in message.text, (dangerous, message.text)
+    assert "&lt;!channel&gt;" in message.text
+    plain = [b["text"]["text"] for b in message.blocks
+             if b.get("type") == "section" and b.get("text", {}).get("type") == "plain_text"]
+    assert reason in plain  # shown exactly as typed, as plain text
+    ok(driver.click_button(BOB, channel=REQUESTS, ts=message.ts, label="Approve"))
+    dm = wait_dm(fake, REQUESTER, request_id)
+    assert certificate_line(dm.text)
+    ok(driver.command(REQUESTER, "/ssh-revoke", f"{request_id} <!here> lost <http://x|y>"))
+    note = fake.wait_for(lambda: [m for m in fake.replies(REQUESTS, message.ts)
+                                  if "revoked" in m.text])[-1]
+    for text in mrkdwn_strings(note.blocks) + [note.text]:
+        assert "<!here>" not in text and "<http://x|y>" not in text, text
+    assert "<!here> lost <http://x|y>" in [b["text"]["text"] for b in note.blocks
+                                           if b["text"]["type"] == "plain_text"]
