@@ -42,8 +42,39 @@ class Node:
         self.line = line
 
 
+# A policy is a few levels deep; this is far beyond any real one and far below the recursion
+# limit that a hostile `[[[[…` would otherwise reach.
+MAX_DEPTH = 32
+# The size of the file itself: a policy is a few kilobytes.
+MAX_BYTES = 1024 * 1024
+
+
+class _Refused(yaml.YAMLError):
+    def __init__(self, problem: str, mark) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
 class _LineLoader(yaml.SafeLoader):
-    """Builds Node trees so that every value knows its line; refuses duplicate keys."""
+    """Builds Node trees so that every value knows its line; refuses duplicate keys, aliases
+    (a 1 KB "billion laughs" of aliases took 20 s and 800 MB to expand) and deep nesting."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused("aliases (*name) are not allowed in a policy file: write the value out",
+                           self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep",
+                               self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct(loader: _LineLoader, node: yaml.Node) -> Node:
@@ -67,6 +98,9 @@ def _construct(loader: _LineLoader, node: yaml.Node) -> Node:
 
 def read_yaml(text: str, path: str) -> Node:
     """Parse one YAML document into a Node tree; raises PolicyError with the offending line."""
+    if len(text) > MAX_BYTES:
+        raise PolicyError(path, [Problem(1, f"the policy file is {len(text)} characters long; a "
+                                            f"policy is a few kilobytes (at most {MAX_BYTES})")])
     loader = _LineLoader(text)
     try:
         node = loader.get_single_node()
@@ -76,6 +110,8 @@ def read_yaml(text: str, path: str) -> Node:
     except yaml.constructor.ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
         raise PolicyError(path, [Problem(line, exc.problem or str(exc))]) from None
+    except _Refused as exc:
+        raise PolicyError(path, [Problem(exc.problem_mark.line + 1, exc.problem)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else 1

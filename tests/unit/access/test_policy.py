@@ -171,3 +171,33 @@ def test_groups_make_approval_counts_unknowable_so_they_pass():
 def test_missing_file_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="does not exist"):
         load_policy(str(tmp_path / "nope.yaml"))
+
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+targets: *g
+"""
+
+
+def test_an_alias_bomb_is_refused_at_once_naming_its_line():
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(BOMB, "bomb.yaml")
+    assert time.monotonic() - started < 1
+    assert refused.value.lines() == ["bomb.yaml:2: aliases (*name) are not allowed in a policy "
+                                     "file: write the value out"]
+
+
+def test_deep_nesting_and_huge_files_are_refused():
+    with pytest.raises(PolicyError, match="nested more than 32 levels deep"):
+        parse_policy("targets: " + "[" * 100_000 + "]" * 100_000, "deep.yaml")
+    with pytest.raises(PolicyError, match="a policy is a few kilobytes"):
+        parse_policy("# " + "x" * (2 * 1024 * 1024), "huge.yaml")
