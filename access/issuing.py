@@ -95,7 +95,7 @@ def retry_issuing(access: Access) -> list[Issued]:
 
 
 def sign_direct(access: Access, *, public_key: PublicKey, principals: list[str],
-                duration: timedelta, actor: str, key_id: str | None = None,
+                duration: timedelta, actor: str, reason: str, key_id: str | None = None,
                 source_address: str | None = None, force_command: str | None = None,
                 extensions: frozenset[str] = frozenset({"permit-pty"})) -> Certificate:
     """The operator's path (`vouch ca sign`): one certificate outside any request, recorded and
@@ -118,7 +118,8 @@ def sign_direct(access: Access, *, public_key: PublicKey, principals: list[str],
             _record(unit, access, certificate, issued_at=now, issued_by=actor, request_id=None,
                     holder=None)
             unit.audit.record(actor=actor, action="certificate.signed_direct",
-                              subject=f"serial:{serial}", now=now, details=describe(certificate))
+                              subject=f"serial:{serial}", now=now,
+                              details={**describe(certificate), "reason": reason})
     return certificate
 
 

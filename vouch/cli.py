@@ -7,11 +7,16 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from ca.errors import BadInput, VouchError
 from vouch.host_setup import host_setup, target_principals
 from vouch.settings import Settings
+
+
+# `vouch ca sign` skips the approval: longer than this needs --max-duration-override.
+MAX_DIRECT = timedelta(hours=24)
 
 
 class UsageError(Exception):
@@ -96,10 +101,13 @@ def cmd_ca_pubkey(args, ctx: Context) -> int:
 
 
 def cmd_ca_sign(args, ctx: Context) -> int:
+    from access.context import Access
     from access.durations import parse_duration
+    from access.issuing import sign_direct
     from ca.cert import parse_source_addresses
     from ca.keys import parse_public_key
     from storage.db import StorageUnavailable
+    from storage.store import SqlStore
 
     try:
         text = sys.stdin.read() if args.pubkey_file == "-" else Path(args.pubkey_file).read_text()
@@ -108,6 +116,13 @@ def cmd_ca_sign(args, ctx: Context) -> int:
                        f"{getattr(exc, 'strerror', None) or exc}") from None
     public_key = parse_public_key(text)
     duration = parse_duration(args.duration)
+    if duration > MAX_DIRECT and not args.max_duration_override:
+        raise BadInput(f"--duration {args.duration} is longer than 24h: add "
+                       "--max-duration-override if this is really meant")
+    reason = " ".join(args.reason.split())
+    if not reason:
+        raise BadInput("--reason is empty: say why this certificate is signed outside Slack "
+                       "(it goes into the audit log)")
     # An empty value is a mistake, not "no restriction": refuse it rather than sign without it.
     source = parse_source_addresses(args.source_address) if args.source_address is not None else None
     if args.force_command is not None and not args.force_command.strip():
@@ -117,21 +132,21 @@ def cmd_ca_sign(args, ctx: Context) -> int:
     if args.out:
         _check_writable(args.out)  # before signing: a certificate nobody receives is not recorded
     signer = ctx.signer()
-    try:
-        db = ctx.database()
-    except StorageUnavailable as exc:
-        # The contract's break-glass path for operators: sign anyway, but say it is unrecorded.
-        print(f"vouch: warning: not recorded in the audit log: {exc.message}", file=sys.stderr)
-        db = None
-    from access.context import Access
-    from access.issuing import sign_direct
-    from storage.store import SqlStore
-
-    store = SqlStore(db, ctx.audit_key(create=True)) if db is not None else None
+    store = None
+    if args.no_record:
+        # The operator's last resort when the database is gone: said plainly, every time.
+        print("vouch: warning: --no-record: this certificate is in no audit log and cannot be "
+              "revoked by its serial (revoke the key instead)", file=sys.stderr)
+    else:
+        try:
+            store = SqlStore(ctx.database(), ctx.audit_key(create=True))
+        except StorageUnavailable as exc:
+            raise VouchError(f"not signed: the certificate could not be recorded ({exc.message}); "
+                             "--no-record signs it anyway, unrecorded") from None
     certificate = sign_direct(
         Access(store, signer), public_key=public_key, principals=args.principal,
-        duration=duration, actor=ctx.actor, key_id=args.key_id, source_address=source,
-        force_command=args.force_command)
+        duration=duration, actor=ctx.actor, reason=reason, key_id=args.key_id,
+        source_address=source, force_command=args.force_command)
     line = certificate.line() + "\n"
     if args.out:
         _write_file(args.out, line.encode(), mode=0o644)
@@ -262,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--source-address", metavar="CIDR[,CIDR…]")
     sign.add_argument("--force-command", metavar="CMD")
     sign.add_argument("--out", metavar="FILE")
+    sign.add_argument("--reason", required=True, metavar="TEXT",
+                      help="why it is signed outside Slack; audited")
+    sign.add_argument("--max-duration-override", action="store_true",
+                      help="allow a duration over 24h")
+    sign.add_argument("--no-record", action="store_true",
+                      help="sign even when the database cannot record it (it then cannot be "
+                           "revoked by serial)")
     sign.set_defaults(func=cmd_ca_sign)
 
     revoke = commands.add_parser("revoke", help="revoke a certificate or a request's certificates")

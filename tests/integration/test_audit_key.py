@@ -12,7 +12,7 @@ from test_cli import Vouch, assert_bad_input, assert_no_traceback
 
 def sign(vouch: Vouch, user_keys):
     return vouch.run("ca", "sign", user_keys["ed25519"].public_path, "--principal", "root",
-                     "--duration", "1h")
+                     "--duration", "1h", "--reason", "testing")
 
 
 def test_ca_init_creates_a_private_random_key_and_never_shows_it(tmp_path: Path) -> None:

@@ -342,7 +342,8 @@ def test_pkcs11_ca_init_pubkey_sign(softhsm, token_ca, tmp_path: Path, user_keys
         if name == "pin-source":
             continue  # signing through the first two is enough
         signed = variant.ok("ca", "sign", user_keys["ed25519"].public_path, "--principal", "alice",
-                            "--duration", "10m", "--key-id", f"pkcs11-{name}")
+                            "--duration", "10m", "--key-id", f"pkcs11-{name}",
+                            "--reason", "testing")
         assert_pin_hidden(signed, softhsm.pin)
         cert = write_cert(tmp_path / f"{name}-cert.pub", signed)
         shown = listing(cert)  # ssh-keygen -L verifies the token's signature
@@ -425,7 +426,7 @@ def story(tmp_path_factory, user_keys) -> Story:
     rich = vouch.run("ca", "sign", user_keys["ed25519"].public_path,
                      "--principal", "a", "--principal", "b", "--duration", "1h30m",
                      "--key-id", "incident-ID", "--source-address", "10.0.0.0/8,192.0.2.1",
-                     "--force-command", "/bin/true")
+                     "--force-command", "/bin/true", "--reason", "incident 42: Slack down")
     window = (start, datetime.now(timezone.utc))
     assert rich.returncode == 0, rich
     rich_cert = write_cert(root / "rich-cert.pub", rich)
@@ -433,7 +434,7 @@ def story(tmp_path_factory, user_keys) -> Story:
 
     piped_key = user_keys["ecdsa-p256"].public_path.read_text()
     piped = vouch.run("ca", "sign", "-", "--principal", "bob", "--duration", "10m",
-                      "--out", "piped-cert.pub", input=piped_key)
+                      "--out", "piped-cert.pub", "--reason", "testing", input=piped_key)
     assert piped.returncode == 0, piped
     krl_before = vouch.run("krl")
     revoke_first = vouch.run("revoke", str(serial), "--reason", "laptop stolen")
@@ -621,7 +622,7 @@ def test_a_file_that_is_not_a_database_is_named_not_a_crash(tmp_path: Path, user
     vouch = Vouch(tmp_path)
     vouch.ok("ca", "init")
     sign = ("ca", "sign", user_keys["ed25519"].public_path, "--principal", "root",
-            "--duration", "1h")
+            "--duration", "1h", "--reason", "testing")
     for args in (("krl",), ("db", "upgrade"), ("audit", "verify"), sign):
         result = vouch.run(*args)
         assert_no_traceback(result)
@@ -646,7 +647,7 @@ def test_fresh_database_used_by_several_commands_at_once(tmp_path: Path) -> None
 # --- bad input: exit 2, one line, no traceback -------------------------------------------------
 
 SIGN = ("ca", "sign")
-OK_REST = ("--principal", "alice", "--duration", "1h")
+OK_REST = ("--principal", "alice", "--duration", "1h", "--reason", "testing")
 
 
 def _bad_cases() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
@@ -658,9 +659,16 @@ def _bad_cases() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         "certificate-not-key": ((*SIGN, "user-cert.pub", *OK_REST), ("certificate",)),
         "garbage": ((*SIGN, "garbage.pub", *OK_REST), ("key",)),
         "private-key": ((*SIGN, "user", *OK_REST), ("private",)),
-        "missing-principal": ((*SIGN, "user.pub", "--duration", "1h"), ("--principal",)),
+        "missing-principal": ((*SIGN, "user.pub", "--duration", "1h", "--reason", "x"),
+                              ("--principal",)),
+        "missing-reason": ((*SIGN, "user.pub", "--principal", "alice", "--duration", "1h"),
+                           ("--reason",)),
+        "reason-empty": ((*SIGN, "user.pub", "--principal", "alice", "--duration", "1h",
+                          "--reason", "  "), ("--reason",)),
+        "duration-over-24h": ((*SIGN, "user.pub", "--principal", "alice", "--duration", "25h",
+                               "--reason", "x"), ("24h", "--max-duration-override")),
         "duration-negative-as-option": ((*SIGN, "user.pub", "--principal", "alice",
-                                         "--duration", "-1h"), ("--duration",)),
+                                         "--reason", "x", "--duration", "-1h"), ("--duration",)),
         "unknown-subcommand": (("frobnicate",), ("frobnicate",)),
         "revoke-unknown-serial": (("revoke", "12345"), ("12345",)),
         "revoke-serial-zero": (("revoke", "0"), ("serial",)),
@@ -685,7 +693,7 @@ def _bad_cases() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     }
     for duration in ("2 hours", "-1h", "0s", "1.5h", ""):
         cases[f"duration-{duration or 'empty'}"] = (
-            (*SIGN, "user.pub", "--principal", "alice", f"--duration={duration}"),
+            (*SIGN, "user.pub", "--principal", "alice", "--reason", "x", f"--duration={duration}"),
             ("duration", duration))
     for address in ("10.0.0.1/8", "nonsense"):
         cases[f"source-address-{address}"] = (
@@ -763,7 +771,7 @@ def test_sign_login_revoke_refused(request, tmp_path: Path, user_keys, ca_kind: 
     ca_line = one_line(vouch.ok("ca", "pubkey"))
     user = user_keys["ed25519"]
     signed = vouch.ok("ca", "sign", user.public_path, "--principal", DEFAULT_USER,
-                      "--duration", "10m", "--key-id", f"e2e-{ca_kind}")
+                      "--duration", "10m", "--key-id", f"e2e-{ca_kind}", "--reason", "testing")
     cert = write_cert(tmp_path / "id_ed25519-cert.pub", signed)
     serial = listing(cert).serial
     empty_krl = vouch.ok("krl").out
@@ -788,3 +796,24 @@ def test_version(tmp_path: Path) -> None:
     from importlib.metadata import version
 
     assert Vouch(tmp_path).ok("--version").stdout == f"vouch {version('vouch')}\n"
+
+
+def test_ca_sign_refuses_what_it_cannot_record_unless_told(tmp_path: Path, user_keys) -> None:
+    vouch = Vouch(tmp_path)
+    vouch.ok("ca", "init")
+    sign = ("ca", "sign", user_keys["ed25519"].public_path, "--principal", "root",
+            "--duration", "1h", "--reason", "Slack is down")
+    unreachable = vouch.with_env(VOUCH_DATABASE_URL="postgresql+psycopg://vouch@127.0.0.1:1/vouch")
+    refused = unreachable.run(*sign)
+    assert_no_traceback(refused)
+    assert refused.returncode == 1 and refused.out == b"", refused
+    assert "not signed" in refused.err and "--no-record" in refused.err, refused
+    forced = unreachable.run(*sign, "--no-record")
+    assert forced.returncode == 0 and "cannot be revoked by its serial" in forced.err, forced
+    assert "-cert-v01@openssh.com" in one_line(forced)
+    long = vouch.run(*sign[:-4], "--duration", "36h", "--reason", "a long incident",
+                     "--max-duration-override")
+    assert long.returncode == 0, long
+    events = [json.loads(line) for line in vouch.ok("audit", "export").stdout.splitlines()]
+    [signed] = [e for e in events if e["action"] == "certificate.signed_direct"]
+    assert signed["details"]["reason"] == "a long incident"

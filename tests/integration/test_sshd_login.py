@@ -159,7 +159,7 @@ def test_service_revocation_reaches_sshd(tmp_path, sshd, cas, user_keys):
     db.prepare()
     service = Access(SqlStore(db, AUDIT_KEY), cas["ecdsa-p256"])
     key = user_keys["ed25519"]
-    certificate = issuing.sign_direct(service, public_key=key.public, principals=[PRINCIPAL],
+    certificate = issuing.sign_direct(service, public_key=key.public, principals=[PRINCIPAL], reason="test",
                                       duration=timedelta(minutes=10), actor="test")
     path = tmp_path / "cert.pub"
     path.write_text(certificate.line() + "\n")

@@ -78,10 +78,12 @@ def test_direct_signing_is_recorded_and_audited(world):
     subject = parse_public_key(user_key())
     certificate = issuing.sign_direct(world.access, public_key=subject,
                                       principals=["root", "root"], duration=timedelta(hours=1),
-                                      actor="cli:ops", source_address="10.0.0.0/8")
+                                      actor="cli:ops", reason="Slack is down",
+                                      source_address="10.0.0.0/8")
     spec = certificate.spec
     assert spec.principals == ("root",) and spec.key_id == f"vouch:cli:ops:{spec.serial}"
     assert spec.critical_options == {"source-address": "10.0.0.0/8"}
     stored = world.store.data.certificates[spec.serial]
     assert stored.holder is None and stored.request_id is None
     assert world.store.actions() == ["key.added", "certificate.signed_direct"]
+    assert world.store.data.audit[-1]["details"]["reason"] == "Slack is down"
