@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -62,14 +63,33 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
     return done
 
 
-def krl(access: Access) -> bytes:
-    """PROTOCOL.krl bytes revoking every revoked, not long expired, certificate of this CA."""
+@dataclass(frozen=True)
+class Krl:
+    """What a KRL revokes and its PROTOCOL.krl bytes; `tag` names the content, so the bytes
+    need making again only when it changes."""
+
+    serials: frozenset[int]
+    version: int
+    data: bytes
+
+    @property
+    def tag(self) -> str:
+        digest = hashlib.sha256(",".join(map(str, sorted(self.serials))).encode()).hexdigest()
+        return f"{self.version}-{digest[:16]}"
+
+
+def krl(access: Access, *, unless: Krl | None = None) -> Krl:
+    """The KRL of every revoked, not long expired, certificate of this CA; `unless` is returned
+    as it is when nothing changed since it was made."""
     now = access.clock()
     with access.unit(read_only=True) as unit:
         serials, version = unit.certificates.revoked_serials(now - KRL_EXPIRY_GRACE)
-    return encode_krl(Revocations(serials=frozenset(serials)),
-                      ca_key=access.signer.public_key.blob, version=version,
-                      generated_at=int(now.timestamp()), comment="vouch")
+    serials = frozenset(serials)
+    if unless is not None and (unless.serials, unless.version) == (serials, version):
+        return unless
+    data = encode_krl(Revocations(serials=serials), ca_key=access.signer.public_key.blob,
+                      version=version, generated_at=int(now.timestamp()), comment="vouch")
+    return Krl(serials, version, data)
 
 
 def _find(unit: Unit, reference: str) -> list[StoredCertificate]:

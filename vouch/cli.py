@@ -170,7 +170,7 @@ def cmd_revoke(args, ctx: Context) -> int:
 def cmd_krl(args, ctx: Context) -> int:
     from access.revoking import krl
 
-    data = krl(ctx.access(writes=False))
+    data = krl(ctx.access(writes=False)).data
     if args.out:
         _write_file(args.out, data, mode=0o644)
     else:

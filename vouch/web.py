@@ -69,14 +69,24 @@ def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Acce
     async def ca_pub(request: Request) -> Response:
         return PlainTextResponse(access.signer.public_key.line() + " vouch-ca\n")
 
+    served: list[revoking.Krl] = []  # the last KRL made: remade only when revocations change
+
     async def krl(request: Request) -> Response:
+        def current() -> revoking.Krl:
+            latest = revoking.krl(access, unless=served[0] if served else None)
+            served[:] = [latest]
+            return latest
+
         try:
-            data = await anyio.to_thread.run_sync(revoking.krl, access)
+            latest = await anyio.to_thread.run_sync(current)
         except VouchError as exc:
             log.error("KRL unavailable: %s", exc.detail)
             return PlainTextResponse(f"KRL unavailable: {exc.message}\n", status_code=503)
-        return Response(data, media_type="application/octet-stream",
-                        headers={"Cache-Control": "no-store"})
+        etag = f'"{latest.tag}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(latest.data, media_type="application/octet-stream", headers=headers)
 
     return Starlette(middleware=[Middleware(BodyLimit)], routes=[
         Route("/slack/events", slack_events, methods=["POST"]),

@@ -165,3 +165,42 @@ def test_what_people_type_cannot_ping_link_or_format(server, user_keys):
         assert "<!here>" not in text and "<http://x|y>" not in text, text
     assert "<!here> lost <http://x|y>" in [b["text"]["text"] for b in note.blocks
                                            if b["text"]["type"] == "plain_text"]
+
+
+def serial_of(line: str, tmp_path: Path) -> int:
+    """A certificate's serial as `ssh-keygen -L` reads it."""
+    import subprocess
+
+    (tmp_path / "cert.pub").write_text(line)
+    shown = subprocess.run(["ssh-keygen", "-L", "-f", str(tmp_path / "cert.pub")],
+                           capture_output=True, text=True, check=True).stdout
+    return int(shown.split("Serial: ")[1].split()[0])
+
+
+def test_the_krl_carries_an_etag_and_answers_304_until_a_revocation(server, user_keys, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from ca.krl import decode_krl
+
+    def get(etag: str | None = None):
+        request = urllib.request.Request(server.url + "/krl",
+                                         headers={"If-None-Match": etag} if etag else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, answer.read(), answer.headers.get("ETag")
+        except urllib.error.HTTPError as answer:
+            return answer.code, answer.read(), answer.headers.get("ETag")
+
+    status, first, etag = get()
+    assert status == 200 and etag and decode_krl(first)
+    assert get(etag)[:2] == (304, b"")
+    assert get('"something-else"')[0] == 200
+    signed = server.vouch("ca", "sign", str(user_keys["ecdsa-p256"].public_path), "--principal",
+                          "root", "--duration", "10m", "--reason", "KRL test")
+    serial = serial_of(signed.stdout, tmp_path)
+    server.vouch("revoke", str(serial), "--reason", "KRL test")
+    status, body, new_etag = get(etag)
+    assert status == 200 and new_etag != etag
+    assert any(s.revokes_serial(serial) for s in decode_krl(body).certificates)
+    assert get(new_etag)[0] == 304

@@ -253,7 +253,7 @@ def test_revocation_rights_and_krl(service, database):
     [again] = revoking.revoke(service, serial, actor="U0ADMIN", as_user="U0ADMIN")
     assert not again.newly
     from ca.krl import decode_krl
-    [section] = decode_krl(revoking.krl(service)).certificates
+    [section] = decode_krl(revoking.krl(service).data).certificates
     assert section.revokes_serial(certificate.spec.serial)
     with pytest.raises(BadInput, match="no certificate with serial 42"):
         revoking.revoke(service, "42", actor="x")

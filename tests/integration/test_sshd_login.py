@@ -164,9 +164,9 @@ def test_service_revocation_reaches_sshd(tmp_path, sshd, cas, user_keys):
     path = tmp_path / "cert.pub"
     path.write_text(certificate.line() + "\n")
     assert sshd.login(key.private, path).ok
-    sshd.set_revoked_keys(revoking.krl(service))
+    sshd.set_revoked_keys(revoking.krl(service).data)
     assert sshd.login(key.private, path).ok  # nothing revoked yet
     [revoked] = revoking.revoke(service, str(certificate.spec.serial), actor="test", reason="laptop lost")
     assert revoked.newly
-    sshd.set_revoked_keys(revoking.krl(service))
+    sshd.set_revoked_keys(revoking.krl(service).data)
     assert "revoked by file" in _refused(sshd, key, path)

@@ -42,12 +42,12 @@ def test_holders_revoke_their_own_and_admins_any(world):
 
 def test_the_krl_names_revoked_serials_until_a_day_past_expiry(world):
     certificate = issued(world).certificate
-    assert decode_krl(revoking.krl(world.access)).certificates == ()
+    assert decode_krl(revoking.krl(world.access).data).certificates == ()
     revoking.revoke(world.access, str(certificate.spec.serial), actor="cli:ops")
-    [section] = decode_krl(revoking.krl(world.access)).certificates
+    [section] = decode_krl(revoking.krl(world.access).data).certificates
     assert section.revokes_serial(certificate.spec.serial)
     world.clock.advance(minutes=30, days=1, seconds=1)
-    assert decode_krl(revoking.krl(world.access)).certificates == ()
+    assert decode_krl(revoking.krl(world.access).data).certificates == ()
 
 
 @pytest.mark.parametrize(("reference", "message"), [
