@@ -85,12 +85,16 @@ class FileSigner:
     def load(cls, path: str | os.PathLike, *, passphrase: bytes | None = None) -> FileSigner:
         path = Path(path)
         try:
+            mode = path.stat().st_mode
             data = path.read_bytes()
         except FileNotFoundError:
             raise SignerUnavailable(f"CA key file {str(path)!r} does not exist: create it with "
                                     "`vouch ca init` or set VOUCH_CA_KEY") from None
         except OSError as exc:
             raise SignerUnavailable(f"CA key file {str(path)!r} cannot be read: {exc.strerror}") from None
+        if mode & 0o077:  # as ssh refuses a private key others can read
+            raise BadInput(f"CA key file {str(path)!r} can be read by others (mode "
+                           f"{mode & 0o777:o}): run `chmod 600 {path}`")
         return cls(_load_private_key(data, passphrase, str(path)), source=f"CA key file {str(path)!r}")
 
     def sign(self, data: bytes) -> bytes:

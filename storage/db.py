@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, OperationalError,
                             SQLAlchemyError)
@@ -57,9 +58,23 @@ class DatabaseBehind(VouchError):
     """The database is behind (or ahead of) the migrations this code expects."""
 
 
+def _private_file(url: str) -> None:
+    """Create a new SQLite database file 0600 before SQLite does (with the umask's 0644): it
+    holds who asked for what. SQLite gives its -wal and -shm files the same mode."""
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        try:
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            pass  # SQLite reports the same problem, in its words, on the first connect
+
+
 def make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
+            _private_file(url)
             engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)

@@ -817,3 +817,13 @@ def test_ca_sign_refuses_what_it_cannot_record_unless_told(tmp_path: Path, user_
     events = [json.loads(line) for line in vouch.ok("audit", "export").stdout.splitlines()]
     [signed] = [e for e in events if e["action"] == "certificate.signed_direct"]
     assert signed["details"]["reason"] == "a long incident"
+
+
+def test_the_database_and_the_keys_are_private_and_a_readable_ca_key_is_refused(tmp_path: Path):
+    vouch = Vouch(tmp_path)
+    vouch.ok("ca", "init")
+    vouch.ok("krl")
+    for name in ("vouch.db", "ca_key", "audit_key"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    (tmp_path / "ca_key").chmod(0o640)
+    assert_bad_input(vouch.run("ca", "pubkey"), "can be read by others", "chmod 600")

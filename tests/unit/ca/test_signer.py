@@ -48,10 +48,12 @@ def test_pkcs8_pem_with_and_without_passphrase(tmp_path):
     plain = tmp_path / "plain.pem"
     plain.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()))
+    plain.chmod(0o600)  # a CA key others can read is refused (below)
     assert FileSigner.load(plain).public_key.type == "ecdsa-sha2-nistp384"
     locked = tmp_path / "locked.pem"
     locked.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.BestAvailableEncryption(PASSPHRASE)))
+    locked.chmod(0o600)
     assert FileSigner.load(locked, passphrase=PASSPHRASE).public_key == FileSigner.load(plain).public_key
     with pytest.raises(SignerUnavailable, match="not encrypted but a passphrase"):
         FileSigner.load(plain, passphrase=PASSPHRASE)
@@ -62,9 +64,21 @@ def test_missing_garbage_and_unsupported_keys(tmp_path):
         FileSigner.load(tmp_path / "absent")
     garbage = tmp_path / "garbage"
     garbage.write_text("hello")
+    garbage.chmod(0o600)
     with pytest.raises(SignerUnavailable, match="not an OpenSSH or PKCS#8"):
         FileSigner.load(garbage)
     with pytest.raises(SignerError, match="unsupported key type"):
         FileSigner(dsa.generate_private_key(key_size=2048))
     with pytest.raises(SignerError, match="too short"):
         FileSigner(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+
+
+def test_a_key_file_others_can_read_is_refused_saying_how_to_fix_it(tmp_path):
+    path = tmp_path / "ca_key"
+    create_file_key(path, CaKeyType.ED25519)
+    for mode in (0o644, 0o640, 0o604):
+        path.chmod(mode)
+        with pytest.raises(BadInput, match=f"can be read by others .mode {mode:o}.: run `chmod 600"):
+            FileSigner.load(path)
+    path.chmod(0o600)
+    assert FileSigner.load(path).public_key.type == "ssh-ed25519"
