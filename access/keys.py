@@ -4,19 +4,32 @@ from __future__ import annotations
 
 from access.context import Access
 from access.errors import BadInput, PolicyRefusal
-from access.ports import RegisteredKey, Unit
+from access.ports import Duplicate, RegisteredKey, Unit
 from ca.keys import PublicKey, parse_public_key
 
 
+_TAKEN = ("this key is registered by another Slack user: a key belongs to one person. Make one "
+          "of your own (`ssh-keygen -t ed25519`) and add its .pub")
+
+
 def add_key(access: Access, user: str, line: str) -> tuple[PublicKey, bool]:
-    """Register `line` for `user`; (the key, True when it was not registered before)."""
+    """Register `line` for `user`; (the key, True when it was not registered before). A key
+    another user registered is refused: a signature by it must name one person."""
     key = parse_public_key(line)
     now = access.clock()
-    with access.unit() as unit:
-        _, newly = unit.keys.add(user, key, now)
-        if newly:
-            unit.audit.record(actor=user, action="key.added", subject=f"user:{user}", now=now,
-                              details={"fingerprint": key.fingerprint, "type": key.type})
+    try:
+        with access.refusals_audited(actor=user, action="key.add", subject=f"user:{user}"):
+            with access.unit() as unit:
+                holder = unit.keys.holder(key.fingerprint)
+                if holder is not None and holder != user:
+                    raise PolicyRefusal(_TAKEN)
+                _, newly = unit.keys.add(user, key, now)
+                if newly:
+                    unit.audit.record(actor=user, action="key.added", subject=f"user:{user}",
+                                      now=now,
+                                      details={"fingerprint": key.fingerprint, "type": key.type})
+    except Duplicate:  # registered by the other user between our check and our write
+        raise PolicyRefusal(_TAKEN) from None
     return key, newly
 
 

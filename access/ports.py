@@ -117,10 +117,14 @@ class Certificates(Protocol):
 
 class Keys(Protocol):
     def add(self, user: str, key: PublicKey, at: datetime) -> tuple[RegisteredKey, bool]:
-        """Register (or restore a removed) key; True when it was not active before."""
+        """Register (or restore a removed) key; True when it was not active before. Raises
+        Duplicate when another user's active key it is."""
 
     def active(self, user: str) -> list[RegisteredKey]:
         """The user's keys, newest first."""
+
+    def holder(self, fingerprint: str) -> str | None:
+        """The user whose active key this is, if anyone's."""
 
     def remove(self, user: str, fingerprint: str, at: datetime) -> RegisteredKey | None: ...
 

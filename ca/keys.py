@@ -18,6 +18,7 @@ from ca.errors import BadInput
 from ca.wire import Reader, WireError, put_string
 
 MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 16384
 
 _CURVES = {
     "nistp256": ec.SECP256R1(),
@@ -153,11 +154,17 @@ def read_key_fields(key_type: str, reader: Reader) -> int:
     elif key_type == "ssh-rsa":
         exponent, modulus = reader.mpint(), reader.mpint()
         bits = modulus.bit_length()
-        if exponent < 3 or exponent % 2 == 0:
-            raise BadInput("the RSA key has an invalid public exponent")
+        # e below 65537 invites the small-exponent attacks; OpenSSH's keys all use 65537.
+        if exponent < 65537 or exponent % 2 == 0:
+            raise BadInput(f"the RSA key's public exponent {str(exponent)[:20]} is refused: it "
+                           "must be odd and at least 65537 (as ssh-keygen makes them)")
+        if modulus % 2 == 0:
+            raise BadInput("the RSA key's modulus is even: it is not a real RSA key")
         if bits < MIN_RSA_BITS:
             raise BadInput(f"the RSA key has {bits} bits: at least {MIN_RSA_BITS} are required "
                            "(or use `ssh-keygen -t ed25519`)")
+        if bits > MAX_RSA_BITS:  # OpenSSH refuses these too; they only cost CPU to check
+            raise BadInput(f"the RSA key has {bits} bits: at most {MAX_RSA_BITS} are allowed")
     else:
         expected = key_type.removeprefix("sk-").removesuffix("@openssh.com").rsplit("-", 1)[1]
         curve_name = reader.text()

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from access.ports import RegisteredKey
 from ca.keys import PublicKey
+from storage.db import unique
 from storage.models import User, UserKey
 from storage.types import UTCDateTime
 
@@ -19,6 +20,7 @@ _USERS = User.__table__
 _FIND = select(_KEYS).where(_K.user_id == bindparam("user"), _K.fingerprint == bindparam("fp"))
 _ACTIVE = (select(_KEYS).where(_K.user_id == bindparam("user"), _K.removed_at.is_(None))
            .order_by(_K.added_at.desc(), _K.id.desc()))
+_HOLDER = select(_K.user_id).where(_K.fingerprint == bindparam("fp"), _K.removed_at.is_(None))
 _RESTORE = (update(_KEYS).where(_K.id == bindparam("key_id"))
             .values(removed_at=None, added_at=bindparam("at", type_=UTCDateTime()),
                     comment=bindparam("new_comment")))
@@ -42,18 +44,22 @@ class SqlKeys:
     def add(self, user: str, key: PublicKey, at: datetime) -> tuple[RegisteredKey, bool]:
         comment = key.comment[:200]
         known = self.connection.execute(_FIND, {"user": user, "fp": key.fingerprint}).first()
-        if known is not None:
-            if known.removed_at is None:
-                return _registered(known), False
-            self.connection.execute(_RESTORE, {"key_id": known.id, "at": at,
-                                               "new_comment": comment})
-        else:
-            self.connection.execute(_KEYS.insert(), {
-                "user_id": user, "key_type": key.type, "fingerprint": key.fingerprint,
-                "public_key": PublicKey(key.type, key.blob, key.bits).line(), "comment": comment,
-                "added_at": at})
+        if known is not None and known.removed_at is None:
+            return _registered(known), False
+        with unique("key"):  # another user's active key: ix_user_keys_active_fingerprint
+            if known is not None:
+                self.connection.execute(_RESTORE, {"key_id": known.id, "at": at,
+                                                   "new_comment": comment})
+            else:
+                self.connection.execute(_KEYS.insert(), {
+                    "user_id": user, "key_type": key.type, "fingerprint": key.fingerprint,
+                    "public_key": PublicKey(key.type, key.blob, key.bits).line(),
+                    "comment": comment, "added_at": at})
         return _registered(self.connection.execute(
             _FIND, {"user": user, "fp": key.fingerprint}).one()), True
+
+    def holder(self, fingerprint: str) -> str | None:
+        return self.connection.execute(_HOLDER, {"fp": fingerprint}).scalar()
 
     def active(self, user: str) -> list[RegisteredKey]:
         return [_registered(row) for row in self.connection.execute(_ACTIVE, {"user": user})]

@@ -29,7 +29,12 @@ class UserKey(SQLModel, table=True):
     """A public key a user registered; certificates are issued for these only."""
 
     __tablename__ = "user_keys"
-    __table_args__ = (UniqueConstraint("user_id", "fingerprint", name="uq_user_keys_user_fingerprint"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "fingerprint", name="uq_user_keys_user_fingerprint"),
+        # One Slack user per key: whoever holds it is who a signature by it speaks for.
+        Index("ix_user_keys_active_fingerprint", "fingerprint", unique=True,
+              sqlite_where=text("removed_at IS NULL"), postgresql_where=text("removed_at IS NULL")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(index=True)

@@ -215,7 +215,7 @@ def server(fake, tmp_path_factory):
 @pytest.fixture(scope="module")
 def keys(server, user_keys):
     """Registered keys for the requesters (idempotent: test 1 registers REQUESTER's itself)."""
-    for user, name in ((REQUESTER, "ed25519"), (DAN, "ecdsa-p256"), (GLASS, "ed25519")):
+    for user, name in ((REQUESTER, "ed25519"), (DAN, "ecdsa-p256"), (GLASS, "ecdsa-p384")):
         text = register_key(server, user, user_keys[name])
         assert fingerprint(user_keys[name].public_path) in text
     settle(server.fake)
@@ -1001,7 +1001,7 @@ def test_every_command_and_click_was_acknowledged_within_one_second(server):
 
 def test_key_list_and_remove(server, user_keys):
     user = "U0CAROL"
-    first, second = user_keys["ecdsa-p384"], user_keys["rsa-2048"]
+    first, second = user_keys["ecdsa-p521"], user_keys["rsa-2048"]
     register_key(server, user, first)
     register_key(server, user, second)
     since = Since(server.fake)

@@ -113,8 +113,41 @@ def test_keys_add_list_remove(service, user_keys):
         keys.remove_key(service, "U0REQ", key.fingerprint)
     with pytest.raises(BadInput, match="DSA|unknown key type|not valid base64"):
         keys.add_key(service, "U0REQ", "ssh-dss AAAA")
-    # Another user may register the same key; the pair is what is unique.
-    assert keys.add_key(service, "U0OTHER", user_keys["ecdsa-p256"].public.line())[1]
+    # A key belongs to one user: another is refused while it is registered, and the database
+    # enforces it too (ix_user_keys_active_fingerprint), for a race between two registrations.
+    with pytest.raises(PolicyRefusal, match="registered by another Slack user"):
+        keys.add_key(service, "U0OTHER", user_keys["ed25519"].public.line())
+    assert keys.add_key(service, "U0OTHER", user_keys["ecdsa-p256"].public.line())[1]  # removed
+    with service.store.db.transaction() as connection:  # past the check, as a racing writer
+        from storage.keys import SqlKeys
+        from access.ports import Duplicate
+        with pytest.raises(Duplicate):
+            SqlKeys(connection).add("U0THIRD", user_keys["ed25519"].public, service.clock())
+
+
+def test_migration_0005_keeps_the_first_of_a_key_registered_twice(database_url, user_keys):
+    from alembic import command
+    from sqlalchemy import text as sql
+
+    from storage.db import _alembic_config
+
+    db = Database(database_url)
+    with db.migrating() as connection:
+        command.upgrade(_alembic_config(connection), "0004")
+    line = user_keys["ed25519"].public.line()
+    fp = user_keys["ed25519"].public.fingerprint
+    with db.engine.begin() as connection:
+        for user, at in (("U0FIRST", "2026-01-01 10:00:00.000000"),
+                         ("U0SECOND", "2026-01-02 10:00:00.000000")):
+            connection.execute(sql("INSERT INTO user_keys (user_id, key_type, public_key, "
+                                   "fingerprint, comment, added_at) VALUES (:u, 'ssh-ed25519', "
+                                   ":k, :f, '', :at)"), {"u": user, "k": line, "f": fp, "at": at})
+    db.upgrade()
+    with db.engine.connect() as connection:
+        rows = connection.execute(sql("SELECT user_id, removed_at IS NULL FROM user_keys "
+                                      "ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [("U0FIRST", True), ("U0SECOND", False)]
+    db.close()
 
 
 def test_two_approvals_issue_exactly_one_certificate(service, database, signer, user_keys):
@@ -169,7 +202,7 @@ def test_the_issued_request_carries_its_votes(service, clock):
 
 
 def test_a_breakglass_certificate_is_issued_with_no_votes(service, user_keys):
-    keys.add_key(service, "U0GLASS", user_keys["ed25519"].public.line())
+    keys.add_key(service, "U0GLASS", user_keys["ecdsa-p521"].public.line())
     issued = breakglass.breakglass(service, user="U0GLASS", target="web", duration=timedelta(minutes=30),
                                 reason="pager: web down")
     assert issued.request.votes == ()
@@ -368,7 +401,7 @@ def test_no_lock_is_held_while_the_signer_works(database, clock, signer, user_ke
     probe = LockProbe(signer, database)
     service = Access(SqlStore(database, AUDIT_KEY), probe, policy=lambda: POLICY, directory=Groups(), clock=clock)
     keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
-    keys.add_key(service, "U0GLASS", user_keys["ed25519"].public.line())
+    keys.add_key(service, "U0GLASS", user_keys["ecdsa-p384"].public.line())
     request = opening.open_request(service, user="U0REQ", target="web",
                                    duration=timedelta(minutes=30), reason="x")
     assert voting.vote(service, request.id, approver="U0BOB", approve=True).issued is not None

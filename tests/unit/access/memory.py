@@ -190,7 +190,14 @@ class MemoryKeys:
     def __init__(self, data: Data) -> None:
         self.data = data
 
+    def holder(self, fingerprint: str) -> str | None:
+        return next((k.user for k in self.data.keys if k.fingerprint == fingerprint
+                     and (k.user, fingerprint) not in self.data.removed), None)
+
     def add(self, user: str, key: PublicKey, at: datetime) -> tuple[RegisteredKey, bool]:
+        holder = self.holder(key.fingerprint)
+        if holder is not None and holder != user:
+            raise Duplicate("key")
         for i, known in enumerate(self.data.keys):
             if (known.user, known.fingerprint) == (user, key.fingerprint):
                 if (user, key.fingerprint) not in self.data.removed:

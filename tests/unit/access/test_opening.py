@@ -75,3 +75,13 @@ def test_keys_are_removed_and_restored(world):
     assert keys.add_key(world.access, "U0REQ", line)[1] is True  # restored
     assert [k.fingerprint for k in keys.list_keys(world.access, "U0REQ")] == [key.fingerprint]
     assert world.store.actions() == ["key.added", "key.removed", "key.added"]
+
+
+def test_a_key_belongs_to_one_person(world):
+    line = user_key()
+    key, _ = keys.add_key(world.access, "U0REQ", line)
+    with pytest.raises(PolicyRefusal, match="registered by another Slack user"):
+        keys.add_key(world.access, "U0BOB", line)
+    assert world.store.actions()[-1] == "key.add.refused"
+    keys.remove_key(world.access, "U0REQ", key.fingerprint)
+    assert keys.add_key(world.access, "U0BOB", line)[1]  # free once its holder removed it

@@ -131,3 +131,29 @@ def test_every_truncation_and_any_trailing_byte_is_refused(lines):
 def test_describe_matches_ssh_keygen_layout(lines):
     key = parse_public_key(lines["ssh-ed25519"] + " me@host")
     assert key.describe() == f"256 {key.fingerprint} me@host (ED25519)"
+
+
+def _rsa_line(exponent: int, modulus: int) -> str:
+    import base64
+
+    from ca.wire import put_mpint, put_string
+
+    blob = put_string("ssh-rsa") + put_mpint(exponent) + put_mpint(modulus)
+    return f"ssh-rsa {base64.b64encode(blob).decode()}"
+
+
+@pytest.mark.parametrize(("exponent", "modulus_bits", "even", "message"), [
+    (3, 2048, False, "public exponent 3 is refused"),
+    (65535, 2048, False, "public exponent 65535 is refused"),
+    (65538, 2048, False, "public exponent 65538 is refused"),
+    (65537, 2048, True, "modulus is even"),
+    (65537, 16385, False, "at most 16384"),
+])
+def test_weak_or_absurd_rsa_keys_are_refused(exponent, modulus_bits, even, message):
+    modulus = (1 << (modulus_bits - 1)) | 12345 | 1
+    if even:
+        modulus -= 1
+    with pytest.raises(BadInput, match=message):
+        parse_public_key(_rsa_line(exponent, modulus))
+    # the same shape with a sane exponent and an odd modulus of an allowed size is fine
+    assert parse_public_key(_rsa_line(65537, (1 << 2047) | 12345 | 1)).bits == 2048
