@@ -24,5 +24,6 @@ def build_app(bot: Bot, client: WebClient, signing_secret: str, *, workers: int 
     app.action(views.DENY)(ack=bot.ack_empty, lazy=[bot.on_vote])
     app.action(views.REVIEW)(ack=bot.ack_empty, lazy=[bot.on_review])
     app.view(views.REQUEST_FORM)(ack=bot.ack_form, lazy=[bot.on_form])
+    app.event("user_change")(bot.on_user_change)
     app.error(bot.on_error)
     return app

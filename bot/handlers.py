@@ -100,6 +100,13 @@ class Bot:
 
         self._acting(form.actor, ask)
 
+    def on_user_change(self, body) -> None:
+        """A user was deactivated, made a guest, renamed…: their next action is checked anew,
+        not against what was cached about them."""
+        user = payloads.changed_user(body)
+        if user:
+            self.slack.forget(user)
+
     def on_error(self, error, body) -> None:
         log.error("unhandled error in a listener (ref %s): %r", secrets.token_hex(4), error)
 

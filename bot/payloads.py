@@ -73,3 +73,9 @@ def submission(body: dict) -> Submission:
             values[block_id] = (selected or {}).get("value") if selected is not None \
                 else (element.get("value") or "")
     return Submission(actor, values, metadata)
+
+
+def changed_user(body: dict) -> str | None:
+    """The user a `user_change` event is about."""
+    user = (body.get("event") or {}).get("user") or {}
+    return user.get("id") if isinstance(user, dict) else None

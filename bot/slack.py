@@ -25,7 +25,9 @@ from ca.errors import VouchError
 
 log = logging.getLogger("vouch.slack")
 
-_CACHE_SECONDS = 300.0
+# Who someone is (deactivated? a guest?) is trusted this long; a user_change event from Slack
+# ends it at once (forget).
+_CACHE_SECONDS = 60.0
 # Time zones change rarely and only shape how times are written: known ones are kept this long,
 # so a certificate DM needs no users.info call of its own.
 _TZ_SECONDS = 6 * 3600.0
@@ -144,6 +146,10 @@ class SlackGateway:
         self._users[user_id] = (time.monotonic() + _CACHE_SECONDS, user)
         self._zones[user_id] = (time.monotonic() + _TZ_SECONDS, user.tz)
         return user
+
+    def forget(self, user_id: str) -> None:
+        """Slack says this user changed: look them up again on their next action."""
+        self._users.pop(user_id, None)
 
     def tz(self, user_id: str) -> str | None:
         """The user's time zone for writing times, None (UTC) when Slack cannot say."""

@@ -204,3 +204,22 @@ def test_the_krl_carries_an_etag_and_answers_304_until_a_revocation(server, user
     assert status == 200 and new_etag != etag
     assert any(s.revokes_serial(serial) for s in decode_krl(body).certificates)
     assert get(new_etag)[0] == 304
+
+
+def test_a_deactivated_user_is_refused_from_the_moment_slack_says_so(server):
+    fake, driver = server.fake, server.driver
+    leaver = "U0LEAVER"
+    fake.add_user(leaver, "leaver")
+
+    def status_reply() -> str:
+        before = len(fake.calls_to("response_url"))
+        assert driver.command(leaver, "/ssh-status").status == 200
+        fake.wait_for(lambda: len(fake.calls_to("response_url")) > before)
+        return fake.calls_to("response_url")[-1].params.get("text", "")
+
+    assert "no pending requests" in status_reply()
+    fake.add_user(leaver, "leaver", deleted=True)  # deactivated in Slack
+    assert "no pending requests" in status_reply()  # what Vouch knew of them, for up to 60 s
+    answer = driver.event({"type": "user_change", "user": {"id": leaver, "deleted": True}})
+    assert answer.status == 200
+    assert "Deactivated accounts cannot use Vouch" in status_reply()
