@@ -5,9 +5,9 @@ from __future__ import annotations
 from ca.cert import Signer
 from ca.errors import BadInput
 from ca.keys import PublicKey
+from ca.pkcs11_uri import is_pkcs11_uri
 from ca.signer import CaKeyType, FileSigner, create_file_key
 
-PKCS11_PREFIX = "pkcs11:"
 
 
 def _token(reference: str, module: str | None, pin: str | None):
@@ -24,7 +24,7 @@ def _token(reference: str, module: str | None, pin: str | None):
 def open_signer(reference: str, *, module: str | None = None, pin: str | None = None,
                 passphrase: bytes | None = None) -> Signer:
     """Open the CA key named by `reference` (VOUCH_CA_KEY) for signing."""
-    if reference.startswith(PKCS11_PREFIX):
+    if is_pkcs11_uri(reference):
         pkcs11, uri, module, pin = _token(reference, module, pin)
         return pkcs11.Pkcs11Signer(uri, module=module, pin=pin)
     return FileSigner.load(reference, passphrase=passphrase)
@@ -34,7 +34,7 @@ def create_ca_key(reference: str, key_type: CaKeyType, *, force: bool = False,
                   module: str | None = None, pin: str | None = None,
                   passphrase: bytes | None = None) -> PublicKey:
     """Create the CA key (`vouch ca init`); refuses to replace an existing one unless `force`."""
-    if reference.startswith(PKCS11_PREFIX):
+    if is_pkcs11_uri(reference):
         pkcs11, uri, module, pin = _token(reference, module, pin)
         return pkcs11.create_token_key(uri, key_type, module=module, pin=pin, force=force)
     return create_file_key(reference, key_type, passphrase=passphrase, force=force).public_key

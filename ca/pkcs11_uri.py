@@ -53,11 +53,17 @@ class Pkcs11Uri:
         return fallback
 
 
+def is_pkcs11_uri(text: str) -> bool:
+    """A URI's scheme is case-insensitive (RFC 3986 3.1), and a value pasted from elsewhere
+    may carry whitespace: ' PKCS11:token=…' names a token, never a file of that name."""
+    return text.strip().lower().startswith("pkcs11:")
+
+
 def parse_pkcs11_uri(text: str) -> Pkcs11Uri:
     """RFC 7512 section 2.3: `pkcs11:` path attributes split by ';', query attributes by '&'."""
-    if not text.startswith("pkcs11:"):
+    if not is_pkcs11_uri(text):
         raise BadInput("a PKCS#11 key must be named by a URI starting with 'pkcs11:'")
-    body = text[len("pkcs11:"):]
+    body = text.strip()[len("pkcs11:"):]
     path, _, query = body.partition("?")
     values: dict[str, str | bytes] = {}
     for part, separator, allowed in ((path, ";", _PATH_ATTRIBUTES),

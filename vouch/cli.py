@@ -80,6 +80,7 @@ def _os_user() -> str:
 
 def cmd_ca_init(args, ctx: Context) -> int:
     from ca.keystore import create_ca_key
+    from ca.pkcs11_uri import is_pkcs11_uri
     from ca.signer import CaKeyType
 
     s = ctx.settings
@@ -88,7 +89,7 @@ def cmd_ca_init(args, ctx: Context) -> int:
     public = create_ca_key(reference, CaKeyType(args.type), force=args.force,
                            module=s.pkcs11_module, pin=_secret(s.pkcs11_pin),
                            passphrase=passphrase.encode() if passphrase else None)
-    where = "token" if reference.startswith("pkcs11:") else f"file {reference}"
+    where = "token" if is_pkcs11_uri(reference) else f"file {reference}"
     print(f"created {args.type} CA key in {where}: {public.fingerprint}", file=sys.stderr)
     ctx.audit_key(create=True)  # beside it, if there is none yet (never printed)
     print(public.line() + " vouch-ca")

@@ -827,3 +827,11 @@ def test_the_database_and_the_keys_are_private_and_a_readable_ca_key_is_refused(
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     (tmp_path / "ca_key").chmod(0o640)
     assert_bad_input(vouch.run("ca", "pubkey"), "can be read by others", "chmod 600")
+
+
+def test_ca_init_never_makes_a_file_of_a_uri_spelled_differently(tmp_path: Path) -> None:
+    vouch = Vouch(tmp_path)
+    for spelled in ("PKCS11:token=vouch;object=ca", " pkcs11:token=vouch;object=ca"):
+        result = vouch.run("ca", "init", "--key", spelled)
+        assert_bad_input(result, "module-path")  # taken for a token: it wants the module
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -35,6 +35,16 @@ def test_token_object_and_module_path():
     assert uri.text == text
 
 
+@pytest.mark.parametrize("text", ["PKCS11:token=vouch;object=ca-key", " pkcs11:token=vouch;object=ca-key\n",
+                                  "Pkcs11:token=vouch;object=ca-key"])
+def test_the_scheme_is_case_insensitive_and_whitespace_is_ignored(text):
+    from ca.pkcs11_uri import is_pkcs11_uri
+
+    assert is_pkcs11_uri(text)
+    uri = parse_pkcs11_uri(text)
+    assert (uri.token, uri.object) == ("vouch", "ca-key")
+
+
 def test_id_is_percent_decoded_to_bytes():
     uri = parse_pkcs11_uri("pkcs11:id=%01%02%ff%FE")
     assert uri.id == b"\x01\x02\xff\xfe"
