@@ -8,9 +8,11 @@ import os
 import socket
 import urllib.error
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -86,7 +88,41 @@ def _field(body: dict, name: str) -> str:
     return str(body.get(name, ""))
 
 
-def create_page_app(api: PageApi) -> Starlette:
+_LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+class SameSite:
+    """ASGI middleware: the page acts for whoever can reach it, so another site must not be able
+    to drive it through the user's browser. A request that changes something (not GET/HEAD) and
+    comes from another origin is refused, and on loopback a Host other than a loopback name (DNS
+    rebinding) is refused for every request."""
+
+    def __init__(self, app, *, loopback: bool) -> None:
+        self.app, self.loopback = app, loopback
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            problem = self._problem(scope)
+            if problem:
+                await PlainTextResponse(problem + "\n", status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, scope) -> str | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers") or ()}
+        host = headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if self.loopback and name not in _LOOPBACK_NAMES:
+            return f"refused: the sandbox answers to 127.0.0.1 and localhost, not {host[:60]!r}"
+        origin = headers.get("origin")
+        if scope.get("method") not in ("GET", "HEAD") and origin is not None:
+            if urlsplit(origin).netloc != host:
+                return "refused: a request from another site"
+        return None
+
+
+def create_page_app(api: PageApi, *, loopback: bool = True) -> Starlette:
     async def page(request: Request) -> Response:
         return FileResponse(_PAGE, media_type="text/html; charset=utf-8",
                             headers={"Cache-Control": "no-store"})
@@ -167,4 +203,4 @@ def create_page_app(api: PageApi) -> Starlette:
     ]
     if _STATIC.is_dir():
         routes.append(Mount("/static", app=StaticFiles(directory=_STATIC), name="static"))
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(SameSite, loopback=loopback)])

@@ -77,7 +77,7 @@ class Sandbox:
             self.api = PageApi(fake=self.fake, driver=self.driver, bot=self.bot,
                                policy_file=self.policy_file, workdir=self.workdir,
                                demo_key=self.demo_key)
-            self._page_server = ThreadedServer(create_page_app(self.api), page_sock,
+            self._page_server = ThreadedServer(create_page_app(self.api, loopback=self._loopback()), page_sock,
                                                "sandbox page")
             try:
                 self._page_server.start()
@@ -108,6 +108,9 @@ class Sandbox:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def _loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1")
 
     def _url_host(self) -> str:
         if self.host in ("0.0.0.0", "", "::"):
@@ -193,6 +196,9 @@ def run_sandbox(*, port: int = 8080, host: str = "127.0.0.1",
 
 
 def _banner(sandbox: Sandbox) -> str:
+    warning = [] if sandbox._loopback() else [
+        f"WARNING: the sandbox listens on {sandbox.host}: anyone who can reach this machine can "
+        "act as any demo user, with no password. Use the default, 127.0.0.1, unless you mean it."]
     key = sandbox.demo_key
     kept = ", ".join(p.name for p in (sandbox.db_path, sandbox.ca_key, sandbox.policy_file,
                                       key.private if key else None) if p is not None)
@@ -206,7 +212,7 @@ def _banner(sandbox: Sandbox) -> str:
     ]
     if key is not None:
         lines.append(f"  demo key: {key.private} — as alice: /ssh-key add {key.line}")
-    return "\n".join(lines)
+    return "\n".join(warning + lines + warning)
 
 
 def _configure_logging() -> None:

@@ -386,3 +386,35 @@ def test_ssh_keygen_made_the_demo_key(sandbox):
     assert derived.returncode == 0, derived.stderr
     assert derived.stdout.split()[:2] == key.line.split()[:2]
     assert Path(str(key.private) + ".pub").exists()
+
+
+def test_another_site_cannot_drive_the_page(sandbox):
+    """The page acts for whoever reaches it: a cross-site POST (another tab's form or fetch) and
+    a foreign Host (DNS rebinding) are refused; the page itself (same origin) works."""
+    import urllib.error
+
+    url = sandbox.url
+    body = json.dumps({"user": "U0ALICE", "channel": "C0GENERAL", "text": "/ssh-status"}).encode()
+
+    def post(headers: dict) -> int:
+        request = urllib.request.Request(url + "/api/command", data=body, method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=15) as answer:
+                return answer.status
+        except urllib.error.HTTPError as answer:
+            return answer.code
+
+    assert post({"Origin": "https://evil.example"}) == 403
+    assert post({"Origin": url.replace("127.0.0.1", "localhost")}) == 403  # another origin
+    assert post({"Host": "evil.example"}) == 403
+    assert post({"Origin": url}) == 200
+    assert post({}) == 200  # not a browser: no Origin
+
+
+def test_a_sandbox_on_every_address_says_so_loudly(tmp_path):
+    from bot.sandbox.server import _banner
+
+    sandbox = Sandbox(port=0, host="0.0.0.0", workdir=tmp_path / "sandbox")
+    assert "WARNING: the sandbox listens on 0.0.0.0" in _banner(sandbox)
+    assert "WARNING" not in _banner(Sandbox(port=0, workdir=tmp_path / "other"))
