@@ -332,3 +332,11 @@ def make_token(root: Path, label: str = "vouch-e2e") -> HsmToken:
                     "--so-pin", "13572468", "--pin", token.pin],
                    env={**base_env(), "SOFTHSM2_CONF": str(conf)}, check=True, capture_output=True)
     return token
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import REQUESTER, TEAM, Server, make_fake, policy_yaml, settle
+from e2e_support import REQUESTER, TEAM, Server, make_fake, policy_yaml, rss_mb, settle
 
 MB = 1024 * 1024
 
@@ -25,13 +25,6 @@ def server(tmp_path_factory):
     yield srv
     srv.stop()
     fake.stop()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def post(server: Server, path: str, body, headers: dict) -> tuple[int, bytes]:

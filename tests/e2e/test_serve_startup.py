@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import BOT_TOKEN, SIGNING_SECRET, VOUCH, base_env, free_port, make_fake, policy_yaml
+from e2e_support import (BOT_TOKEN, SIGNING_SECRET, VOUCH, base_env, free_port, make_fake,
+                         policy_yaml, rss_mb)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_sighup_reloads_the_policy_and_keeps_the_old_one_if_the_new_is_bad(tmp_p
         wait_for("policy.reload_refused")
         assert "policy reload refused, keeping the previous policy" in server.log()
         # An alias bomb is refused at once, and memory does not grow.
-        before = _rss_mb(server.proc.pid)
+        before = rss_mb(server.proc.pid)
         bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
             f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
         (server.workdir / "policy.yaml").write_text(bomb + "targets: *i\n")
@@ -144,7 +145,7 @@ def test_sighup_reloads_the_policy_and_keeps_the_old_one_if_the_new_is_bad(tmp_p
             assert time.monotonic() < deadline, actions()
             time.sleep(0.1)
         assert "aliases (*name) are not allowed" in server.log()
-        assert _rss_mb(server.proc.pid) - before < 20
+        assert rss_mb(server.proc.pid) - before < 20
         # The process still runs on the good policy: the target added by the reload is known.
         server.vouch("ca", "pubkey")
         register = server.driver.command("U0REQ", "/ssh-key", "add " + user_keys["ed25519"].public.line())
@@ -158,9 +159,3 @@ def test_sighup_reloads_the_policy_and_keeps_the_old_one_if_the_new_is_bad(tmp_p
     finally:
         server.stop()
 
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
