@@ -127,12 +127,10 @@ class Database:
         self.engine = make_engine(url)
 
     @contextmanager
-    def session(self, *, read_only: bool = False) -> Iterator[Session]:
-        """A transaction: committed when the block ends, rolled back if it raises. A read_only
-        one takes no write lock on SQLite (it must not write)."""
+    def session(self) -> Iterator[Session]:
+        """An ORM session in a transaction (the audit commands): committed
+        when the block ends, rolled back if it raises."""
         with Session(self.engine, expire_on_commit=False) as session:
-            if read_only:
-                session.connection(execution_options={READ_ONLY: True})
             try:
                 yield session
                 session.commit()

@@ -52,11 +52,11 @@ def test_sqlite_readers_take_no_write_lock_and_writers_do(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'vouch.db'}")
     database.prepare()
     try:
-        with database.session(read_only=True) as session:
-            SqlRequests(session).pending_of("U1")
+        with database.transaction(read_only=True) as connection:
+            SqlRequests(connection).pending_of("U1")
             assert _can_write_now(database)
-        with database.session() as session:
-            SqlRequests(session).pending_of("U1")
+        with database.transaction() as connection:
+            SqlRequests(connection).pending_of("U1")
             assert not _can_write_now(database)  # BEGIN IMMEDIATE: writers queue, never fail
         assert _can_write_now(database)
     finally:
