@@ -66,8 +66,7 @@ class Notifier:
         target = self.access.policy.target(request.target)
         if target is None or request.state is not State.PENDING:
             return False
-        card = views.request_message(request, certificate, principals=target.principals,
-                                     approvals_required=target.approvals_required)
+        card = self._card(request, certificate)
         try:
             posted_channel, ts = self.slack.post(channel, card.text, card.blocks)
         except SlackUnavailable as exc:
@@ -98,11 +97,15 @@ class Notifier:
         request, certificate = lookup.request(self.access, request_id)
         if request.kind is Kind.BREAKGLASS:
             return
+        card = self._card(request, certificate)
+        self._quietly(self.slack.update, *where, card.text, card.blocks)
+
+    def _card(self, request: Request, certificate: StoredCertificate | None) -> views.Rendered:
+        """The request's card, with its target as the policy has it now."""
         target = self.access.policy.target(request.target)
-        card = views.request_message(
+        return views.request_message(
             request, certificate, principals=target.principals if target else (),
             approvals_required=target.approvals_required if target else 1)
-        self._quietly(self.slack.update, *where, card.text, card.blocks)
 
     def voted(self, actor: Actor, result: VoteResult, *, approve: bool) -> None:
         request = result.request
