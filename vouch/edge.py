@@ -25,7 +25,9 @@ log = logging.getLogger("vouch.web")
 
 MAX_BODY = 1024 * 1024
 REPLAY_WINDOW = 300.0  # seconds: Slack's own signature window
-_REPLAY_CAP = 200_000  # signatures remembered at most; only validly signed requests count
+# Expired signatures are dropped every this many new ones. Only validly signed requests are
+# remembered, so the set is bounded by Slack's own traffic over REPLAY_WINDOW.
+_PURGE_EVERY = 1000
 
 
 class BodyTooLarge(Exception):
@@ -124,10 +126,8 @@ class SlackGate:
         with self._lock:
             if signature in self._seen:
                 return True
-            if len(self._seen) >= _REPLAY_CAP:
-                self._seen = {s: t for s, t in self._seen.items() if t > now}
             self._seen[signature] = now + REPLAY_WINDOW
-            if len(self._seen) % 1000 == 0:
+            if len(self._seen) % _PURGE_EVERY == 0:
                 self._seen = {s: t for s, t in self._seen.items() if t > now}
         return False
 
