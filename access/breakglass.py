@@ -14,8 +14,10 @@ from access.policy import People
 from access.requests import Request
 
 
-def breakglass(access: Access, *, user: str, target: str, duration: timedelta,
-               reason: str) -> Issued:
+def open_breakglass(access: Access, *, user: str, target: str, duration: timedelta,
+                    reason: str) -> Request:
+    """Store and audit a break-glass use, approved with no approver; issuing follows (the
+    caller alerts the security channel first)."""
     policy = access.policy
     person = access.person(user, policy.breakglass.users if policy.breakglass else People())
     now = access.clock()
@@ -28,6 +30,17 @@ def breakglass(access: Access, *, user: str, target: str, duration: timedelta,
         unit.requests.add(request)
         unit.audit.record(actor=user, action="breakglass.used", subject=f"request:{request.id}",
                           now=now, details=details(request))
+    return request
+
+
+def breakglass(access: Access, *, user: str, target: str, duration: timedelta,
+               reason: str) -> Issued:
+    """Open a break-glass use and issue its certificate at once."""
+    request = open_breakglass(access, user=user, target=target, duration=duration, reason=reason)
+    return issue_breakglass(access, request)
+
+
+def issue_breakglass(access: Access, request: Request) -> Issued:
     issued = issue(access, request.id)
     if issued is None:  # only possible if someone else issued this brand-new request
         raise VouchError("break-glass certificate was not issued", detail=request.id)
@@ -55,7 +68,8 @@ def review(access: Access, request_id: str, *, reviewer: str) -> Request:
 
 
 def escalate_unreviewed(access: Access) -> list[Request]:
-    """Break-glass uses past review_within with no review, each escalated once."""
+    """Break-glass uses past review_within with no review, each escalated once: claimed here,
+    and given back by escalation_failed when the escalation could not be posted."""
     policy = access.policy
     if policy.breakglass is None:
         return []
@@ -67,3 +81,12 @@ def escalate_unreviewed(access: Access) -> list[Request]:
             unit.audit.record(actor="vouch", action="breakglass.escalated",
                               subject=f"request:{request.id}", now=now)
     return due
+
+
+def escalation_failed(access: Access, request: Request) -> None:
+    """Its escalation could not be posted: the next sweep escalates it again."""
+    now = access.clock()
+    with access.unit() as unit:
+        if unit.requests.unescalate(request.id):
+            unit.audit.record(actor="vouch", action="breakglass.escalation_failed",
+                              subject=f"request:{request.id}", now=now)

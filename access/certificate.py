@@ -1,5 +1,6 @@
-"""The certificate a request earns: each field derived in one small function from the policy and
-the request (as Vault's SSH engine computes each field of a signed key in one place)."""
+"""The certificate a request earns: each field derived in one small function from the request
+and the template fixed on it when it was opened (as Vault's SSH engine computes each field of a
+signed key in one place)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime
 from access.errors import InvalidTransition
 from access.policy import Target
 from access.requests import Request
+from access.template import Template
 from ca.cert import CertificateSpec, validity
 from ca.keys import PublicKey
 
@@ -17,22 +19,19 @@ def key_id(request: Request) -> str:
     return f"vouch:{request.kind.value}:{request.id}:{request.requester}"
 
 
-def critical_options(target: Target) -> dict[str, str]:
-    options = {}
-    if target.source_address:
-        options["source-address"] = target.source_address
-    if target.force_command:
-        options["force-command"] = target.force_command
-    return options
+def template(request: Request, target: Target) -> Template:
+    """What the approvers saw; the target's for requests opened before templates were kept."""
+    return request.template if request.template is not None else Template.for_target(target)
 
 
 def certificate_spec(request: Request, target: Target, public_key: PublicKey, *, serial: int,
                      now: datetime) -> CertificateSpec:
-    """PROTOCOL.certkeys fields for `request`: everything derives from the policy and request."""
+    """PROTOCOL.certkeys fields for `request`, exactly as its template says."""
     if public_key.fingerprint != request.key_fingerprint:
         raise InvalidTransition("the key on the request is not the key being certified")
+    fixed = template(request, target)
     valid_after, valid_before = validity(now, request.duration)
     return CertificateSpec(public_key=public_key, serial=serial, key_id=key_id(request),
-                           principals=target.principals, valid_after=valid_after,
-                           valid_before=valid_before, critical_options=critical_options(target),
-                           extensions=target.extensions)
+                           principals=fixed.principals, valid_after=valid_after,
+                           valid_before=valid_before, critical_options=fixed.options,
+                           extensions=frozenset(fixed.extensions))

@@ -10,8 +10,9 @@ from ca.errors import BadInput, SignerUnavailable, VouchError
 
 if TYPE_CHECKING:
     from access.policy import People
+    from access.requests import Request
 
-__all__ = ["AlreadyVoted", "BadInput", "InvalidTransition", "NotAnApprover",
+__all__ = ["AlreadyVoted", "BadInput", "InvalidTransition", "IssueRefused", "NotAnApprover",
            "PolicyRefusal", "SignerUnavailable", "VouchError"]
 
 
@@ -40,3 +41,14 @@ class InvalidTransition(VouchError):
 
 class AlreadyVoted(InvalidTransition):
     """A second click by the same approver: it changes nothing."""
+
+
+class IssueRefused(PolicyRefusal):
+    """An approved request the policy no longer allows: nothing was signed, and it is
+    cancelled. `request` is as it was approved."""
+
+    def __init__(self, request: Request, why: str) -> None:
+        self.request = request
+        self.why = why
+        super().__init__(f"{request.id} was approved, but nothing was signed: {why}. "
+                         "Ask again with /ssh-request")

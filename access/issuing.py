@@ -5,7 +5,9 @@ One path, two units: the claim (a serial reserved and audited) commits before si
 is held while a token works; the certificate, the request's move to issued and the audit event
 then commit together, and only after that is the certificate handed out. If signing fails, a
 third unit releases the claim: the request stays approved with the error recorded, and a retry
-(the sweep) issues it later.
+(the sweep) issues it later, backing off, at most MAX_ATTEMPTS times; a request still not
+issued request_ttl after its approval expires (access.sweeps). If the policy no longer allows
+what was approved, nothing is signed and the request is cancelled.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from access import requests as rules
 from access.certificate import certificate_spec
 from access.context import Access
-from access.errors import PolicyRefusal, VouchError
+from access.errors import IssueRefused, VouchError
 from access.ports import Duplicate, Unit
 from access.requests import Request
 from ca.cert import Certificate, CertificateSpec, new_serial, sign_certificate, validity
@@ -29,6 +31,25 @@ log = logging.getLogger("vouch.issuing")
 
 # A claim older than this was abandoned (a crashed replica): others may take it over.
 ISSUE_LEASE = timedelta(minutes=2)
+# Signing attempts per request, retried after 2 s, 4 s, 8 s … doubling up to 5 minutes: a token
+# that blinked is back within seconds, and one that is gone is tried for about 23 minutes, most
+# of the default request_ttl of 30 minutes (the scheduler's interval rounds each wait up).
+MAX_ATTEMPTS = 12
+FIRST_RETRY = timedelta(seconds=2)
+LAST_RETRY = timedelta(minutes=5)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long to wait after the `attempts`-th failed attempt."""
+    return min(FIRST_RETRY * 2 ** min(attempts - 1, 16), LAST_RETRY)
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What a retry sweep did: certificates issued, and requests the policy no longer allows."""
+
+    issued: list[Issued]
+    refused: list[Request]
 
 
 @dataclass(frozen=True)
@@ -44,22 +65,29 @@ class _Lost(Exception):
 
 def issue(access: Access, request_id: str) -> Issued | None:
     """Sign the certificate of an approved request. None when it is not approved (any more) or
-    another worker holds the claim or issued it. Raises SignerUnavailable (or PolicyRefusal, when
-    the target left the policy) after recording the failure; the request stays approved."""
+    another worker holds the claim or issued it. Raises IssueRefused when the policy no longer
+    allows it (the request is then cancelled), SignerUnavailable when the signer failed (the
+    request stays approved, for a retry), each after recording it."""
     now = access.clock()
     started = time.perf_counter()
     serial = new_serial()
     with access.unit() as unit:
-        request = unit.requests.claim_issue(request_id, serial=serial, now=now, lease=ISSUE_LEASE)
+        request = unit.requests.claim_issue(request_id, serial=serial, now=now, lease=ISSUE_LEASE,
+                                            max_attempts=MAX_ATTEMPTS)
         if request is None:
             return None
         unit.audit.record(actor="vouch", action="certificate.reserved",
                           subject=f"request:{request_id}", now=now, details={"serial": str(serial)})
     try:
+        _check_policy(access, request)
         certificate = _sign(access, request, serial, now)
+    except IssueRefused as exc:
+        with access.unit() as unit:
+            _refuse(unit, request, serial, now, exc.why)
+        raise
     except VouchError as exc:
         with access.unit() as unit:
-            _release(unit, request_id, serial, now, exc.message)
+            _release(unit, request, serial, now, exc.message)
         raise
     try:
         with access.unit() as unit:
@@ -78,19 +106,23 @@ def issue(access: Access, request_id: str) -> Issued | None:
     return Issued(rules.issued(request), certificate, seconds=time.perf_counter() - started)
 
 
-def retry_issuing(access: Access) -> list[Issued]:
-    """Issue approved requests whose signing failed earlier or whose claim lapsed."""
+def retry_issuing(access: Access) -> Retried:
+    """Issue approved requests whose signing failed earlier and is due again, or whose claim
+    lapsed."""
     with access.unit(read_only=True) as unit:
-        due = unit.requests.issuable(access.clock(), ISSUE_LEASE)
-    done = []
+        due = unit.requests.issuable(access.clock(), ISSUE_LEASE, MAX_ATTEMPTS)
+    done = Retried([], [])
     for request_id in due:
         try:
             result = issue(access, request_id)
+        except IssueRefused as exc:
+            done.refused.append(exc.request)
+            continue
         except VouchError as exc:
             log.warning("retrying %s failed: %s", request_id, exc.detail)
             continue
         if result is not None:
-            done.append(result)
+            done.issued.append(result)
     return done
 
 
@@ -136,10 +168,14 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _check_policy(access: Access, request: Request) -> None:
+    why = rules.signing_refusal(access.policy, request)
+    if why is not None:
+        raise IssueRefused(request, why)
+
+
 def _sign(access: Access, request: Request, serial: int, now: datetime) -> Certificate:
     target = access.policy.target(request.target)
-    if target is None:
-        raise PolicyRefusal(f"target {request.target!r} is no longer in the policy")
     spec = certificate_spec(request, target, _stored_key(request.public_key), serial=serial,
                             now=now)
     return sign_certificate(spec, access.signer)
@@ -158,12 +194,25 @@ def _record(unit: Unit, access: Access, certificate: Certificate, *, issued_at: 
                           holder=holder)
 
 
-def _release(unit: Unit, request_id: str, serial: int, now: datetime, error: str) -> None:
+def _release(unit: Unit, request: Request, serial: int, now: datetime, error: str) -> None:
     """Signing failed: the request stays approved, with the error, for a retry."""
-    unit.requests.release_issue(request_id, serial=serial, error=error)
+    attempts = request.issue_attempts  # counting this one: the claim counted it
+    retry_at = now + retry_delay(attempts)
+    unit.requests.release_issue(request.id, serial=serial, error=error, retry_at=retry_at)
     unit.audit.record(actor="vouch", action="certificate.issue_failed",
-                      subject=f"request:{request_id}", now=now,
-                      details={"serial": str(serial), "error": error})
+                      subject=f"request:{request.id}", now=now,
+                      details={"serial": str(serial), "error": error, "attempt": attempts,
+                               "retry_at": _utc(retry_at) if attempts < MAX_ATTEMPTS else None})
+
+
+def _refuse(unit: Unit, request: Request, serial: int, now: datetime, why: str) -> None:
+    """The policy no longer allows it: nothing was signed, and nothing will be."""
+    unit.requests.release_issue(request.id, serial=serial, error=why, retry_at=now)
+    current = unit.requests.get(request.id)
+    if current is not None and current.state is request.state:
+        unit.requests.move(current, rules.refuse_issuing(current, now=now, why=why))
+    unit.audit.record(actor="vouch", action="certificate.refused", subject=f"request:{request.id}",
+                      now=now, details={"serial": str(serial), "reason": why})
 
 
 def _release_unrecorded(access: Access, request_id: str, serial: int, now: datetime,
@@ -174,6 +223,6 @@ def _release_unrecorded(access: Access, request_id: str, serial: int, now: datet
         with access.unit() as unit:
             unit.requests.release_issue(request_id, serial=serial,
                                         error=f"recording the certificate failed: "
-                                              f"{type(exc).__name__}")
+                                              f"{type(exc).__name__}", retry_at=now)
     except Exception:  # noqa: BLE001 - the original failure is what the caller hears about
         log.warning("could not release the claim on %s after a failed record", request_id)

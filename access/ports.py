@@ -55,8 +55,8 @@ class Requests(Protocol):
         """With its votes. lock: hold the row until the unit ends (voters queue, not race)."""
 
     def move(self, before: Request, after: Request) -> bool:
-        """Store `after`'s state and decision time if the request is still `before` (its state
-        and version); False when someone else moved it first."""
+        """Store `after`'s state, decision and expiry times and issue error if the request is
+        still `before` (its state and version); False when someone else moved it first."""
 
     def add_vote(self, request_id: str, vote: Vote) -> None:
         """Raises Duplicate when this approver already voted."""
@@ -65,29 +65,36 @@ class Requests(Protocol):
 
     def pending_of(self, requester: str) -> list[Request]: ...
 
-    def past_ttl(self, now: datetime, limit: int) -> list[Request]:
-        """Pending requests whose TTL ran out, oldest first."""
+    def past_ttl(self, now: datetime, limit: int, *, lease: timedelta) -> list[Request]:
+        """Pending requests, and approved ones nobody is issuing (no claim younger than
+        `lease`), whose expiry time passed; oldest first."""
 
-    def claim_issue(self, request_id: str, *, serial: int, now: datetime,
-                    lease: timedelta) -> Request | None:
+    def claim_issue(self, request_id: str, *, serial: int, now: datetime, lease: timedelta,
+                    max_attempts: int) -> Request | None:
         """Reserve `serial` for an approved request unless someone holds a claim younger than
-        `lease`; the request, or None."""
+        `lease` or it was tried `max_attempts` times; the request, or None."""
 
-    def release_issue(self, request_id: str, *, serial: int, error: str) -> None:
-        """Signing under the claim on `serial` failed: record why and let a retry claim it."""
+    def release_issue(self, request_id: str, *, serial: int, error: str,
+                      retry_at: datetime) -> None:
+        """Signing under the claim on `serial` failed: record why; a retry may claim it from
+        `retry_at`."""
 
     def mark_issued(self, request_id: str, *, serial: int, now: datetime) -> bool:
         """approved -> issued, only for the holder of the claim on `serial`."""
 
-    def issuable(self, now: datetime, lease: timedelta) -> list[str]:
-        """Approved requests to issue again: failed, abandoned (claim older than `lease`), or
-        never tried within `lease` of their approval."""
+    def issuable(self, now: datetime, lease: timedelta, max_attempts: int) -> list[str]:
+        """Approved requests to issue again, tried fewer than `max_attempts` times: failed and
+        due (retry_at passed), abandoned (claim older than `lease`), or never tried within
+        `lease` of their approval."""
 
     def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
         """The first review of a break-glass use stands; False if it was reviewed already."""
 
     def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
         """Break-glass uses created before then, unreviewed and not yet escalated: mark them."""
+
+    def unescalate(self, request_id: str) -> bool:
+        """Undo the mark of an escalation that could not be posted; False if not marked."""
 
 
 class Certificates(Protocol):

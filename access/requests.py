@@ -2,7 +2,7 @@
 
     pending --approve x N--> approved --signed--> issued --revoke--> revoked
     pending --deny | ttl | cancel--> denied | expired | cancelled
-    approved --cancel--> cancelled
+    approved --ttl (never issued) | cancel | policy no longer allows it--> expired | cancelled
     break-glass: opened approved (no approver), issued at once, reviewed after the fact
 
 Pure: no I/O. Callers pass `now` and Person values whose groups were looked up beforehand; each
@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from access.durations import format_duration
 from access.errors import AlreadyVoted, BadInput, InvalidTransition, NotAnApprover, PolicyRefusal
 from access.policy import Person, Policy, Target
+from access.template import Template
 
 MAX_PENDING_PER_TARGET = 3
 MAX_REASON_LENGTH = 500
@@ -42,7 +43,7 @@ class Kind(str, enum.Enum):
 
 ALLOWED = {
     State.PENDING: {State.APPROVED, State.DENIED, State.EXPIRED, State.CANCELLED},
-    State.APPROVED: {State.ISSUED, State.CANCELLED},
+    State.APPROVED: {State.ISSUED, State.EXPIRED, State.CANCELLED},
     State.ISSUED: {State.REVOKED},
 }
 
@@ -66,12 +67,15 @@ class Request:
     public_key: str  # the OpenSSH line of the key to certify
     state: State
     created_at: datetime
-    expires_at: datetime  # undecided requests expire at this time
+    expires_at: datetime  # pending or approved (never issued) requests expire at this time
     votes: tuple[Vote, ...] = ()
     version: int = 0
     decided_at: datetime | None = None
     issue_error: str | None = None  # the last failed signing attempt, until one succeeds
+    issue_attempts: int = 0  # signing attempts so far (each claim counts one)
     reviewed_by: str | None = None  # break-glass: the admin who reviewed this use
+    # What will be signed, fixed at opening; None only for requests opened before Vouch kept it.
+    template: Template | None = None
 
     @property
     def approvers(self) -> list[str]:
@@ -141,7 +145,8 @@ def open_request(policy: Policy, *, requester: Person, target_name: str, duratio
     return Request(id=request_id or new_request_id(), kind=Kind.REQUEST, requester=requester.id,
                    target=target_name, duration=duration, reason=reason,
                    key_fingerprint=key_fingerprint, public_key=public_key, state=State.PENDING,
-                   created_at=now, expires_at=now + policy.request_ttl)
+                   created_at=now, expires_at=now + policy.request_ttl,
+                   template=Template.for_target(target))
 
 
 def open_breakglass(policy: Policy, *, user: Person, target_name: str, duration: timedelta,
@@ -164,7 +169,8 @@ def open_breakglass(policy: Policy, *, user: Person, target_name: str, duration:
     return Request(id=request_id or new_request_id(), kind=Kind.BREAKGLASS, requester=user.id,
                    target=target_name, duration=duration, reason=reason,
                    key_fingerprint=key_fingerprint, public_key=public_key, state=State.APPROVED,
-                   created_at=now, expires_at=now, decided_at=now)
+                   created_at=now, expires_at=now + policy.request_ttl, decided_at=now,
+                   template=Template.for_target(policy.targets[target_name]))
 
 
 # --- deciding ----------------------------------------------------------------------------
@@ -179,9 +185,10 @@ class Outcome:
 
 
 def cast_vote(policy: Policy, request: Request, *, approver: Person, approve: bool,
-              now: datetime) -> Outcome:
+              now: datetime, no_longer_approvers: frozenset[str] = frozenset()) -> Outcome:
     """Apply one approver's click. Refuses self-approval, non-approvers, second votes, and votes
-    on requests that are no longer pending."""
+    on requests that are no longer pending. Earlier approvals by `no_longer_approvers` (people
+    the policy stopped listing since they voted) do not count."""
     if request.state is not State.PENDING:
         raise InvalidTransition(f"this request is already {request.state.value}")
     if now >= request.expires_at:
@@ -199,10 +206,12 @@ def cast_vote(policy: Policy, request: Request, *, approver: Person, approve: bo
     votes = request.votes + (vote,)
     if not approve:
         return Outcome(_move(request, State.DENIED, votes=votes, decided_at=now), vote, decided=True)
-    approvals = {v.approver for v in votes if v.approve and v.approver != request.requester}
+    approvals = {v.approver for v in votes if v.approve and v.approver != request.requester
+                 and v.approver not in no_longer_approvers}
     if len(approvals) >= target.approvals_required:
-        return Outcome(_move(request, State.APPROVED, votes=votes, decided_at=now), vote,
-                       decided=True)
+        # Approved but not yet issued: it expires if it cannot be issued within request_ttl.
+        return Outcome(_move(request, State.APPROVED, votes=votes, decided_at=now,
+                             expires_at=now + policy.request_ttl), vote, decided=True)
     return Outcome(replace(request, votes=votes), vote)
 
 
@@ -213,11 +222,44 @@ def cancel(policy: Policy, request: Request, *, by: Person, now: datetime) -> Re
     return _move(request, State.CANCELLED, decided_at=now)
 
 
+def cancel_unissued(request: Request, *, now: datetime) -> Request:
+    """Revoking an approved request before its certificate exists: none will be issued."""
+    if request.state is not State.APPROVED:
+        raise InvalidTransition(f"this request is {request.state.value}, not awaiting its certificate")
+    return _move(request, State.CANCELLED, decided_at=now)
+
+
 def expire(request: Request, *, now: datetime) -> Request:
-    """Nobody decided within request_ttl."""
+    """Nobody decided within request_ttl, or it was approved and could not be issued within
+    request_ttl after that."""
     if now < request.expires_at:
         raise InvalidTransition("this request has not expired yet")
     return _move(request, State.EXPIRED, decided_at=now)
+
+
+def signing_refusal(policy: Policy, request: Request) -> str | None:
+    """Why the policy as it is now would not sign this approved request's certificate; None if
+    it would. People were checked as they acted (a vote counts only while its approver is
+    listed: cast_vote); this checks what would be signed."""
+    target = policy.target(request.target)
+    if target is None:
+        return f"target {request.target!r} is no longer in the policy"
+    if request.kind is Kind.BREAKGLASS:
+        breakglass = policy.breakglass
+        if breakglass is None or not breakglass.covers(request.target):
+            return f"break-glass no longer covers {request.target}"
+        limit, limit_of = breakglass.max_duration, "break-glass"
+    else:
+        limit, limit_of = target.max_duration, request.target
+    if request.duration > limit:
+        return (f"{format_duration(request.duration)} is now longer than {limit_of}'s maximum of "
+                f"{format_duration(limit)}")
+    return request.template.refusal(target) if request.template is not None else None
+
+
+def refuse_issuing(request: Request, *, now: datetime, why: str) -> Request:
+    """The policy no longer allows what was approved: nothing is signed, ever."""
+    return _move(request, State.CANCELLED, decided_at=now, issue_error=why)
 
 
 def issued(request: Request) -> Request:

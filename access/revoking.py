@@ -1,4 +1,5 @@
-"""Revoking certificates (`/ssh-revoke`, `vouch revoke`) and the revocation list hosts fetch."""
+"""Revoking certificates (`/ssh-revoke`, `vouch revoke`) and the revocation list hosts fetch.
+Revoking an approved request that has no certificate yet cancels it, so none is ever issued."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from datetime import timedelta
 
 from access import requests as rules
 from access.context import Access
-from access.errors import BadInput, PolicyRefusal
+from access.errors import BadInput, InvalidTransition, PolicyRefusal
 from access.ports import StoredCertificate, Unit
-from access.requests import State
+from access.requests import Request, State
 from ca.krl import Revocations, encode_krl
 
 # Hosts may run a little behind: keep revoked certificates in the KRL a day past their expiry.
@@ -26,9 +27,16 @@ class Revoked:
     request_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Revocation:
+    certificates: list[Revoked]
+    cancelled: Request | None = None  # an approved request that had no certificate yet
+
+
 def revoke(access: Access, reference: str, *, actor: str, reason: str | None = None,
-           as_user: str | None = None) -> list[Revoked]:
-    """Revoke a certificate by serial, or every certificate of a request by its id.
+           as_user: str | None = None) -> Revocation:
+    """Revoke a certificate by serial, or every certificate of a request by its id; a request
+    approved but not issued yet is cancelled instead.
 
     `as_user`: a Slack user, allowed only their own certificates unless an admin. The CLI (an
     operator on the host) passes None.
@@ -42,6 +50,18 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
     with access.refusals_audited(actor=actor, action="certificate.revoke",
                                  subject=f"reference:{reference.strip()[:64]}"), \
             access.unit() as unit:
+        unissued = _unissued(unit, reference.strip())
+        if unissued is not None:
+            if person is not None and not rules.may_revoke(policy, holder=unissued.requester,
+                                                           user=person):
+                raise PolicyRefusal("you can revoke only your own requests (admins can revoke any)")
+            cancelled = rules.cancel_unissued(unissued, now=now)
+            if not unit.requests.move(unissued, cancelled):
+                raise InvalidTransition("this request changed meanwhile; look again")
+            unit.audit.record(actor=actor, action="request.cancelled",
+                              subject=f"request:{unissued.id}", now=now,
+                              details={"reason": reason, "before": "issued"})
+            return Revocation([], cancelled)
         certificates = _find(unit, reference.strip())
         if person is not None and not all(
                 rules.may_revoke(policy, holder=c.holder or "", user=person) for c in certificates):
@@ -60,7 +80,18 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
                         unit.requests.move(request, rules.revoked(request))
             done.append(Revoked(serial=certificate.serial, newly=newly,
                                 holder=certificate.holder, request_id=certificate.request_id))
-    return done
+    return Revocation(done)
+
+
+def _unissued(unit: Unit, reference: str) -> Request | None:
+    """The approved request `reference` names, if it has no certificate yet; its row stays
+    locked, so it cannot be issued while it is cancelled (the issuing move would fail)."""
+    if not reference.startswith("req-"):
+        return None
+    request = unit.requests.get(reference, lock=True)
+    if request is None or request.state is not State.APPROVED:
+        return None
+    return request
 
 
 @dataclass(frozen=True)

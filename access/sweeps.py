@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from access import requests as rules
 from access.context import Access
+from access.issuing import ISSUE_LEASE
 from access.ports import StoredCertificate
 from access.requests import Request
 
@@ -13,11 +14,12 @@ BATCH = 500
 
 
 def expire_due(access: Access) -> list[Request]:
-    """Undecided requests past request_ttl become expired."""
+    """Undecided requests past request_ttl become expired, and so do approved ones that could
+    not be issued within request_ttl of their approval."""
     now = access.clock()
     moved = []
     with access.unit() as unit:
-        for request in unit.requests.past_ttl(now, BATCH):
+        for request in unit.requests.past_ttl(now, BATCH, lease=ISSUE_LEASE):
             expired = rules.expire(request, now=now)
             if unit.requests.move(request, expired):
                 unit.audit.record(actor="vouch", action="request.expired",

@@ -25,14 +25,21 @@ def vote(access: Access, request_id: str, *, approver: str, approve: bool) -> Vo
     """One approver's click; the deciding approval issues the certificate (after it committed)."""
     policy = access.policy
     with access.unit(read_only=True) as unit:
-        target = policy.target(find(unit, request_id).target)
-    person = access.person(approver, target.approvers if target else People())
+        seen = find(unit, request_id)
+    target = policy.target(seen.target)
+    approvers = target.approvers if target else People()
+    person = access.person(approver, approvers)
+    # Earlier approvals by people the policy no longer lists do not count (looked up here, as
+    # no lookup may happen inside the unit; a vote cast meanwhile was checked as it was cast).
+    no_longer = frozenset(user for user in seen.approvers
+                          if not approvers.includes(access.person(user, approvers)))
     now = access.clock()
     try:
         with access.refusals_audited(actor=approver, action="request.vote",
                                      subject=f"request:{request_id}"), access.unit() as unit:
             request = find(unit, request_id, lock=True)
-            outcome = rules.cast_vote(policy, request, approver=person, approve=approve, now=now)
+            outcome = rules.cast_vote(policy, request, approver=person, approve=approve, now=now,
+                                      no_longer_approvers=no_longer)
             unit.requests.add_vote(request_id, outcome.vote)
             if not unit.requests.move(request, outcome.request):
                 raise InvalidTransition("this request changed meanwhile; look again")

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from access import breakglass, keys, lookup, opening, revoking, users, voting
 from access.context import Access
 from access.durations import parse_duration
-from access.errors import (AlreadyVoted, BadInput, InvalidTransition, PolicyRefusal,
-                           SignerUnavailable, VouchError)
+from access.errors import (AlreadyVoted, BadInput, InvalidTransition, IssueRefused,
+                           PolicyRefusal, SignerUnavailable, VouchError)
 from access.requests import requestable_targets
 from bot import commands, payloads, texts, views
 from bot.metrics import Metrics
@@ -131,8 +131,12 @@ class Bot:
         elif isinstance(parsed, commands.Revoke):
             done = revoking.revoke(self.access, parsed.reference, actor=actor.user,
                                    reason=parsed.reason, as_user=actor.user)
-            self.notify.revoked(actor.user, done, parsed.reason)
-            self.notify.tell(actor, texts.revoked_reply([item.serial for item in done]))
+            if done.cancelled is not None:
+                self.notify.cancelled_unissued(actor.user, done.cancelled, parsed.reason)
+                self.notify.tell(actor, texts.cancelled_unissued_reply(done.cancelled))
+                return
+            self.notify.revoked(actor.user, done.certificates, parsed.reason)
+            self.notify.tell(actor, texts.revoked_reply([item.serial for item in done.certificates]))
         elif isinstance(parsed, commands.Status):
             pending, live = lookup.status(self.access, actor.user)
             self.notify.tell(actor, texts.status(pending, live, self.slack.tz(actor.user)))
@@ -153,10 +157,19 @@ class Bot:
         self.notify.request_opened(actor, request, channel)
 
     def _breakglass(self, actor: Actor, ask: commands.AskAccess) -> None:
-        issued = breakglass.breakglass(self.access, user=actor.user, target=ask.target,
-                                       duration=ask.duration, reason=ask.reason)
-        self.notify.breakglass_used(issued)
-        self.notify.tell(actor, texts.breakglass_done(issued.request))
+        """Stored, then the security channel alerted, then signed and delivered: nobody holds a
+        break-glass certificate the security channel was not (or is not being) told about."""
+        request = breakglass.open_breakglass(self.access, user=actor.user, target=ask.target,
+                                             duration=ask.duration, reason=ask.reason)
+        self.notify.breakglass_used(request)
+        try:
+            issued = breakglass.issue_breakglass(self.access, request)
+        except SignerUnavailable as exc:
+            log.warning("signing failed for break-glass %s: %s", request.id, exc.detail)
+            self.notify.tell(actor, texts.signing_failed_dm(request))
+            return
+        self.notify.delivered(issued)
+        self.notify.tell(actor, texts.breakglass_done(request))
 
     def _open_form(self, actor: Actor) -> None:
         policy = self.access.policy
@@ -179,6 +192,10 @@ class Bot:
             return
         except InvalidTransition as exc:
             self.notify.tell(actor, texts.nothing_to_do(exc))
+            return
+        except IssueRefused:
+            self.metrics.approvals.labels(decision="approve").inc()
+            self.notify.issue_refused(request_id)
             return
         except SignerUnavailable as exc:
             # The approval stands; the certificate follows when the CA answers again.

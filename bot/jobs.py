@@ -43,7 +43,10 @@ class Jobs:
 
     def retry_issuing(self) -> None:
         """Approved requests whose signing failed: sign now that the CA may be back."""
-        for issued in issuing.retry_issuing(self.access):
+        retried = issuing.retry_issuing(self.access)
+        for request in retried.refused:
+            self.notify.issue_refused(request.id)
+        for issued in retried.issued:
             try:
                 self.notify.delivered(issued)
             except SlackUnavailable as exc:  # one undelivered DM must not stop the others
@@ -60,9 +63,11 @@ class Jobs:
             self.notify.reminder(certificate)
 
     def escalate(self) -> None:
-        """Break-glass uses nobody reviewed within review_within: say so, loudly, once."""
+        """Break-glass uses nobody reviewed within review_within: say so, loudly, once (again
+        next time, if it could not be posted)."""
         for request in breakglass.escalate_unreviewed(self.access):
-            self.notify.escalated(request)
+            if not self.notify.escalated(request):
+                breakglass.escalation_failed(self.access, request)
 
 
 class Scheduler:

@@ -1,5 +1,6 @@
-"""Where the bot posted each request's message, so every later render updates the same message
-(and only one worker posts it). The bot's own bookkeeping: storage.messages implements it."""
+"""Where the bot posted each request's message (a request's card, a break-glass use's alert), so
+every later render updates the same message (and only one worker posts it). The bot's own
+bookkeeping: storage.messages implements it."""
 
 from __future__ import annotations
 
@@ -27,3 +28,6 @@ class Messages(Protocol):
 
     def unposted(self, *, now: datetime, lease: timedelta) -> list[tuple[str, str | None]]:
         """(request id, channel or None if never recorded) of pending requests nobody posted."""
+
+    def unposted_alerts(self, *, now: datetime, lease: timedelta) -> list[str]:
+        """Break-glass uses awaiting review whose alert nobody posted (or is posting)."""

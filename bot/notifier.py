@@ -13,6 +13,7 @@ from access.durations import format_duration
 from access.issuing import Issued
 from access.ports import StoredCertificate
 from access.requests import Kind, Request, State
+from access.template import Template
 from access.revoking import Revoked
 from access.voting import VoteResult
 from bot import texts, views
@@ -33,6 +34,8 @@ class Notifier:
         self.messages = messages
         self.metrics = metrics
         self.outbox = Outbox()
+        # Why the security channel cannot be posted to, while it cannot (/readyz reports it).
+        self.security_problem: str | None = None
 
     # --- to the person who acted ----------------------------------------------------------
 
@@ -79,7 +82,10 @@ class Notifier:
         return True
 
     def repost_unposted(self) -> None:
-        """Requests stored while Slack was failing (or by a replica that died): post them now."""
+        """Requests and break-glass alerts stored while Slack was failing (or by a replica that
+        died): post them now."""
+        for request_id in self.messages.unposted_alerts(now=self.access.clock(), lease=POST_LEASE):
+            self.post_alert(request_id)
         fallback = self.access.policy.requests_channel
         for request_id, channel in self.messages.unposted(now=self.access.clock(), lease=POST_LEASE):
             if channel is None:  # stored, but its channel never was (a crash in between)
@@ -90,21 +96,21 @@ class Notifier:
             self.outbox.submit(channel, lambda r=request_id: self.post_request(r))
 
     def refresh(self, request_id: str) -> None:
-        """Re-render a request's card from its state (break-glass uses have an alert instead)."""
+        """Re-render a request's card, or a break-glass use's alert, from its state."""
         where = self.messages.get(request_id)
         if where is None:
             return
         request, certificate = lookup.request(self.access, request_id)
-        if request.kind is Kind.BREAKGLASS:
-            return
-        card = self._card(request, certificate)
+        card = (self._alert(request, certificate) if request.kind is Kind.BREAKGLASS
+                else self._card(request, certificate))
         self._quietly(self.slack.update, *where, card.text, card.blocks)
 
     def _card(self, request: Request, certificate: StoredCertificate | None) -> views.Rendered:
-        """The request's card, with its target as the policy has it now."""
+        """The request's card: the template fixed on it, and its target's approvals."""
         target = self.access.policy.target(request.target)
+        template = request.template or (Template.for_target(target) if target else Template(()))
         return views.request_message(
-            request, certificate, principals=target.principals if target else (),
+            request, certificate, template=template,
             approvals_required=target.approvals_required if target else 1)
 
     def voted(self, actor: Actor, result: VoteResult, *, approve: bool) -> None:
@@ -125,6 +131,13 @@ class Notifier:
         request, _ = lookup.request(self.access, request_id)
         self._quietly(self.slack.dm, request.requester, texts.signing_failed_dm(request))
         self._in_thread(request_id, texts.SIGNING_FAILED_NOTE)
+        self.refresh(request_id)
+
+    def issue_refused(self, request_id: str) -> None:
+        """Approved, but the policy no longer allows it: nothing was signed."""
+        request, _ = lookup.request(self.access, request_id)
+        self._quietly(self.slack.dm, request.requester, texts.issue_refused_dm(request))
+        self._in_thread(request_id, texts.issue_refused_note(request))
         self.refresh(request_id)
 
     def expired(self, request: Request) -> None:
@@ -148,7 +161,7 @@ class Notifier:
         spec = issued.certificate.spec
         if issued.request.kind is Kind.REQUEST:
             self._in_thread(issued.request.id, texts.issued_note(spec.serial, spec.valid_before))
-        self.refresh(issued.request.id)
+        self.refresh(issued.request.id)  # the card, or the break-glass alert, shows the serial
 
     def revoked(self, by: str, done: list[Revoked], reason: str | None) -> None:
         for item in done:
@@ -160,6 +173,14 @@ class Notifier:
                     note = views.revoked_note(item.serial, by, reason)
                     self._in_thread(item.request_id, note.text, note.blocks)
 
+    def cancelled_unissued(self, by: str, request: Request, reason: str | None) -> None:
+        """An approved request revoked before its certificate existed: none will be."""
+        note = views.cancelled_unissued_note(by, reason)
+        self._in_thread(request.id, note.text, note.blocks)
+        if by != request.requester:
+            self._quietly(self.slack.dm, request.requester, note.text)
+        self.refresh(request.id)
+
     def reminder(self, certificate: StoredCertificate) -> None:
         target = None
         if certificate.request_id:
@@ -170,14 +191,29 @@ class Notifier:
 
     # --- break-glass ----------------------------------------------------------------------
 
-    def breakglass_used(self, issued: Issued) -> None:
-        """The certificate to its holder, and the alert to the security channel."""
-        self.certificate(issued)
+    def breakglass_used(self, request: Request) -> None:
+        """The alert, before any certificate is delivered. If Slack refuses it, it stays queued
+        (the posting sweep retries until it is posted) and the channel is reported unreachable."""
         self.metrics.requests.labels(outcome="breakglass").inc()
-        request, certificate = lookup.request(self.access, issued.request.id)
-        alert = views.breakglass_alert(request, certificate, review_within=self._review_within())
-        channel, ts = self.slack.post(self.access.policy.security_channel, alert.text, alert.blocks)
-        self.messages.posted(request.id, channel, ts)
+        self.messages.expect(request.id, self.access.policy.security_channel)
+        self.post_alert(request.id)
+
+    def post_alert(self, request_id: str) -> bool:
+        channel = self.messages.claim(request_id, now=self.access.clock(), lease=POST_LEASE)
+        if channel is None:
+            return False  # posted already, or another worker is posting it
+        request, certificate = lookup.request(self.access, request_id)
+        alert = self._alert(request, certificate)
+        try:
+            posted_channel, ts = self.slack.post(channel, alert.text, alert.blocks)
+        except SlackUnavailable as exc:
+            self.messages.release(request_id)
+            self._security_unreachable(f"the break-glass alert for {request_id} is queued and "
+                                       f"retried: {exc.message}")
+            return False
+        self.messages.posted(request_id, posted_channel, ts)
+        self._security_reachable()
+        return True
 
     def reviewed(self, request: Request, *, clicked: tuple[str, str] | None) -> None:
         """Re-render the break-glass alert as reviewed: where it was recorded, else the message
@@ -186,13 +222,46 @@ class Notifier:
         if where is None:
             return
         request, certificate = lookup.request(self.access, request.id)
-        alert = views.breakglass_alert(request, certificate, review_within=self._review_within())
+        alert = self._alert(request, certificate)
         self._quietly(self.slack.update, *where, alert.text, alert.blocks)
 
-    def escalated(self, request: Request) -> None:
+    def escalated(self, request: Request) -> bool:
+        """Post an escalation; False (and the channel reported unreachable) if Slack refused."""
         policy = self.access.policy  # break-glass needs a security channel (policy_file)
-        self._quietly(self.slack.post, policy.security_channel,
-                      texts.escalation(request, self._review_within(), sorted(policy.admins.users)))
+        try:
+            self.slack.post(policy.security_channel, texts.escalation(
+                request, self._review_within(), sorted(policy.admins.users)))
+        except SlackUnavailable as exc:
+            self._security_unreachable(f"the escalation of {request.id} is retried: {exc.message}")
+            return False
+        self._security_reachable()
+        return True
+
+    def check_security_channel(self) -> str | None:
+        """Whether the policy's security channel can be posted to (at start and on reload)."""
+        channel = self.access.policy.security_channel
+        if channel is None:
+            self._security_reachable()
+            return None
+        problem = self.slack.channel_problem(channel)
+        if problem is None:
+            self._security_reachable()
+        else:
+            self._security_unreachable(problem)
+        return problem
+
+    def _alert(self, request: Request, certificate: StoredCertificate | None) -> views.Rendered:
+        return views.breakglass_alert(request, certificate, review_within=self._review_within())
+
+    def _security_unreachable(self, why: str) -> None:
+        self.security_problem = (f"the security channel {self.access.policy.security_channel} "
+                                 f"cannot be posted to: {why}")
+        log.error("%s", self.security_problem)
+
+    def _security_reachable(self) -> None:
+        if self.security_problem is not None:
+            log.info("the security channel can be posted to again")
+        self.security_problem = None
 
     # --- plumbing -------------------------------------------------------------------------
 

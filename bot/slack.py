@@ -96,6 +96,19 @@ class SlackGateway:
             data = self._call("chat.postMessage", **params)
         return data["channel"], data["ts"]
 
+    def channel_problem(self, channel: str) -> str | None:
+        """Why the app could not post in `channel`, or None. None too when Slack will not say
+        (conversations.info needs channels:read / groups:read): then the first post tells."""
+        try:
+            info = self._call("conversations.info", channel=channel).get("channel", {})
+        except SlackUnavailable as exc:
+            return None if "missing_scope" in exc.message else exc.message
+        if info.get("is_archived"):
+            return f"channel {channel} is archived"
+        if info.get("is_member") is False:
+            return f"the app is not a member of channel {channel}: invite it there"
+        return None
+
     def update(self, channel: str, ts: str, text: str, blocks: list) -> None:
         self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
 

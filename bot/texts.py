@@ -99,12 +99,30 @@ def signing_failed_dm(request: Request) -> str:
 SIGNING_FAILED_NOTE = "Approved, but signing failed; Vouch will retry."
 
 
+def issue_refused_dm(request: Request) -> str:
+    return (f"Your request `{request.id}` for {request.target} was approved, but nothing was "
+            f"signed: {request.issue_error}. Ask again with /ssh-request if you still need access.")
+
+
+def issue_refused_note(request: Request) -> str:
+    return f"Approved, but not signed: {request.issue_error}. The request is cancelled."
+
+
 def expired_dm(request: Request) -> str:
+    if request.issue_error:
+        return (f"Your request `{request.id}` for {request.target} was approved, but no "
+                f"certificate could be issued in time ({request.issue_error}); it expired. "
+                "Ask again with /ssh-request if you still need access.")
     return (f"Your request `{request.id}` for {request.target} expired: nobody decided in time. "
             "Ask again with /ssh-request if you still need access.")
 
 
 # --- certificates ------------------------------------------------------------------------
+
+def cancelled_unissued_reply(request: Request) -> str:
+    return (f"Request `{request.id}` was approved but had no certificate yet: it is cancelled, "
+            "and none will be issued.")
+
 
 def revoked_reply(serials: list[int]) -> str:
     return (f"Revoked certificate serial {', '.join(str(s) for s in serials)}. Hosts refuse it "
@@ -129,7 +147,7 @@ def reminder_dm(target: str | None, serial: int, valid_before: datetime, tz: str
 # --- break-glass -------------------------------------------------------------------------
 
 def breakglass_done(request: Request) -> str:
-    return (f"Break-glass certificate for *{request.target}* sent by DM. The security channel was "
+    return (f"Break-glass certificate for *{request.target}* sent by DM. The security channel is "
             "alerted and an admin will review this use.")
 
 

@@ -14,6 +14,7 @@ from access.durations import format_duration
 from access.policy import Policy, Target
 from access.ports import StoredCertificate
 from access.requests import Kind, Request, State
+from access.template import Template
 from ca.cert import Certificate
 
 APPROVE = "vouch_approve"
@@ -97,9 +98,12 @@ def slack_date(moment: datetime) -> str:
 
 
 def request_message(request: Request, certificate: StoredCertificate | None, *,
-                    principals: tuple[str, ...], approvals_required: int) -> Rendered:
+                    template: Template, approvals_required: int) -> Rendered:
     """The request as approvers see it: exactly what will be signed, and where it stands."""
     duration = format_duration(request.duration)
+    principals = template.principals
+    restrictions = ", ".join(f"{name} {value}" for name, value in template.critical_options)
+    extensions = ", ".join(template.extensions) or "none"
     approvers = request.approvers
     tally = f"{len(approvers)} of {approvals_required}"
     if approvers:
@@ -113,6 +117,10 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
         state += f", serial {certificate.serial}, valid until {slack_date(certificate.valid_before)}"
     elif request.state is State.APPROVED and request.issue_error:
         state += " — signing failed, Vouch will retry"
+    elif request.state is State.EXPIRED and request.issue_error:
+        state = "⌛ Expired — approved, but no certificate could be issued in time"
+    elif request.state is State.CANCELLED and request.issue_error:
+        state += f" — approved, but not signed: {escape(request.issue_error)}"
     blocks = [
         _section(f"{mention(request.requester)} requests access to *{request.target}* for *{duration}*"),
         {"type": "section", "fields": [
@@ -122,6 +130,8 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
             {"type": "mrkdwn", "text": f"*Approvals*\n{tally}"},
             {"type": "mrkdwn", "text": f"*Key*\n`{request.key_fingerprint}`"},
             {"type": "mrkdwn", "text": f"*Request*\n`{request.id}`"},
+            {"type": "mrkdwn", "text": f"*Restrictions*\n{restrictions or 'none'}"},
+            {"type": "mrkdwn", "text": f"*Extensions*\n{extensions}"},
         ]},
         *_user_text("Reason", request.reason),
         _context(state),
@@ -132,7 +142,8 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
             _button("Deny", DENY, request.id, "danger"),
         ]})
     text = (f"Access request {request.id}: {mention(request.requester)} asks for {request.target} "
-            f"(principals {', '.join(principals)}) for {duration}. Reason: {escape(request.reason)}. "
+            f"(principals {', '.join(principals)}; restrictions {restrictions or 'none'}; "
+            f"extensions {extensions}) for {duration}. Reason: {escape(request.reason)}. "
             f"Key {request.key_fingerprint}. Approvals {len(approvers)} of {approvals_required}. "
             f"{_STATE_LINE[request.state]}.")
     return Rendered(text, blocks)
@@ -150,6 +161,14 @@ def approvers_note(target: Target, group_mentions: dict[str, str]) -> str:
 def revoked_note(serial: int, by: str, reason: str | None) -> Rendered:
     """The thread reply when a certificate is revoked; the reason as typed, in plain text."""
     said = f"Certificate serial {serial} revoked by {mention(by)}"
+    text = said + (f": {escape(reason)}" if reason else ".")
+    blocks = [_section(said + (":" if reason else "."))] + ([_plain(reason)] if reason else [])
+    return Rendered(text, blocks)
+
+
+def cancelled_unissued_note(by: str, reason: str | None) -> Rendered:
+    """The thread reply when an approved request is revoked before its certificate exists."""
+    said = f"Revoked by {mention(by)} before its certificate was issued: the request is cancelled"
     text = said + (f": {escape(reason)}" if reason else ".")
     blocks = [_section(said + (":" if reason else "."))] + ([_plain(reason)] if reason else [])
     return Rendered(text, blocks)

@@ -11,7 +11,7 @@ from access.ports import Duplicate
 from access.requests import Kind, State
 from storage.db import Database, unique
 from storage.models import RequestRecord, SlackMessage
-from storage.requests import in_state
+from storage.requests import in_state, of_kind
 
 _MESSAGES = SlackMessage.__table__
 _REQUESTS = RequestRecord.__table__
@@ -75,3 +75,16 @@ class SqlMessages:
                        or_(_MESSAGES.c.request_id.is_(None), _postable(now, lease)))
                 .order_by(_REQUESTS.c.created_at))
             return [(request_id, channel) for request_id, channel in rows]
+
+    def unposted_alerts(self, *, now: datetime, lease: timedelta) -> list[str]:
+        """Break-glass uses awaiting review whose alert nobody has posted or is posting."""
+        with self.db.transaction(read_only=True) as connection:
+            # ix_requests_breakglass_unreviewed; an escalated use is announced by its escalation
+            return list(connection.execute(
+                select(_REQUESTS.c.id)
+                .select_from(_REQUESTS.outerjoin(_MESSAGES,
+                                                 _MESSAGES.c.request_id == _REQUESTS.c.id))
+                .where(of_kind(Kind.BREAKGLASS), _REQUESTS.c.reviewed_at.is_(None),
+                       _REQUESTS.c.review_escalated_at.is_(None),
+                       or_(_MESSAGES.c.request_id.is_(None), _postable(now, lease)))
+                .order_by(_REQUESTS.c.created_at)).scalars())

@@ -84,11 +84,14 @@ class RequestRecord(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc())
     expires_at: datetime = Field(sa_column=_utc())
     decided_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # The certificate template (access.template, JSON); NULL for requests older than 0006.
+    template: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Issuing: the serial reserved before signing, when, and the last failure, if any.
     issue_serial: int | None = Field(default=None, sa_column=Column(UInt64(), nullable=True))
     issue_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     issue_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     issue_attempts: int = 0
+    issue_retry_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     issued_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     # Break-glass review.
     reviewed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))

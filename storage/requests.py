@@ -13,6 +13,7 @@ from sqlalchemy import and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from access.requests import Kind, Request, State, Vote
+from access.template import Template
 from storage.db import unique
 from storage.models import ApprovalRecord, RequestRecord
 from storage.types import UInt64, UTCDateTime
@@ -20,11 +21,11 @@ from storage.types import UInt64, UTCDateTime
 _REQUESTS = RequestRecord.__table__
 _APPROVALS = ApprovalRecord.__table__
 _R = _REQUESTS.c
-# Every column but the issuing bookkeeping, which the domain does not see.
+# Every column but the claim bookkeeping, which the domain does not see.
 _COLUMNS = [_R[name] for name in (
     "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
     "public_key", "state", "version", "created_at", "expires_at", "decided_at", "issue_error",
-    "reviewed_by")]
+    "issue_attempts", "reviewed_by", "template")]
 
 
 def _literally(column, value: State | Kind):
@@ -37,6 +38,10 @@ def _literally(column, value: State | Kind):
 
 def in_state(state: State):
     return _literally(_R.state, state)
+
+
+def of_kind(kind: Kind):
+    return _literally(_R.kind, kind)
 
 
 def _time(name: str):
@@ -55,6 +60,7 @@ _MOVE = (update(_REQUESTS)
          .where(_R.id == bindparam("rid"), _R.version == bindparam("seen_version"),
                 _R.state == bindparam("expect"))
          .values(state=bindparam("new_state"), decided_at=_time("decided"),
+                 expires_at=_time("expires"), issue_error=bindparam("error"),
                  version=_R.version + 1))
 _PENDING_COUNT = (select(func.count()).select_from(_REQUESTS)
                   .where(_R.requester == bindparam("requester"), _R.target == bindparam("target"),
@@ -63,15 +69,21 @@ _PENDING_OF = (select(*_COLUMNS).where(_R.requester == bindparam("requester"),
                                        in_state(State.PENDING)).order_by(_R.created_at))
 _PAST_TTL = (select(*_COLUMNS).where(in_state(State.PENDING), _R.expires_at <= _time("now"))
              .order_by(_R.expires_at).limit(bindparam("limit")))
+_NOT_CLAIMED = or_(_R.issue_claimed_at.is_(None), _R.issue_claimed_at < _time("lapsed"))
+# ix_requests_approved: approved requests are few (issued within a second, unless the signer fails)
+_UNISSUED_PAST_TTL = (select(*_COLUMNS)
+                      .where(in_state(State.APPROVED), _R.expires_at <= _time("now"), _NOT_CLAIMED)
+                      .order_by(_R.expires_at).limit(bindparam("limit")))
 _CLAIM = (update(_REQUESTS)
           .where(_R.id == bindparam("rid"), _R.state == State.APPROVED.value,
-                 or_(_R.issue_claimed_at.is_(None), _R.issue_claimed_at < _time("lapsed")))
+                 _R.issue_attempts < bindparam("max_attempts"), _NOT_CLAIMED)
           .values(issue_serial=bindparam("serial", type_=UInt64()), issue_claimed_at=_time("now"),
                   issue_attempts=_R.issue_attempts + 1)
           .returning(*_COLUMNS))
 _RELEASE = (update(_REQUESTS)
             .where(_R.id == bindparam("rid"), _R.issue_serial == bindparam("serial", type_=UInt64()))
-            .values(issue_claimed_at=None, issue_error=bindparam("error")))
+            .values(issue_claimed_at=None, issue_error=bindparam("error"),
+                    issue_retry_at=_time("retry_at")))
 _MARK_ISSUED = (update(_REQUESTS)
                 .where(_R.id == bindparam("rid"), _R.state == State.APPROVED.value,
                        _R.issue_serial == bindparam("serial", type_=UInt64()))
@@ -80,10 +92,11 @@ _MARK_ISSUED = (update(_REQUESTS)
 # A fresh approval belongs to the worker that approved it, which issues it next; a sweep taking
 # it first would leave that worker (a break-glass user waiting) with nothing.
 _ISSUABLE = select(_R.id).where(
-    in_state(State.APPROVED),
+    in_state(State.APPROVED), _R.issue_attempts < bindparam("max_attempts"),
     or_(_R.issue_claimed_at < _time("lapsed"),
-        and_(_R.issue_claimed_at.is_(None), _R.issue_attempts > 0),
-        and_(_R.issue_claimed_at.is_(None),
+        and_(_R.issue_claimed_at.is_(None), _R.issue_attempts > 0,
+             _R.issue_retry_at <= _time("now")),
+        and_(_R.issue_claimed_at.is_(None), _R.issue_attempts == 0,
              func.coalesce(_R.decided_at, _R.created_at) < _time("lapsed"))))
 _MARK_REVIEWED = (update(_REQUESTS)
                   .where(_R.id == bindparam("rid"), _R.kind == Kind.BREAKGLASS.value,
@@ -96,6 +109,9 @@ _UNREVIEWED = select(*_COLUMNS).where(
 _ESCALATE = (update(_REQUESTS)
              .where(_R.id == bindparam("rid"), _R.review_escalated_at.is_(None))
              .values(review_escalated_at=_time("now")))
+_UNESCALATE = (update(_REQUESTS)
+               .where(_R.id == bindparam("rid"), _R.review_escalated_at.is_not(None))
+               .values(review_escalated_at=None))
 
 
 def _request(row, votes=()) -> Request:
@@ -105,7 +121,8 @@ def _request(row, votes=()) -> Request:
         key_fingerprint=row.key_fingerprint, public_key=row.public_key, state=State(row.state),
         created_at=row.created_at, expires_at=row.expires_at, votes=tuple(votes),
         version=row.version, decided_at=row.decided_at, issue_error=row.issue_error,
-        reviewed_by=row.reviewed_by)
+        issue_attempts=row.issue_attempts, reviewed_by=row.reviewed_by,
+        template=Template.from_json(row.template) if row.template else None)
 
 
 class SqlRequests:
@@ -121,7 +138,8 @@ class SqlRequests:
                   reason=request.reason, key_fingerprint=request.key_fingerprint,
                   public_key=request.public_key, state=request.state.value,
                   version=request.version, created_at=request.created_at,
-                  expires_at=request.expires_at, decided_at=request.decided_at, issue_attempts=0)
+                  expires_at=request.expires_at, decided_at=request.decided_at, issue_attempts=0,
+                  template=request.template.to_json() if request.template else None)
 
     def get(self, request_id: str, *, lock: bool = False) -> Request | None:
         # lock: the row stays locked (PostgreSQL) until the transaction ends, so concurrent
@@ -136,7 +154,8 @@ class SqlRequests:
     def move(self, before: Request, after: Request) -> bool:
         return self._run(_MOVE, rid=before.id, seen_version=before.version,
                          expect=before.state.value, new_state=after.state.value,
-                         decided=after.decided_at).rowcount == 1
+                         decided=after.decided_at, expires=after.expires_at,
+                         error=after.issue_error).rowcount == 1
 
     def add_vote(self, request_id: str, vote: Vote) -> None:
         with unique("vote"):
@@ -149,23 +168,28 @@ class SqlRequests:
     def pending_of(self, requester: str) -> list[Request]:
         return [_request(row) for row in self._run(_PENDING_OF, requester=requester)]
 
-    def past_ttl(self, now: datetime, limit: int) -> list[Request]:
-        # ix_requests_pending_expires_at
-        return [_request(row) for row in self._run(_PAST_TTL, now=now, limit=limit)]
+    def past_ttl(self, now: datetime, limit: int, *, lease: timedelta) -> list[Request]:
+        # ix_requests_pending_expires_at, then ix_requests_approved
+        pending = [_request(row) for row in self._run(_PAST_TTL, now=now, limit=limit)]
+        return pending + [_request(row, self._votes(row.id)) for row in
+                          self._run(_UNISSUED_PAST_TTL, now=now, lapsed=now - lease, limit=limit)]
 
-    def claim_issue(self, request_id: str, *, serial: int, now: datetime,
-                    lease: timedelta) -> Request | None:
-        row = self._run(_CLAIM, rid=request_id, lapsed=now - lease, serial=serial, now=now).first()
+    def claim_issue(self, request_id: str, *, serial: int, now: datetime, lease: timedelta,
+                    max_attempts: int) -> Request | None:
+        row = self._run(_CLAIM, rid=request_id, lapsed=now - lease, serial=serial, now=now,
+                        max_attempts=max_attempts).first()
         return None if row is None else _request(row, self._votes(request_id))
 
-    def release_issue(self, request_id: str, *, serial: int, error: str) -> None:
-        self._run(_RELEASE, rid=request_id, serial=serial, error=error[:1000])
+    def release_issue(self, request_id: str, *, serial: int, error: str,
+                      retry_at: datetime) -> None:
+        self._run(_RELEASE, rid=request_id, serial=serial, error=error[:1000], retry_at=retry_at)
 
     def mark_issued(self, request_id: str, *, serial: int, now: datetime) -> bool:
         return self._run(_MARK_ISSUED, rid=request_id, serial=serial, now=now).rowcount == 1
 
-    def issuable(self, now: datetime, lease: timedelta) -> list[str]:
-        return list(self._run(_ISSUABLE, lapsed=now - lease).scalars())
+    def issuable(self, now: datetime, lease: timedelta, max_attempts: int) -> list[str]:
+        return list(self._run(_ISSUABLE, lapsed=now - lease, now=now,
+                              max_attempts=max_attempts).scalars())
 
     def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
         return self._run(_MARK_REVIEWED, rid=request_id, by=by, now=now).rowcount == 1
@@ -174,3 +198,6 @@ class SqlRequests:
         due = list(self._run(_UNREVIEWED, before=created_before))
         return [_request(row) for row in due
                 if self._run(_ESCALATE, rid=row.id, now=now).rowcount == 1]
+
+    def unescalate(self, request_id: str) -> bool:
+        return self._run(_UNESCALATE, rid=request_id).rowcount == 1

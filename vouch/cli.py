@@ -162,7 +162,10 @@ def cmd_revoke(args, ctx: Context) -> int:
     from access.revoking import revoke
 
     done = revoke(ctx.access(), args.reference, actor=ctx.actor, reason=args.reason)
-    for item in done:
+    if done.cancelled is not None:
+        print(f"cancelled: request {done.cancelled.id} (approved, no certificate yet; "
+              "none will be issued)")
+    for item in done.certificates:
         state = "revoked" if item.newly else "already revoked"
         print(f"{state}: serial {item.serial}")
     return 0

@@ -68,6 +68,12 @@ class Vouch:
     policy: PolicyStore
     interval: float
     socket_mode: object | None = None
+    notifier: Notifier | None = None
+
+    def check_security_channel(self) -> None:
+        """Break-glass must be able to alert: say loudly (log, /readyz) when it cannot."""
+        if self.notifier is not None:
+            self.notifier.check_security_channel()
 
     def reload_policy(self) -> None:
         try:
@@ -82,6 +88,7 @@ class Vouch:
         self.access.record(actor="vouch", action="policy.reloaded",
                            subject=f"policy:{self.policy.path}",
                            details={"targets": sorted(policy.targets)})
+        self.check_security_channel()
 
 
 def build(settings: Settings) -> Vouch:
@@ -121,11 +128,11 @@ def build(settings: Settings) -> Vouch:
 
         socket_mode = SocketModeHandler(bolt, app_token, web_client=client)
     web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
-                         access=access, db=db, metrics=metrics)
+                         access=access, db=db, metrics=metrics,
+                         checks=(lambda: notifier.security_problem,))
     return Vouch(settings=settings, db=db, access=access, bot=bot, web=web,
                  jobs=Jobs(access, notifier, also=(checkpointer.maybe,)), policy=policy,
-                 interval=interval,
-                 socket_mode=socket_mode)
+                 interval=interval, socket_mode=socket_mode, notifier=notifier)
 
 
 def check_port(host: str, port: int) -> None:
@@ -149,6 +156,7 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
             raise BadInput(f"Slack did not accept VOUCH_SLACK_APP_TOKEN at {settings.slack_api_url}: "
                            f"{exc.response.get('error', 'refused')}") from None
         log.info("Slack traffic over Socket Mode")
+    vouch.check_security_channel()
     scheduler = Scheduler(vouch.jobs, vouch.interval).start()
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=vouch.reload_policy,
                                                              daemon=True).start())

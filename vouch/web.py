@@ -8,6 +8,7 @@ and dispatch itself only verifies, acks and hands the work to lazy listeners.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,7 +29,8 @@ from vouch.edge import BodyLimit, SlackGate
 log = logging.getLogger("vouch.web")
 
 def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Access, db: Database,
-                   metrics: Metrics) -> Starlette:
+                   metrics: Metrics, checks: tuple[Callable[[], str | None], ...] = ()) -> Starlette:
+    """`checks`: more reasons not to be ready (the security channel unreachable, say)."""
     limiter = anyio.CapacityLimiter(64)
     gate = SlackGate(signing_secret) if signing_secret else None
 
@@ -56,7 +58,7 @@ def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Acce
                 access.signer.check()
             except VouchError as exc:
                 return exc.message
-            return None
+            return next((problem for problem in (check() for check in checks) if problem), None)
 
         problem = await anyio.to_thread.run_sync(check)
         if problem:

@@ -42,6 +42,7 @@ class WebApi:
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "conversations.open": self._conversations_open,
+            "conversations.info": self._conversations_info,
             "users.info": self._users_info,
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
@@ -196,6 +197,13 @@ class WebApi:
             blocks=s.with_block_ids(blocks or []), response_type="ephemeral",
             thread_ts=p.get("thread_ts"), message_ts=ts, at=time.time()))
         return dict(message_ts=ts)
+
+    def _conversations_info(self, p: dict) -> dict:
+        # The app is a member of every channel this workspace has (add_channel).
+        s = self._state
+        channel = s.resolve_channel(p.get("channel"))
+        return dict(channel={"id": channel, "name": s.channels.get(channel, ""),
+                             "is_member": True, "is_archived": False})
 
     def _conversations_open(self, p: dict) -> dict:
         s = self._state

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from access import issuing, keys, lookup, opening, voting
 from access.context import Access
 from access.errors import AlreadyVoted, InvalidTransition
-from access.issuing import Issued
+from access.issuing import Issued, Retried
 from access.policy_file import parse_policy
 from access.requests import State
 from access.voting import VoteResult
@@ -151,8 +151,8 @@ def classify(call: Callable[[], object]) -> str:
         return "decided" if result.decided else "counted"
     if isinstance(result, Issued):
         return "Issued"
-    if isinstance(result, list):
-        return f"retry:{len(result)}"
+    if isinstance(result, Retried):
+        return f"retry:{len(result.issued)}"
     return repr(result)
 
 

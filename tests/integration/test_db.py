@@ -69,15 +69,20 @@ _LEASE = timedelta(minutes=2)
 # it must be able to use: a query whose WHERE does not imply the index's would quietly scan the
 # whole table, decided requests and all.
 _STATE_LOOKUPS = {
-    "past_ttl": (lambda s, db: SqlRequests(s).past_ttl(_NOW, 500),
+    "past_ttl": (lambda s, db: SqlRequests(s).past_ttl(_NOW, 500, lease=_LEASE),
                  "ix_requests_pending_expires_at"),
+    # past_ttl's second SELECT: approved requests never issued
+    "past_ttl_unissued": (lambda s, db: SqlRequests(s).past_ttl(_NOW, 500, lease=_LEASE),
+                          "ix_requests_approved", 1),
     "pending_count": (lambda s, db: SqlRequests(s).pending_count("U1", "t"),
                       "ix_requests_pending_requester"),
     "pending_of": (lambda s, db: SqlRequests(s).pending_of("U1"),
                    "ix_requests_pending_requester"),
     "unposted": (lambda s, db: SqlMessages(db).unposted(now=_NOW, lease=_LEASE),
                  "ix_requests_pending_"),
-    "issuable": (lambda s, db: SqlRequests(s).issuable(_NOW, _LEASE), "ix_requests_approved"),
+    "unposted_alerts": (lambda s, db: SqlMessages(db).unposted_alerts(now=_NOW, lease=_LEASE),
+                        "ix_requests_breakglass_unreviewed"),
+    "issuable": (lambda s, db: SqlRequests(s).issuable(_NOW, _LEASE, 6), "ix_requests_approved"),
     "escalate_unreviewed": (
         lambda s, db: SqlRequests(s).escalate_unreviewed(created_before=_NOW, now=_NOW),
         "ix_requests_breakglass_unreviewed"),
@@ -86,14 +91,15 @@ _STATE_LOOKUPS = {
 
 @pytest.mark.parametrize("lookup", list(_STATE_LOOKUPS))
 def test_state_lookups_use_the_live_request_indexes(database: Database, lookup: str):
-    run, index = _STATE_LOOKUPS[lookup]
+    run, index, *nth = _STATE_LOOKUPS[lookup]
     seen: list[tuple[str, object]] = []
     event.listen(database.engine, "before_cursor_execute",
                  lambda conn, cursor, statement, parameters, *rest:
                  seen.append((statement, parameters)))
     with database.session() as session:
         run(session, database)
-        statement, parameters = next((s, p) for s, p in seen if s.lstrip().startswith("SELECT"))
+        selects = [(s, p) for s, p in seen if s.lstrip().startswith("SELECT")]
+        statement, parameters = selects[nth[0] if nth else 0]
         connection = session.connection()
         if database.engine.dialect.name == "sqlite":
             plan = [row[-1] for row in connection.exec_driver_sql(

@@ -120,3 +120,37 @@ def test_slack_bookkeeping_moves_to_its_own_table_and_back(database_url):
     assert str(back).startswith("2026-11-22 10:01:00"), back
     migrate(command.upgrade, "head")
     db.close()
+
+
+def test_approved_requests_waiting_for_a_certificate_get_request_ttl_from_their_approval(
+        database_url):
+    """0005 -> 0006: a request approved at 10:20 that could not be issued expires at 10:50 (its
+    30 minute TTL counted from the approval), not at 10:30; pending ones keep their expiry, and
+    requests opened before templates were kept have none (signed as their target says)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from access.requests import State
+    from storage.db import _alembic_config
+    from storage.requests import SqlRequests
+
+    db = Database(database_url)
+    with db.migrating() as connection:
+        command.upgrade(_alembic_config(connection), "0005")
+    with db.engine.begin() as connection:
+        for request_id, state, decided in (("req-a", "approved", "'2026-11-22 10:20:00.000000'"),
+                                           ("req-p", "pending", "NULL")):
+            connection.execute(text(
+                "INSERT INTO requests (id, kind, requester, target, duration_seconds, reason, "
+                "key_fingerprint, public_key, state, version, created_at, expires_at, decided_at, "
+                f"issue_attempts) VALUES ('{request_id}', 'request', 'U1', 'prod-db', 3600, 'why', "
+                f"'SHA256:x', 'ssh-ed25519 A', '{state}', 0, '2026-11-22 10:00:00.000000', "
+                f"'2026-11-22 10:30:00.000000', {decided}, 0)"))
+    with db.migrating() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+    with db.transaction(read_only=True) as connection:
+        approved, pending = (SqlRequests(connection).get(i) for i in ("req-a", "req-p"))
+    assert approved.state is State.APPROVED and approved.template is None
+    assert (approved.expires_at.hour, approved.expires_at.minute) == (10, 50)
+    assert (pending.expires_at.hour, pending.expires_at.minute) == (10, 30)
+    db.close()

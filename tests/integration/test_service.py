@@ -280,10 +280,11 @@ def test_revocation_rights_and_krl(service, database):
     serial = str(certificate.spec.serial)
     with pytest.raises(PolicyRefusal, match="only your own"):
         revoking.revoke(service, serial, actor="U0BOB", as_user="U0BOB")
-    [done] = revoking.revoke(service, request.id, actor="U0REQ", as_user="U0REQ", reason="done early")
+    [done] = revoking.revoke(service, request.id, actor="U0REQ", as_user="U0REQ",
+                             reason="done early").certificates
     assert done.newly and done.serial == certificate.spec.serial
     assert lookup.request(service, request.id)[0].state is State.REVOKED
-    [again] = revoking.revoke(service, serial, actor="U0ADMIN", as_user="U0ADMIN")
+    [again] = revoking.revoke(service, serial, actor="U0ADMIN", as_user="U0ADMIN").certificates
     assert not again.newly
     from ca.krl import decode_krl
     [section] = decode_krl(revoking.krl(service).data).certificates
@@ -306,12 +307,15 @@ def test_signer_failure_keeps_the_request_approved_and_retry_issues(database, cl
     assert stored_certificate is None
     with database.session() as session:
         assert session.scalar(select(CertificateRecord.id)) is None
-    assert issuing.retry_issuing(service) == []  # still down: nothing issued, nothing raised
+    clock.advance(seconds=issuing.retry_delay(1).total_seconds())
+    assert issuing.retry_issuing(service).issued == []  # still down: nothing issued, nothing raised
     flaky.down = False
-    [issued] = issuing.retry_issuing(service)
+    assert issuing.retry_issuing(service).issued == []  # backing off after the second failure
+    clock.advance(seconds=issuing.retry_delay(2).total_seconds())
+    [issued] = issuing.retry_issuing(service).issued
     assert issued.request.id == request.id
     assert lookup.request(service, request.id)[0].state is State.ISSUED
-    assert issuing.retry_issuing(service) == []
+    assert issuing.retry_issuing(service).issued == []
     _chain_ok(database)
 
 
@@ -325,7 +329,7 @@ def test_an_abandoned_claim_is_retried_after_the_lease(database, clock, signer, 
                                                 else clock.now, "id": request.id})
     assert issuing.issue(service, request.id) is None
     clock.advance(seconds=ISSUE_LEASE.total_seconds() + 1)
-    [issued] = issuing.retry_issuing(service)
+    [issued] = issuing.retry_issuing(service).issued
     assert issued.certificate.spec.serial != 5
 
 
@@ -339,11 +343,11 @@ def test_a_fresh_approval_is_left_to_the_worker_that_approved_it(database, clock
         now = clock.now.replace(tzinfo=None) if database.url.startswith("sqlite") else clock.now
         session.execute(text("UPDATE requests SET state='approved', decided_at=:t WHERE id=:id"),
                         {"t": now, "id": request.id})
-    assert issuing.retry_issuing(service) == []
+    assert issuing.retry_issuing(service).issued == []
     clock.advance(seconds=ISSUE_LEASE.total_seconds() - 1)
-    assert issuing.retry_issuing(service) == []
+    assert issuing.retry_issuing(service).issued == []
     clock.advance(seconds=2)  # the approving worker died before issuing: the sweep takes over
-    [issued] = issuing.retry_issuing(service)
+    [issued] = issuing.retry_issuing(service).issued
     assert issued.request.id == request.id
 
 
@@ -366,7 +370,7 @@ def test_audit_write_failure_releases_no_certificate(database, clock, signer, us
         assert session.get(RequestRecord, request.id).state == "approved"
     monkeypatch.setattr(audit, "append_all", real_append)
     clock.advance(seconds=ISSUE_LEASE.total_seconds() + 1)
-    assert len(issuing.retry_issuing(service)) == 1
+    assert len(issuing.retry_issuing(service).issued) == 1
     _chain_ok(database)
 
 

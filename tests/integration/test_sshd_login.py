@@ -166,7 +166,8 @@ def test_service_revocation_reaches_sshd(tmp_path, sshd, cas, user_keys):
     assert sshd.login(key.private, path).ok
     sshd.set_revoked_keys(revoking.krl(service).data)
     assert sshd.login(key.private, path).ok  # nothing revoked yet
-    [revoked] = revoking.revoke(service, str(certificate.spec.serial), actor="test", reason="laptop lost")
+    [revoked] = revoking.revoke(service, str(certificate.spec.serial), actor="test",
+                                reason="laptop lost").certificates
     assert revoked.newly
     sshd.set_revoked_keys(revoking.krl(service).data)
     assert "revoked by file" in _refused(sshd, key, path)

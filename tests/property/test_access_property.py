@@ -328,8 +328,8 @@ class AccessMachine(RuleBasedStateMachine):
         assert cert is not None
         reference = request_id if by_request else str(cert.serial)
         expect = user == cert.holder or user in ADMINS
-        ok, result = self.attempt("revoke", lambda: revoking.revoke(self.service, 
-            reference, actor=user, reason="property test", as_user=user))
+        ok, result = self.attempt("revoke", lambda: revoking.revoke(
+            self.service, reference, actor=user, reason="property test", as_user=user).certificates)
         assert ok == expect, f"revoke by {user} of {cert.holder}'s certificate: expected " \
                              f"{'accept' if expect else 'refusal'}, got {result!r}"
         after_request, _, after = self.load(request_id)

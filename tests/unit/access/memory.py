@@ -26,7 +26,7 @@ class Row:
     request: Request
     issue_serial: int | None = None
     issue_claimed_at: datetime | None = None
-    issue_attempts: int = 0
+    issue_retry_at: datetime | None = None
     reviewed_at: datetime | None = None
     escalated_at: datetime | None = None
 
@@ -60,6 +60,7 @@ class MemoryRequests:
         if row is None or (row.request.state, row.request.version) != (before.state, before.version):
             return False
         row.request = replace(row.request, state=after.state, decided_at=after.decided_at,
+                              expires_at=after.expires_at, issue_error=after.issue_error,
                               version=row.request.version + 1)
         return True
 
@@ -81,26 +82,34 @@ class MemoryRequests:
         return sorted((r for r in self._all(state=State.PENDING) if r.requester == requester),
                       key=lambda r: r.created_at)
 
-    def past_ttl(self, now: datetime, limit: int) -> list[Request]:
-        due = sorted((r for r in self._all(state=State.PENDING) if r.expires_at <= now),
-                     key=lambda r: r.expires_at)
-        return due[:limit]
+    def past_ttl(self, now: datetime, limit: int, *, lease: timedelta) -> list[Request]:
+        pending = sorted((r for r in self._all(state=State.PENDING) if r.expires_at <= now),
+                         key=lambda r: r.expires_at)
+        unissued = sorted((row.request for row in self.data.requests.values()
+                           if row.request.state is State.APPROVED and row.request.expires_at <= now
+                           and not self._claimed(row, now, lease)), key=lambda r: r.expires_at)
+        return pending[:limit] + unissued[:limit]
 
-    def claim_issue(self, request_id: str, *, serial: int, now: datetime,
-                    lease: timedelta) -> Request | None:
+    @staticmethod
+    def _claimed(row: Row, now: datetime, lease: timedelta) -> bool:
+        return row.issue_claimed_at is not None and row.issue_claimed_at >= now - lease
+
+    def claim_issue(self, request_id: str, *, serial: int, now: datetime, lease: timedelta,
+                    max_attempts: int) -> Request | None:
         row = self.data.requests.get(request_id)
         if row is None or row.request.state is not State.APPROVED:
             return None
-        if row.issue_claimed_at is not None and row.issue_claimed_at >= now - lease:
+        if self._claimed(row, now, lease) or row.request.issue_attempts >= max_attempts:
             return None
         row.issue_serial, row.issue_claimed_at = serial, now
-        row.issue_attempts += 1
+        row.request = replace(row.request, issue_attempts=row.request.issue_attempts + 1)
         return row.request
 
-    def release_issue(self, request_id: str, *, serial: int, error: str) -> None:
+    def release_issue(self, request_id: str, *, serial: int, error: str,
+                      retry_at: datetime) -> None:
         row = self.data.requests[request_id]
         if row.issue_serial == serial:
-            row.issue_claimed_at = None
+            row.issue_claimed_at, row.issue_retry_at = None, retry_at
             row.request = replace(row.request, issue_error=error[:1000])
 
     def mark_issued(self, request_id: str, *, serial: int, now: datetime) -> bool:
@@ -111,13 +120,15 @@ class MemoryRequests:
                               version=row.request.version + 1)
         return True
 
-    def issuable(self, now: datetime, lease: timedelta) -> list[str]:
+    def issuable(self, now: datetime, lease: timedelta, max_attempts: int) -> list[str]:
         lapsed = now - lease
         return [row.request.id for row in self.data.requests.values()
-                if row.request.state is State.APPROVED and (
+                if row.request.state is State.APPROVED
+                and row.request.issue_attempts < max_attempts and (
                     (row.issue_claimed_at is not None and row.issue_claimed_at < lapsed)
-                    or (row.issue_claimed_at is None and row.issue_attempts > 0)
-                    or (row.issue_claimed_at is None
+                    or (row.issue_claimed_at is None and row.request.issue_attempts > 0
+                        and row.issue_retry_at <= now)
+                    or (row.issue_claimed_at is None and row.request.issue_attempts == 0
                         and (row.request.decided_at or row.request.created_at) < lapsed))]
 
     def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
@@ -135,6 +146,11 @@ class MemoryRequests:
         for row in due:
             row.escalated_at = now
         return [row.request for row in due]
+
+    def unescalate(self, request_id: str) -> bool:
+        row = self.data.requests[request_id]
+        marked, row.escalated_at = row.escalated_at is not None, None
+        return marked
 
 
 class MemoryCertificates:

@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from world import World, user_key
 
-from access import keys, lookup, opening, revoking, voting
-from access.errors import BadInput, PolicyRefusal
+from access import issuing, keys, lookup, opening, revoking, voting
+from access.errors import BadInput, PolicyRefusal, SignerUnavailable
 from access.requests import State
 from ca.krl import decode_krl
 
@@ -32,12 +32,34 @@ def test_holders_revoke_their_own_and_admins_any(world):
     [refused] = [e for e in world.store.data.audit if e["action"] == "certificate.revoke.refused"]
     assert (refused["actor"], refused["subject"]) == ("U0BOB", f"reference:{serial}")
     [done] = revoking.revoke(world.access, f" {serial} ", actor="U0REQ", as_user="U0REQ",
-                             reason="done early")
+                             reason="done early").certificates
     assert done.newly and done.holder == "U0REQ"
     assert lookup.request(world.access, done.request_id)[0].state is State.REVOKED
-    [again] = revoking.revoke(world.access, done.request_id, actor="U0ADMIN", as_user="U0ADMIN")
+    [again] = revoking.revoke(world.access, done.request_id, actor="U0ADMIN",
+                              as_user="U0ADMIN").certificates
     assert not again.newly and again.serial == certificate.spec.serial
     assert world.store.actions().count("certificate.revoked") == 1
+
+
+def test_revoking_an_approved_request_with_no_certificate_yet_cancels_it(world):
+    request = opening.open_request(world.access, user="U0REQ", target="web",
+                                   duration=timedelta(minutes=30), reason="deploy")
+    world.signer.down = SignerUnavailable("PKCS#11 token 'ca' is not present")
+    with pytest.raises(SignerUnavailable):
+        voting.vote(world.access, request.id, approver="U0BOB", approve=True)
+    world.signer.down = None
+    with pytest.raises(PolicyRefusal, match="only your own requests"):
+        revoking.revoke(world.access, request.id, actor="U0BOB", as_user="U0BOB")
+    done = revoking.revoke(world.access, request.id, actor="U0REQ", as_user="U0REQ",
+                           reason="not needed any more")
+    assert done.certificates == [] and done.cancelled.state is State.CANCELLED
+    assert lookup.request(world.access, request.id)[0].state is State.CANCELLED
+    world.clock.advance(hours=1)
+    assert issuing.retry_issuing(world.access).issued == []
+    assert issuing.issue(world.access, request.id) is None and world.signer.signed == 0
+    assert world.store.data.audit[-1]["action"] == "request.cancelled"
+    with pytest.raises(BadInput, match="no certificate with serial or request id"):
+        revoking.revoke(world.access, request.id, actor="cli:ops")  # nothing left to revoke
 
 
 def test_the_krl_names_revoked_serials_until_a_day_past_expiry(world):

@@ -41,6 +41,23 @@ def test_two_approvals_issue_one_certificate_after_the_deciding_vote(world):
     assert world.directory.asked == ["@dba"]  # BOB is listed by ID: no lookup for him
 
 
+@pytest.mark.parametrize("removed", ["U0BOB", "@dba"])
+def test_an_approval_stops_counting_when_its_approver_leaves_the_policy(world, removed):
+    request = ask(world)
+    first = "U0BOB" if removed == "U0BOB" else "U0DAVE"
+    voting.vote(world.access, request.id, approver=first, approve=True)
+    prod = world.policy.targets["prod-db"]
+    approvers = type(prod.approvers)(users=(prod.approvers.users - {removed}) | {"U0CARL"},
+                                     groups=prod.approvers.groups - {removed})
+    world.policy = type(world.policy)(**{**world.policy.__dict__, "targets": {
+        **world.policy.targets, "prod-db": type(prod)(**{**prod.__dict__, "approvers": approvers})}})
+    second = voting.vote(world.access, request.id, approver="U0CARL", approve=True)
+    assert not second.decided and second.request.state is State.PENDING  # 1 of 2 still counts
+    assert world.signer.signed == 0
+    third = "U0DAVE" if removed == "U0BOB" else "U0BOB"
+    assert voting.vote(world.access, request.id, approver=third, approve=True).issued is not None
+
+
 def test_who_may_not_vote(world):
     request = ask(world)
     with pytest.raises(PolicyRefusal, match="your own request"):
