@@ -4,6 +4,7 @@ and with VOUCH_LOG_FORMAT=json every line is one JSON object, bolt's own lines i
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -78,3 +79,30 @@ def test_each_refusal_is_one_log_line(server, user_keys):
     assert "4h" in too_long, too_long
     once(lambda: ok(driver.command(BOB, "/ssh-request", "prod-db 5x what is x")),
          BOB, "/ssh-request", "not a duration")
+
+
+# --- what people type cannot forge a line ------------------------------------------------
+
+RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+                    r"[\w.:-]+: ")
+FORGED = "\nFAKE vouch: approved"
+
+
+def test_what_people_type_cannot_forge_a_log_line(server, user_keys):
+    from test_bot import REQUESTS, ok, register_key
+
+    driver = server.driver
+    register_key(server, REQUESTER, user_keys["ed25519"])
+    ok(driver.command(REQUESTER, "/ssh-request", f"prod-db 1h a reason{FORGED}"))
+    # A user ID is text from the request too: every line break Python knows, and a terminal escape.
+    odd = f"U0ODD{FORGED}\r\nFAKE 2\u2028FAKE 3\x85FAKE 4\x1b[2J"
+    found = new_lines(server, lambda: ok(driver.command(odd, "/ssh-status")),
+                      lambda new: mentioning(new, "U0ODD"))
+    assert mentioning(found, r"U0ODD\nFAKE vouch: approved\r\nFAKE 2\u2028FAKE 3\x85FAKE 4\x1b[2J"), \
+        found
+    new_lines(server, lambda: driver.click(BOB, channel=REQUESTS, ts=next(iter(
+        server.fake.messages(REQUESTS))).ts, action_id="no_such_button", value="x"),
+        lambda new: mentioning(new, "no_such_button"))
+    logged = lines(server)
+    assert not [line for line in logged if line.lstrip().startswith("FAKE")], logged
+    assert [line for line in logged if not RECORD.match(line)] == [], "a record over several lines"
