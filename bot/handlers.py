@@ -114,6 +114,11 @@ class Bot:
         if user:
             self.slack.forget(user)
 
+    def on_unhandled(self, body) -> None:
+        """A request no listener takes (a button from an older version, an event not subscribed
+        to): Slack gets bolt's 404, the log one line naming it and nothing anyone typed."""
+        log.warning("unhandled Slack request: %s", payloads.kind(body))
+
     def on_error(self, error, body) -> None:
         log.error("unhandled error in a listener (ref %s): %r", secrets.token_hex(4), error)
 

@@ -4,13 +4,17 @@ and with VOUCH_LOG_FORMAT=json every line is one JSON object, bolt's own lines i
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import pytest
 
-from e2e_support import BOB, DAN, REQUESTER, Server, make_fake, policy_yaml, settle
+from e2e_support import (BOT_TOKEN, SIGNING_SECRET, TEAM, BOB, DAN, REQUESTER, Server, make_fake,
+                         policy_yaml, settle)
 
 PLAIN = "application/x-www-form-urlencoded"
 
@@ -106,3 +110,63 @@ def test_what_people_type_cannot_forge_a_log_line(server, user_keys):
     logged = lines(server)
     assert not [line for line in logged if line.lstrip().startswith("FAKE")], logged
     assert [line for line in logged if not RECORD.match(line)] == [], "a record over several lines"
+
+
+# --- no bodies, response_urls or secrets ---------------------------------------------------
+
+def post_twice_signed(server: Server, body: bytes) -> int:
+    """A signed request carrying a second, wrong X-Slack-Signature before the right one: the edge
+    reads one header, bolt the other, and bolt refused it logging the whole body at INFO."""
+    headers = server.driver.sign(body)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.putrequest("POST", "/slack/events")
+        for name, value in (("Content-Type", PLAIN), ("Content-Length", str(len(body))),
+                            ("X-Slack-Request-Timestamp", headers["X-Slack-Request-Timestamp"]),
+                            ("X-Slack-Signature", "v0=" + "0" * 64),
+                            ("X-Slack-Signature", headers["X-Slack-Signature"])):
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def unhandled(server: Server) -> list[tuple[object, str]]:
+    """Signed requests bolt has no listener for, each with what its log line should name."""
+    fake, driver = server.fake, server.driver
+    hook = fake.response_url(REQUESTER, "C0GENERAL")
+    dialog = {"type": "dialog_submission", "callback_id": "old_dialog", "team": {"id": TEAM},
+              "user": {"id": REQUESTER}, "submission": {"note": "TYPED-IN-A-DIALOG"},
+              "response_url": hook, "token": BOT_TOKEN}
+    message = next(iter(fake.messages("C0REQUESTS")))
+    return [
+        (lambda: driver._post_payload(dialog), "old_dialog"),
+        (lambda: driver.click(BOB, channel="C0REQUESTS", ts=message.ts, action_id="old_button",
+                              value="TYPED-IN-A-BUTTON"), "old_button"),
+        (lambda: driver.event({"type": "app_mention", "user": REQUESTER,
+                               "text": "TYPED-IN-AN-EVENT"}), "app_mention"),
+    ]
+
+
+def test_no_request_body_response_url_or_secret_is_logged(server, user_keys):
+    from test_bot import REQUESTS, ask, ok, register_key
+
+    fake, driver = server.fake, server.driver
+    register_key(server, REQUESTER, user_keys["ed25519"])
+    request_id, message = ask(server, REQUESTER, "crowd", "1h", "TYPED-IN-A-COMMAND")
+    ok(driver.click_button(DAN, channel=REQUESTS, ts=message.ts, label="Approve"))  # refused
+    ok(driver.command(REQUESTER, "/ssh-status", "TYPED-AS-AN-ARGUMENT"))  # refused
+    for action, name in unhandled(server):
+        found = new_lines(server, action, lambda new, name=name: mentioning(new, name))
+        assert len(mentioning(found, name)) == 1, found
+    forged = urllib.parse.urlencode({
+        "team_id": TEAM, "user_id": REQUESTER, "command": "/ssh-status", "token": BOT_TOKEN,
+        "text": "TYPED-IN-A-FORGERY", "response_url": fake.response_url(REQUESTER, "C0G")})
+    assert post_twice_signed(server, forged.encode()) == 401
+    settle(fake)
+    logged = "\n".join(lines(server))
+    assert "refused approve " + request_id in logged  # the clicks were logged, their bodies not
+    for leak in ("TYPED-", "/response/", "response%2F", "hooks.slack", "xoxb-", "xapp-",
+                 BOT_TOKEN, SIGNING_SECRET):
+        assert leak not in logged, (leak, [line for line in lines(server) if leak in line])
