@@ -102,8 +102,8 @@ def test_what_people_type_cannot_forge_a_log_line(server, user_keys):
     odd = f"U0ODD{FORGED}\r\nFAKE 2\u2028FAKE 3\x85FAKE 4\x1b[2J"
     found = new_lines(server, lambda: ok(driver.command(odd, "/ssh-status")),
                       lambda new: mentioning(new, "U0ODD"))
-    assert mentioning(found, r"U0ODD\nFAKE vouch: approved\r\nFAKE 2\u2028FAKE 3\x85FAKE 4\x1b[2J"), \
-        found
+    escaped = r"U0ODD\nFAKE vouch: approved\r\nFAKE 2\u2028FAKE 3\x85FAKE 4\x1b[2J"
+    assert mentioning(found, escaped), found
     new_lines(server, lambda: driver.click(BOB, channel=REQUESTS, ts=next(iter(
         server.fake.messages(REQUESTS))).ts, action_id="no_such_button", value="x"),
         lambda new: mentioning(new, "no_such_button"))
