@@ -170,3 +170,43 @@ def test_no_request_body_response_url_or_secret_is_logged(server, user_keys):
     for leak in ("TYPED-", "/response/", "response%2F", "hooks.slack", "xoxb-", "xapp-",
                  BOT_TOKEN, SIGNING_SECRET):
         assert leak not in logged, (leak, [line for line in lines(server) if leak in line])
+
+
+# --- VOUCH_LOG_FORMAT=json: bolt's lines too ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def json_server(tmp_path_factory):
+    srv = start(tmp_path_factory, "vouch-json-logs", VOUCH_LOG_FORMAT="json")
+    yield srv
+    srv.stop()
+    srv.fake.stop()
+
+
+def test_json_logs_are_one_object_a_line_and_bolt_keeps_our_levels(json_server, user_keys):
+    from test_bot import REQUESTS, ask, ok, register_key
+
+    server, driver = json_server, json_server.driver
+    register_key(server, REQUESTER, user_keys["ed25519"])
+    _, message = ask(server, REQUESTER, "prod-db", "1h", "json logs")
+    ok(driver.click_button(DAN, channel=REQUESTS, ts=message.ts, label="Approve"))  # refused
+    ok(driver.command(f"U0ODD{FORGED}\u2028FAKE\x85FAKE", "/ssh-status"))
+    # bolt has no listener for it; bolt's own warning quoted the action_id, line breaks and all
+    odd = "old\u2028button\x85"
+    new_lines(server, lambda: driver.click(BOB, channel=REQUESTS, ts=message.ts, action_id=odd,
+                                           value="x"),
+              lambda new: [line for line in new if "unhandled" in line.lower()])
+    forged = urllib.parse.urlencode({"team_id": TEAM, "user_id": REQUESTER,
+                                     "command": "/ssh-status", "text": ""}).encode()
+    assert post_twice_signed(server, forged) == 401  # bolt refuses it (and logged it at INFO)
+    settle(server.fake)
+    time.sleep(0.3)
+    # Collectors differ in where they end a line; Python's splitlines() ends it at the most places.
+    entries = [json.loads(line) for line in lines(server)]
+    assert all(set(entry) >= {"time", "level", "logger", "message"} for entry in entries)
+    assert [e for e in entries if e["message"].startswith("refused approve")
+            and DAN in e["message"]], "the refusal is there"
+    assert [e["message"] for e in entries if "unhandled" in e["message"]] \
+        == [f"unhandled Slack request: block_actions {odd}"]
+    quiet = [e for e in entries if e["logger"].split(".")[0] in ("slack_bolt", "slack_sdk", "app")
+             and e["level"] in ("debug", "info")]
+    assert quiet == [], quiet
