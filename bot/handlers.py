@@ -65,14 +65,21 @@ class Bot:
     def on_command(self, body) -> None:
         command = payloads.command(body)
         parsed = commands.parse(command.name, command.text)
-        if isinstance(parsed, commands.Help) or command.actor.team != self.team_id:
-            return  # answered in the ack
-        self._acting(command.actor, lambda: self._run(command.name, parsed, command.actor))
+        if command.actor.team != self.team_id:  # answered in the ack; logged here, off its path
+            _log_refusal(command.actor, command.name, texts.OTHER_WORKSPACE)
+        elif isinstance(parsed, commands.Help):
+            if parsed.problem:
+                _log_refusal(command.actor, command.name, parsed.problem)
+        else:
+            self._acting(command.actor, command.name,
+                         lambda: self._run(command.name, parsed, command.actor))
 
     def on_vote(self, body) -> None:
         click = payloads.click(body)
-        self._acting(click.actor, lambda: self._vote(click.actor, click.value,
-                                                     approve=click.action_id == views.APPROVE))
+        approve = click.action_id == views.APPROVE
+        doing = f"{'approve' if approve else 'deny'} {click.value}"
+        self._acting(click.actor, doing,
+                     lambda: self._vote(click.actor, click.value, doing, approve=approve))
 
     def on_review(self, body) -> None:
         click = payloads.click(body)
@@ -84,7 +91,7 @@ class Bot:
             self.notify.reviewed(request, clicked=clicked)
             self.notify.tell(click.actor, texts.reviewed_reply(request))
 
-        self._acting(click.actor, review)
+        self._acting(click.actor, f"review {click.value}", review)
 
     def on_form(self, body) -> None:
         form = payloads.submission(body)
@@ -98,7 +105,7 @@ class Bot:
             self._ask(form.actor, wanted, key=form.values.get("key") or None,
                       channel=form.private_metadata or None)
 
-        self._acting(form.actor, ask)
+        self._acting(form.actor, "the request form", ask)
 
     def on_user_change(self, body) -> None:
         """A user was deactivated, made a guest, renamed…: their next action is checked anew,
@@ -106,6 +113,11 @@ class Bot:
         user = payloads.changed_user(body)
         if user:
             self.slack.forget(user)
+
+    def on_unhandled(self, body) -> None:
+        """A request no listener takes (a button from an older version, an event not subscribed
+        to): Slack gets bolt's 404, the log one line naming it and nothing anyone typed."""
+        log.warning("unhandled Slack request: %s", payloads.kind(body))
 
     def on_error(self, error, body) -> None:
         log.error("unhandled error in a listener (ref %s): %r", secrets.token_hex(4), error)
@@ -184,13 +196,15 @@ class Bot:
         self.slack.open_view(actor.trigger_id,
                              views.request_form(policy, targets, options, actor.channel or ""))
 
-    def _vote(self, actor: Actor, request_id: str, *, approve: bool) -> None:
+    def _vote(self, actor: Actor, request_id: str, doing: str, *, approve: bool) -> None:
         try:
             result = voting.vote(self.access, request_id, approver=actor.user, approve=approve)
-        except AlreadyVoted:
+        except AlreadyVoted as exc:
+            _log_refusal(actor, doing, exc)
             self.notify.tell(actor, texts.ALREADY_VOTED)
             return
         except InvalidTransition as exc:
+            _log_refusal(actor, doing, exc)
             self.notify.tell(actor, texts.nothing_to_do(exc))
             return
         except IssueRefused:
@@ -208,12 +222,14 @@ class Bot:
 
     # --- who acted ------------------------------------------------------------------------
 
-    def _acting(self, actor: Actor, work: Callable[[], None]) -> None:
-        """Check who acted, then do the work; any refusal goes back to them, ephemerally."""
+    def _acting(self, actor: Actor, doing: str, work: Callable[[], None]) -> None:
+        """Check who acted, then do the work; any refusal goes back to them, ephemerally, and to
+        the log as one line."""
         try:
             self._check(actor)
             work()
         except VouchError as exc:
+            _log_refusal(actor, doing, exc)
             self.notify.tell(actor, texts.refusal(exc))
         except Exception:  # noqa: BLE001 - the person gets a reference, the log gets the rest
             ref = secrets.token_hex(4)
@@ -235,6 +251,15 @@ class Bot:
         if user.id not in self._remembered:
             users.remember(self.access, user.id, name=user.name, tz=user.tz)
             self._remembered.add(user.id)
+
+
+def _log_refusal(actor: Actor, doing: str, why: VouchError | str) -> None:
+    """One line for anything refused (or failed) to someone: who, what, and why."""
+    if isinstance(why, VouchError) and not isinstance(
+            why, (PolicyRefusal, BadInput, InvalidTransition, Refused)):
+        log.warning("failed %s by %s: %s", doing, actor.user, why.detail)  # Slack or the signer
+    else:
+        log.info("refused %s by %s: %s", doing, actor.user, getattr(why, "detail", why))
 
 
 def form_errors(values: dict[str, str]) -> dict[str, str]:

@@ -79,3 +79,21 @@ def changed_user(body: dict) -> str | None:
     """The user a `user_change` event is about."""
     user = (body.get("event") or {}).get("user") or {}
     return user.get("id") if isinstance(user, dict) else None
+
+
+def kind(body: dict) -> str:
+    """What a payload is, for a log line: its type and the command, action, view or event it
+    names, never what anyone typed."""
+    action = _first(body.get("actions"))
+    names = (body.get("type"), body.get("command"), action.get("action_id"),
+             _dict(body.get("view")).get("callback_id"), body.get("callback_id"),
+             _dict(body.get("event")).get("type"))
+    return " ".join(str(name)[:64] for name in names if name) or "of no known kind"
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _first(value) -> dict:
+    return _dict(value[0]) if isinstance(value, list) and value else {}

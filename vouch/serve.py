@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import uvicorn
+from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 
 from access.context import Access
@@ -135,6 +136,12 @@ def build(settings: Settings) -> Vouch:
                  interval=interval, socket_mode=socket_mode, notifier=notifier)
 
 
+def _secret_values(settings: Settings) -> list[str]:
+    """Every secret setting's value, for the log to redact."""
+    values = (getattr(settings, name) for name in type(settings).model_fields)
+    return [value.get_secret_value().strip() for value in values if isinstance(value, SecretStr)]
+
+
 def check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,7 +153,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(settings: Settings, *, host: str, port: int) -> None:
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, secrets=_secret_values(settings))
     check_port(host, port)
     vouch = build(settings)
     if vouch.socket_mode is not None:

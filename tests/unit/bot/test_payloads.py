@@ -46,3 +46,17 @@ def test_refusals_read_as_sentences_and_name_people_the_slack_way():
     refusal = texts.refusal(NotAnApprover("prod-db", People(frozenset({"U0BOB"}),
                                                             frozenset({"@dba"}))))
     assert refusal == "You are not an approver for prod-db; its approvers are <@U0BOB>, @dba"
+
+
+def test_kind_names_a_payload_without_what_was_typed():
+    assert payloads.kind({"type": "block_actions", "actions": [
+        {"action_id": "old_button", "value": "typed"}]}) == "block_actions old_button"
+    assert payloads.kind({"type": "dialog_submission", "callback_id": "d",
+                          "submission": {"note": "typed"}}) == "dialog_submission d"
+    assert payloads.kind({"type": "event_callback", "event": {"type": "app_mention",
+                                                              "text": "typed"}}) \
+        == "event_callback app_mention"
+    assert payloads.kind({"command": "/old", "text": "typed"}) == "/old"
+    assert payloads.kind({"type": "view_submission", "view": {"callback_id": "v"}}) \
+        == "view_submission v"
+    assert payloads.kind({"actions": "not a list", "view": [], "event": None}) == "of no known kind"
