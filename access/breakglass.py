@@ -47,8 +47,8 @@ def issue_breakglass(access: Access, request: Request) -> Issued:
     return issued
 
 
-def review(access: Access, request_id: str, *, reviewer: str) -> Request:
-    """An admin marks a break-glass use as reviewed; the first review stands."""
+def review(access: Access, request_id: str, *, reviewer: str, note: str | None = None) -> Request:
+    """An admin marks a break-glass use as reviewed, with a note; the first review stands."""
     policy = access.policy
     person = access.person(reviewer, policy.admins)
     now = access.clock()
@@ -59,12 +59,14 @@ def review(access: Access, request_id: str, *, reviewer: str) -> Request:
         request = unit.requests.get(request_id)
         if request is None:
             raise BadInput(f"no break-glass use {request_id[:64]!r}")
-        rules.review(policy, request, reviewer=person)
-        if not unit.requests.mark_reviewed(request_id, by=reviewer, now=now):
+        reviewed = rules.review(policy, request, reviewer=person, note=note, now=now)
+        if not unit.requests.mark_reviewed(request_id, by=reviewer, now=now,
+                                           note=reviewed.review_note):
             raise InvalidTransition("this break-glass use was already reviewed")
         unit.audit.record(actor=reviewer, action="breakglass.reviewed",
-                          subject=f"request:{request_id}", now=now)
-    return request
+                          subject=f"request:{request_id}", now=now,
+                          details={"note": reviewed.review_note})
+    return reviewed
 
 
 def escalate_unreviewed(access: Access) -> list[Request]:

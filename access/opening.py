@@ -6,21 +6,25 @@ from datetime import timedelta
 
 from access.context import Access
 from access.keys import choose_key
+from access.lookup import find
 from access.requests import Request, open_request as new_request
 
 
 def open_request(access: Access, *, user: str, target: str, duration: timedelta, reason: str,
-                 key_fingerprint: str | None = None) -> Request:
-    """Check a request against policy and store it (pending, audited) before anything is posted."""
+                 key_fingerprint: str | None = None, extends: str | None = None) -> Request:
+    """Check a request against policy and store it (pending, audited) before anything is posted.
+    `extends`: the id of the requester's earlier request this one asks to extend."""
     policy = access.policy
     requester = access.person(user, *policy.requesters())
     now = access.clock()
     with access.unit() as unit:
         key = choose_key(unit, user, key_fingerprint)
+        earlier = find(unit, extends) if extends else None
         request = new_request(policy, requester=requester, target_name=target, duration=duration,
                               reason=reason, key_fingerprint=key.fingerprint,
                               public_key=key.public_key, now=now,
-                              pending_for_target=unit.requests.pending_count(user, target))
+                              pending_for_target=unit.requests.pending_count(user, target),
+                              extends=earlier)
         unit.requests.add(request)
         unit.audit.record(actor=user, action="request.created", subject=f"request:{request.id}",
                           now=now, details=details(request))
@@ -29,6 +33,9 @@ def open_request(access: Access, *, user: str, target: str, duration: timedelta,
 
 def details(request: Request) -> dict:
     """What the audit log says about a new request."""
-    return {"kind": request.kind.value, "target": request.target,
-            "duration_seconds": int(request.duration.total_seconds()), "reason": request.reason,
-            "key_fingerprint": request.key_fingerprint}
+    described = {"kind": request.kind.value, "target": request.target,
+                 "duration_seconds": int(request.duration.total_seconds()),
+                 "reason": request.reason, "key_fingerprint": request.key_fingerprint}
+    if request.extends:
+        described["extends"] = request.extends
+    return described

@@ -46,6 +46,8 @@ class StoredCertificate:
     holder: str | None  # the Slack user it was issued to; None when signed directly
     request_id: str | None
     revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
 
 
 class Requests(Protocol):
@@ -55,8 +57,9 @@ class Requests(Protocol):
         """With its votes. lock: hold the row until the unit ends (voters queue, not race)."""
 
     def move(self, before: Request, after: Request) -> bool:
-        """Store `after`'s state, decision and expiry times and issue error if the request is
-        still `before` (its state and version); False when someone else moved it first."""
+        """Store `after`'s state, decision and expiry times, issue error and canceller if the
+        request is still `before` (its state and version); False when someone else moved it
+        first."""
 
     def add_vote(self, request_id: str, vote: Vote) -> None:
         """Raises Duplicate when this approver already voted."""
@@ -64,6 +67,12 @@ class Requests(Protocol):
     def pending_count(self, requester: str, target: str) -> int: ...
 
     def pending_of(self, requester: str) -> list[Request]: ...
+
+    def pending(self, now: datetime, limit: int) -> list[Request]:
+        """Undecided requests not yet past their TTL, with their votes, soonest expiry first."""
+
+    def unreviewed_breakglass(self, limit: int) -> list[Request]:
+        """Break-glass uses nobody has reviewed, oldest first."""
 
     def past_ttl(self, now: datetime, limit: int, *, lease: timedelta) -> list[Request]:
         """Pending requests, and approved ones nobody is issuing (no claim younger than
@@ -87,7 +96,7 @@ class Requests(Protocol):
         due (retry_at passed), abandoned (claim older than `lease`), or never tried within
         `lease` of their approval."""
 
-    def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
+    def mark_reviewed(self, request_id: str, *, by: str, now: datetime, note: str | None) -> bool:
         """The first review of a break-glass use stands; False if it was reviewed already."""
 
     def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:

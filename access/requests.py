@@ -24,6 +24,7 @@ from access.template import Template
 
 MAX_PENDING_PER_TARGET = 3
 MAX_REASON_LENGTH = 500
+MIN_NOTE_LENGTH = 3  # a deny reason, a revocation's reason, a break-glass review note
 
 
 class State(str, enum.Enum):
@@ -53,6 +54,7 @@ class Vote:
     approver: str
     approve: bool
     at: datetime
+    comment: str | None = None  # a deny's reason (required), an approval's note (optional)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ class Request:
     reviewed_by: str | None = None  # break-glass: the admin who reviewed this use
     # What will be signed, fixed at opening; None only for requests opened before Vouch kept it.
     template: Template | None = None
+    cancelled_by: str | None = None  # who cancelled it ("vouch" when the policy stopped it)
+    extends: str | None = None  # the request whose access this one extends
+    review_note: str | None = None  # break-glass: the reviewing admin's note
+    reviewed_at: datetime | None = None
 
     @property
     def approvers(self) -> list[str]:
@@ -84,6 +90,10 @@ class Request:
     @property
     def denied_by(self) -> str | None:
         return next((v.approver for v in self.votes if not v.approve), None)
+
+    @property
+    def deny_reason(self) -> str | None:
+        return next((v.comment for v in self.votes if not v.approve), None)
 
 
 def new_request_id() -> str:
@@ -111,6 +121,19 @@ def check_reason(reason: str) -> str:
     return reason
 
 
+def check_note(note: str | None, what: str, *, required: bool = True) -> str | None:
+    """A reason or note typed into a modal: MIN_NOTE_LENGTH to MAX_REASON_LENGTH characters."""
+    note = " ".join((note or "").split())
+    if not note and not required:
+        return None
+    if len(note) < MIN_NOTE_LENGTH:
+        raise PolicyRefusal(f"{what} is required: at least {MIN_NOTE_LENGTH} characters")
+    if len(note) > MAX_REASON_LENGTH:
+        raise PolicyRefusal(f"{what} is {len(note)} characters long; keep it under "
+                            f"{MAX_REASON_LENGTH}")
+    return note
+
+
 def check_duration(target: Target, duration: timedelta) -> None:
     if duration > target.max_duration:
         raise PolicyRefusal(f"{format_duration(duration)} is longer than {target.name}'s maximum of "
@@ -127,7 +150,8 @@ def requestable_targets(policy: Policy, requester: Person) -> list[str]:
 
 def open_request(policy: Policy, *, requester: Person, target_name: str, duration: timedelta,
                  reason: str, key_fingerprint: str, public_key: str, now: datetime,
-                 pending_for_target: int, request_id: str | None = None) -> Request:
+                 pending_for_target: int, request_id: str | None = None,
+                 extends: Request | None = None) -> Request:
     """A new pending request, or PolicyRefusal saying exactly which rule refused it."""
     allowed = requestable_targets(policy, requester)
     target = policy.target(target_name)
@@ -141,12 +165,17 @@ def open_request(policy: Policy, *, requester: Person, target_name: str, duratio
     reason = check_reason(reason)
     if pending_for_target >= MAX_PENDING_PER_TARGET:
         raise PolicyRefusal(f"you already have {pending_for_target} pending requests for "
-                            f"{target_name}; wait for a decision or cancel one")
+                            f"{target_name}; wait for a decision or cancel one with "
+                            "`/ssh-request cancel <request-id>`")
+    if extends is not None and (extends.requester != requester.id or extends.target != target_name):
+        raise PolicyRefusal(f"{extends.id} is not your request for {target_name}: only your own "
+                            "access can be extended")
     return Request(id=request_id or new_request_id(), kind=Kind.REQUEST, requester=requester.id,
                    target=target_name, duration=duration, reason=reason,
                    key_fingerprint=key_fingerprint, public_key=public_key, state=State.PENDING,
                    created_at=now, expires_at=now + policy.request_ttl,
-                   template=Template.for_target(target))
+                   template=Template.for_target(target),
+                   extends=extends.id if extends is not None else None)
 
 
 def open_breakglass(policy: Policy, *, user: Person, target_name: str, duration: timedelta,
@@ -185,7 +214,8 @@ class Outcome:
 
 
 def cast_vote(policy: Policy, request: Request, *, approver: Person, approve: bool,
-              now: datetime, no_longer_approvers: frozenset[str] = frozenset()) -> Outcome:
+              now: datetime, no_longer_approvers: frozenset[str] = frozenset(),
+              comment: str | None = None) -> Outcome:
     """Apply one approver's click. Refuses self-approval, non-approvers, second votes, and votes
     on requests that are no longer pending. Earlier approvals by `no_longer_approvers` (people
     the policy stopped listing since they voted) do not count."""
@@ -202,7 +232,9 @@ def cast_vote(policy: Policy, request: Request, *, approver: Person, approve: bo
         raise NotAnApprover(request.target, target.approvers)
     if any(v.approver == approver.id for v in request.votes):
         raise AlreadyVoted("you have already voted on this request")
-    vote = Vote(approver=approver.id, approve=approve, at=now)
+    comment = check_note(comment, "a reason for denying" if not approve else "the comment",
+                         required=not approve)
+    vote = Vote(approver=approver.id, approve=approve, at=now, comment=comment)
     votes = request.votes + (vote,)
     if not approve:
         return Outcome(_move(request, State.DENIED, votes=votes, decided_at=now), vote, decided=True)
@@ -219,14 +251,14 @@ def cancel(policy: Policy, request: Request, *, by: Person, now: datetime) -> Re
     """The requester (or an admin) withdraws a request nobody has issued yet."""
     if by.id != request.requester and not policy.admins.includes(by):
         raise PolicyRefusal("only the requester or an admin can cancel a request")
-    return _move(request, State.CANCELLED, decided_at=now)
+    return _move(request, State.CANCELLED, decided_at=now, cancelled_by=by.id)
 
 
-def cancel_unissued(request: Request, *, now: datetime) -> Request:
+def cancel_unissued(request: Request, *, by: str, now: datetime) -> Request:
     """Revoking an approved request before its certificate exists: none will be issued."""
     if request.state is not State.APPROVED:
         raise InvalidTransition(f"this request is {request.state.value}, not awaiting its certificate")
-    return _move(request, State.CANCELLED, decided_at=now)
+    return _move(request, State.CANCELLED, decided_at=now, cancelled_by=by)
 
 
 def expire(request: Request, *, now: datetime) -> Request:
@@ -259,7 +291,7 @@ def signing_refusal(policy: Policy, request: Request) -> str | None:
 
 def refuse_issuing(request: Request, *, now: datetime, why: str) -> Request:
     """The policy no longer allows what was approved: nothing is signed, ever."""
-    return _move(request, State.CANCELLED, decided_at=now, issue_error=why)
+    return _move(request, State.CANCELLED, decided_at=now, issue_error=why, cancelled_by="vouch")
 
 
 def issued(request: Request) -> Request:
@@ -277,8 +309,10 @@ def may_revoke(policy: Policy, *, holder: str, user: Person) -> bool:
     return user.id == holder or policy.admins.includes(user)
 
 
-def review(policy: Policy, request: Request, *, reviewer: Person) -> None:
-    """Refuses a break-glass review by anyone but an admin other than the user who broke glass."""
+def review(policy: Policy, request: Request, *, reviewer: Person, note: str | None,
+           now: datetime) -> Request:
+    """The break-glass use, reviewed: refused to anyone but an admin other than the user who
+    broke glass, and without a note saying what the review found."""
     if not policy.admins.includes(reviewer):
         raise PolicyRefusal("only admins can review break-glass use")
     if request.kind is not Kind.BREAKGLASS:
@@ -287,3 +321,5 @@ def review(policy: Policy, request: Request, *, reviewer: Person) -> None:
         raise PolicyRefusal("you cannot review your own break-glass use")
     if request.reviewed_by is not None:
         raise InvalidTransition("this break-glass use was already reviewed")
+    note = check_note(note, "a review note")
+    return replace(request, reviewed_by=reviewer.id, reviewed_at=now, review_note=note)

@@ -55,7 +55,7 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
             if person is not None and not rules.may_revoke(policy, holder=unissued.requester,
                                                            user=person):
                 raise PolicyRefusal("you can revoke only your own requests (admins can revoke any)")
-            cancelled = rules.cancel_unissued(unissued, now=now)
+            cancelled = rules.cancel_unissued(unissued, by=actor, now=now)
             if not unit.requests.move(unissued, cancelled):
                 raise InvalidTransition("this request changed meanwhile; look again")
             unit.audit.record(actor=actor, action="request.cancelled",

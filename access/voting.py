@@ -21,8 +21,10 @@ class VoteResult:
     issued: Issued | None = None
 
 
-def vote(access: Access, request_id: str, *, approver: str, approve: bool) -> VoteResult:
-    """One approver's click; the deciding approval issues the certificate (after it committed)."""
+def vote(access: Access, request_id: str, *, approver: str, approve: bool,
+         comment: str | None = None) -> VoteResult:
+    """One approver's decision (a deny needs a reason as `comment`); the deciding approval
+    issues the certificate (after it committed)."""
     policy = access.policy
     with access.unit(read_only=True) as unit:
         seen = find(unit, request_id)
@@ -39,13 +41,13 @@ def vote(access: Access, request_id: str, *, approver: str, approve: bool) -> Vo
                                      subject=f"request:{request_id}"), access.unit() as unit:
             request = find(unit, request_id, lock=True)
             outcome = rules.cast_vote(policy, request, approver=person, approve=approve, now=now,
-                                      no_longer_approvers=no_longer)
+                                      no_longer_approvers=no_longer, comment=comment)
             unit.requests.add_vote(request_id, outcome.vote)
             if not unit.requests.move(request, outcome.request):
                 raise InvalidTransition("this request changed meanwhile; look again")
             unit.audit.record(actor=approver, action="request.voted",
                               subject=f"request:{request_id}", now=now,
-                              details={"approve": approve})
+                              details={"approve": approve, "comment": outcome.vote.comment})
             if outcome.decided:
                 unit.audit.record(actor=approver, action=f"request.{outcome.request.state.value}",
                                   subject=f"request:{request_id}", now=now,
@@ -69,6 +71,6 @@ def cancel(access: Access, request_id: str, *, user: str) -> Request:
         if not unit.requests.move(request, cancelled):
             raise InvalidTransition("this request changed meanwhile; look again")
         unit.audit.record(actor=user, action="request.cancelled", subject=f"request:{request_id}",
-                          now=now)
+                          now=now, details={"before": request.state.value})
     return cancelled
 

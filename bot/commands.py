@@ -13,6 +13,7 @@ USAGE = {
     "/ssh-request": (
         "*Usage:* `/ssh-request <target> <duration> <reason…>`, e.g. "
         "`/ssh-request prod-db 2h investigating slow queries`.\n"
+        "`/ssh-request cancel <request-id>` withdraws your pending request.\n"
         "Type `/ssh-request` alone to open a form. " + DURATION_USAGE.capitalize() + "."),
     "/ssh-breakglass": (
         "*Usage:* `/ssh-breakglass <target> <duration> <reason…>` — emergency access with no "
@@ -23,7 +24,8 @@ USAGE = {
     "/ssh-revoke": (
         "*Usage:* `/ssh-revoke <serial|request-id> [reason…]` — revoke your certificate "
         "(admins: anyone's). Hosts refuse it from their next KRL refresh."),
-    "/ssh-status": "*Usage:* `/ssh-status` — your pending requests and live certificates.",
+    "/ssh-status": ("*Usage:* `/ssh-status` — your pending requests, live certificates and the "
+                    "requests waiting for your approval."),
 }
 
 
@@ -47,6 +49,11 @@ class AskAccess:
 @dataclass(frozen=True)
 class OpenForm:
     pass
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    request_id: str
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,8 @@ class Status:
     pass
 
 
-Command = Help | AskAccess | OpenForm | KeyAdd | KeyList | KeyRemove | Revoke | Status
+Command = (Help | AskAccess | OpenForm | CancelRequest | KeyAdd | KeyList | KeyRemove | Revoke
+           | Status)
 
 
 def parse(command: str, text: str) -> Command:
@@ -97,6 +105,11 @@ def _access(command: str, text: str) -> Command:
             return OpenForm()
         return Help(command, "Say which target, for how long, and why.")
     parts = text.split(None, 2)
+    if command == "/ssh-request" and parts[0].lower() == "cancel" and \
+            (len(parts) == 1 or parts[1].startswith("req-")):  # not a target named "cancel"
+        if len(parts) != 2:
+            raise BadInput("Give the request id after `cancel`: `/ssh-request cancel req-…`.")
+        return CancelRequest(parts[1])
     if len(parts) < 2:
         raise BadInput(f"Missing the duration after `{parts[0]}`.")
     duration = parse_duration(parts[1])

@@ -8,13 +8,13 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from access import breakglass, keys, lookup, opening, revoking, users, voting
+from access import breakglass, keys, opening, revoking, users, voting
 from access.context import Access
 from access.durations import parse_duration
 from access.errors import (AlreadyVoted, BadInput, InvalidTransition, IssueRefused,
                            PolicyRefusal, SignerUnavailable, VouchError)
 from access.requests import requestable_targets
-from bot import commands, payloads, texts, views
+from bot import commands, modals, payloads, texts
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.payloads import Actor
@@ -71,41 +71,31 @@ class Bot:
             if parsed.problem:
                 _log_refusal(command.actor, command.name, parsed.problem)
         else:
-            self._acting(command.actor, command.name,
+            self.acting(command.actor, command.name,
                          lambda: self._run(command.name, parsed, command.actor))
 
-    def on_vote(self, body) -> None:
+    def on_approve(self, body) -> None:
         click = payloads.click(body)
-        approve = click.action_id == views.APPROVE
-        doing = f"{'approve' if approve else 'deny'} {click.value}"
-        self._acting(click.actor, doing,
-                     lambda: self._vote(click.actor, click.value, doing, approve=approve))
-
-    def on_review(self, body) -> None:
-        click = payloads.click(body)
-
-        def review() -> None:
-            request = breakglass.review(self.access, click.value, reviewer=click.actor.user)
-            clicked = (click.actor.channel, click.message_ts) \
-                if click.actor.channel and click.message_ts else None
-            self.notify.reviewed(request, clicked=clicked)
-            self.notify.tell(click.actor, texts.reviewed_reply(request))
-
-        self._acting(click.actor, f"review {click.value}", review)
+        doing = f"approve {click.value}"
+        self.acting(click.actor, doing,
+                    lambda: self.decide(click.actor, click.value, doing, approve=True))
 
     def on_form(self, body) -> None:
         form = payloads.submission(body)
         if form_errors(form.values):
             return  # shown next to the fields by the ack; nothing to do
 
+        about = modals.Modal.read(form.private_metadata)
+        actor = payloads.Actor(user=form.actor.user, team=form.actor.team, channel=about.channel)
+
         def ask() -> None:
             wanted = commands.AskAccess(target=form.values.get("target", ""),
                                         duration=parse_duration(form.values.get("duration", "")),
                                         reason=form.values.get("reason", ""))
-            self._ask(form.actor, wanted, key=form.values.get("key") or None,
-                      channel=form.private_metadata or None)
+            self._ask(actor, wanted, key=form.values.get("key") or None,
+                      channel=about.channel, extends=about.extends)
 
-        self._acting(form.actor, "the request form", ask)
+        self.acting(actor, "the request form", ask)
 
     def on_user_change(self, body) -> None:
         """A user was deactivated, made a guest, renamed…: their next action is checked anew,
@@ -113,6 +103,14 @@ class Bot:
         user = payloads.changed_user(body)
         if user:
             self.slack.forget(user)
+
+    def on_home_opened(self, body) -> None:
+        """The App Home tab: published for whoever opened it (events need no ack of their own)."""
+        event = body.get("event") or {}
+        if event.get("tab", "home") != "home" or not event.get("user"):
+            return
+        actor = payloads.Actor(user=str(event["user"]), team=body.get("team_id"))
+        self.acting(actor, "open the App Home", lambda: self.notify.home.opened(actor.user))
 
     def on_unhandled(self, body) -> None:
         """A request no listener takes (a button from an older version, an event not subscribed
@@ -131,7 +129,11 @@ class Bot:
             else:
                 self._ask(actor, parsed, key=None, channel=actor.channel)
         elif isinstance(parsed, commands.OpenForm):
-            self._open_form(actor)
+            self.open_form(actor)
+        elif isinstance(parsed, commands.CancelRequest):
+            cancelled = voting.cancel(self.access, parsed.request_id, user=actor.user)
+            self.notify.cancelled(cancelled)
+            self.notify.tell(actor, texts.cancelled_reply(cancelled))
         elif isinstance(parsed, commands.KeyAdd):
             key, newly = keys.add_key(self.access, actor.user, parsed.line)
             self.notify.tell(actor, texts.key_added(key, newly))
@@ -147,21 +149,21 @@ class Bot:
                 self.notify.cancelled_unissued(actor.user, done.cancelled, parsed.reason)
                 self.notify.tell(actor, texts.cancelled_unissued_reply(done.cancelled))
                 return
-            self.notify.revoked(actor.user, done.certificates, parsed.reason)
-            self.notify.tell(actor, texts.revoked_reply([item.serial for item in done.certificates]))
+            self.notify.revoked(done.certificates)
+            self.notify.tell(actor, texts.revoked_reply(done.certificates))
         elif isinstance(parsed, commands.Status):
-            pending, live = lookup.status(self.access, actor.user)
-            self.notify.tell(actor, texts.status(pending, live, self.slack.tz(actor.user)))
+            self.notify.tell(actor, texts.status(self.notify.home.lists(actor.user),
+                                                 self.slack.tz(actor.user)))
 
     def _ask(self, actor: Actor, ask: commands.AskAccess, *, key: str | None,
-             channel: str | None) -> None:
+             channel: str | None, extends: str | None = None) -> None:
         channel = self.access.policy.requests_channel or channel
         if channel is None:
             raise BadInput(texts.NO_CHANNEL)
         try:
             request = opening.open_request(self.access, user=actor.user, target=ask.target,
                                            duration=ask.duration, reason=ask.reason,
-                                           key_fingerprint=key)
+                                           key_fingerprint=key, extends=extends)
         except PolicyRefusal:
             self.metrics.requests.labels(outcome="refused").inc()
             raise
@@ -171,8 +173,12 @@ class Bot:
     def _breakglass(self, actor: Actor, ask: commands.AskAccess) -> None:
         """Stored, then the security channel alerted, then signed and delivered: nobody holds a
         break-glass certificate the security channel was not (or is not being) told about."""
-        request = breakglass.open_breakglass(self.access, user=actor.user, target=ask.target,
-                                             duration=ask.duration, reason=ask.reason)
+        try:
+            request = breakglass.open_breakglass(self.access, user=actor.user, target=ask.target,
+                                                 duration=ask.duration, reason=ask.reason)
+        except PolicyRefusal as exc:
+            self.notify.breakglass_refused(actor.user, ask.target, exc.message)
+            raise
         self.notify.breakglass_used(request)
         try:
             issued = breakglass.issue_breakglass(self.access, request)
@@ -183,7 +189,8 @@ class Bot:
         self.notify.delivered(issued)
         self.notify.tell(actor, texts.breakglass_done(request))
 
-    def _open_form(self, actor: Actor) -> None:
+    def open_form(self, actor: Actor, *, prefill=None, extends: str | None = None) -> None:
+        """The request form; prefilled from an earlier request by Extend and Request again."""
         policy = self.access.policy
         registered = keys.list_keys(self.access, actor.user)
         if not registered:
@@ -193,12 +200,17 @@ class Bot:
             raise PolicyRefusal(texts.NO_TARGET_FOR_FORM)
         options = [(f"{k.key_type} {k.fingerprint[:30]}… {k.comment}", k.fingerprint)
                    for k in registered]
-        self.slack.open_view(actor.trigger_id,
-                             views.request_form(policy, targets, options, actor.channel or ""))
+        about = modals.Modal(channel=actor.channel if actor.channel and
+                             not actor.channel.startswith("D") else None, extends=extends)
+        self.slack.open_view(actor.trigger_id, modals.request_form(policy, targets, options, about,
+                                                                   prefill=prefill))
 
-    def _vote(self, actor: Actor, request_id: str, doing: str, *, approve: bool) -> None:
+    def decide(self, actor: Actor, request_id: str, doing: str, *, approve: bool,
+               comment: str | None = None) -> None:
+        """An approver's Approve (with an optional comment) or Deny (with its reason)."""
         try:
-            result = voting.vote(self.access, request_id, approver=actor.user, approve=approve)
+            result = voting.vote(self.access, request_id, approver=actor.user, approve=approve,
+                                 comment=comment)
         except AlreadyVoted as exc:
             _log_refusal(actor, doing, exc)
             self.notify.tell(actor, texts.ALREADY_VOTED)
@@ -222,7 +234,7 @@ class Bot:
 
     # --- who acted ------------------------------------------------------------------------
 
-    def _acting(self, actor: Actor, doing: str, work: Callable[[], None]) -> None:
+    def acting(self, actor: Actor, doing: str, work: Callable[[], None]) -> None:
         """Check who acted, then do the work; any refusal goes back to them, ephemerally, and to
         the log as one line."""
         try:

@@ -27,7 +27,7 @@ class Jobs:
 
     def sweeps(self) -> list[Callable[[], object]]:
         return [self.expire, self.retry_issuing, self.post_unposted, self.remind, self.escalate,
-                *self.also]
+                self.announce_revocations, *self.also]
 
     def run_once(self) -> None:
         for sweep in self.sweeps():
@@ -56,6 +56,10 @@ class Jobs:
     def post_unposted(self) -> None:
         """Requests stored while Slack was failing: post them now."""
         self.notify.repost_unposted()
+
+    def announce_revocations(self) -> None:
+        """Revocations made outside Slack (`vouch revoke`): the card, thread and holder hear."""
+        self.notify.announce_revocations()
 
     def remind(self) -> None:
         """A DM to each holder, once, reminder_before their certificate expires."""

@@ -31,3 +31,10 @@ class Messages(Protocol):
 
     def unposted_alerts(self, *, now: datetime, lease: timedelta) -> list[str]:
         """Break-glass uses awaiting review whose alert nobody posted (or is posting)."""
+
+    def claim_revocation_notice(self, serial: int, *, now: datetime) -> bool:
+        """True for the one worker that should announce this revocation in Slack."""
+
+    def unannounced_revocations(self, *, now: datetime) -> list[int]:
+        """Serials of live certificates revoked with no announcement claimed (a revocation made
+        by `vouch revoke`, or by a replica that died before announcing it)."""

@@ -17,6 +17,7 @@ from access.template import Template
 from access.revoking import Revoked
 from access.voting import VoteResult
 from bot import texts, views
+from bot.home import Home
 from bot.messages import POST_LEASE, Messages
 from bot.metrics import Metrics
 from bot.outbox import Outbox
@@ -34,6 +35,7 @@ class Notifier:
         self.messages = messages
         self.metrics = metrics
         self.outbox = Outbox()
+        self.home = Home(access, slack)
         # Why the security channel cannot be posted to, while it cannot (/readyz reports it).
         self.security_problem: str | None = None
 
@@ -58,6 +60,7 @@ class Notifier:
         self.outbox.submit(channel, lambda: self.post_request(request.id))
         self.tell(actor, texts.request_stored(request, channel))
         self._quietly(self.slack.dm_channel, request.requester)
+        self.home.refresh(None)  # its approvers' lists (and the requester's)
 
     def post_request(self, request_id: str) -> bool:
         """Post the request message and call the approvers in its thread. False if Slack failed
@@ -77,8 +80,8 @@ class Notifier:
             self.messages.release(request_id)
             return False
         self.messages.posted(request_id, posted_channel, ts)
-        self._quietly(self.slack.post, posted_channel,
-                      views.approvers_note(target, self._group_mentions()), thread_ts=ts)
+        note = views.approvers_note(request, target, self._group_mentions())
+        self._quietly(self.slack.post, posted_channel, note.text, note.blocks, thread_ts=ts)
         return True
 
     def repost_unposted(self) -> None:
@@ -126,6 +129,13 @@ class Notifier:
         if result.decided and request.state is State.DENIED:
             self._quietly(self.slack.dm, request.requester, texts.denied_dm(request, actor.user))
         self.refresh(request.id)
+        self.home.refresh(None)
+
+    def cancelled(self, request: Request) -> None:
+        """The card and thread say who cancelled; the lists that showed it forget it."""
+        self._in_thread(request.id, texts.cancelled_note(request))
+        self.refresh(request.id)
+        self.home.refresh(None)
 
     def signing_failed(self, request_id: str) -> None:
         request, _ = lookup.request(self.access, request_id)
@@ -143,6 +153,7 @@ class Notifier:
     def expired(self, request: Request) -> None:
         self.metrics.requests.labels(outcome="expired").inc()
         self.refresh(request.id)
+        self.home.refresh(None)
         self._quietly(self.slack.dm, request.requester, texts.expired_dm(request))
 
     # --- certificates ---------------------------------------------------------------------
@@ -154,6 +165,7 @@ class Notifier:
         self.metrics.signing.observe(issued.seconds)
         dm = views.certificate_dm(certificate, request, tz=self.slack.tz(request.requester))
         self.slack.dm(request.requester, dm.text, dm.blocks)
+        self.home.refresh(request.requester)
 
     def delivered(self, issued: Issued) -> None:
         """A certificate issued on a retry: DM it and note it on the request."""
@@ -163,15 +175,34 @@ class Notifier:
             self._in_thread(issued.request.id, texts.issued_note(spec.serial, spec.valid_before))
         self.refresh(issued.request.id)  # the card, or the break-glass alert, shows the serial
 
-    def revoked(self, by: str, done: list[Revoked], reason: str | None) -> None:
+    def revoked(self, done: list[Revoked]) -> None:
+        """Every revocation, however it was made: the card or alert says so, the thread hears
+        why, the holder is told. Once per certificate across replicas (a claimed notice)."""
         for item in done:
             if item.newly:
                 self.metrics.revocations.inc()
-            if item.request_id:
-                self.refresh(item.request_id)
-                if item.newly:
-                    note = views.revoked_note(item.serial, by, reason)
-                    self._in_thread(item.request_id, note.text, note.blocks)
+                self.announce_revocation(item.serial)
+
+    def announce_revocation(self, serial: int) -> None:
+        if not self.messages.claim_revocation_notice(serial, now=self.access.clock()):
+            return  # announced already, or being announced
+        certificate = lookup.certificate(self.access, serial)
+        request = lookup.request(self.access, certificate.request_id)[0] \
+            if certificate.request_id else None
+        if request is not None:
+            self.refresh(request.id)
+            note = views.revoked_note(serial, certificate.revoked_by or "an operator",
+                                      certificate.revoke_reason)
+            self._in_thread(request.id, note.text, note.blocks)
+        if certificate.holder:
+            dm = views.revocation_dm(certificate, request.target if request else None)
+            self._quietly(self.slack.dm, certificate.holder, dm.text, dm.blocks)
+            self.home.refresh(certificate.holder)
+
+    def announce_revocations(self) -> None:
+        """Revocations made where Slack is not (`vouch revoke`, a replica that died): now."""
+        for serial in self.messages.unannounced_revocations(now=self.access.clock()):
+            self.announce_revocation(serial)
 
     def cancelled_unissued(self, by: str, request: Request, reason: str | None) -> None:
         """An approved request revoked before its certificate existed: none will be."""
@@ -180,14 +211,13 @@ class Notifier:
         if by != request.requester:
             self._quietly(self.slack.dm, request.requester, note.text)
         self.refresh(request.id)
+        self.home.refresh(request.requester)
 
     def reminder(self, certificate: StoredCertificate) -> None:
-        target = None
-        if certificate.request_id:
-            target = lookup.request(self.access, certificate.request_id)[0].target
-        self._quietly(self.slack.dm, certificate.holder,
-                      texts.reminder_dm(target, certificate.serial, certificate.valid_before,
-                                        self.slack.tz(certificate.holder)))
+        request = lookup.request(self.access, certificate.request_id)[0] \
+            if certificate.request_id else None
+        dm = views.reminder_dm(request, certificate, tz=self.slack.tz(certificate.holder))
+        self._quietly(self.slack.dm, certificate.holder, dm.text, dm.blocks)
 
     # --- break-glass ----------------------------------------------------------------------
 
@@ -215,6 +245,17 @@ class Notifier:
         self._security_reachable()
         return True
 
+    def breakglass_refused(self, user: str, target: str, why: str) -> None:
+        """A refused attempt is the security channel's business too."""
+        channel = self.access.policy.security_channel
+        if channel:
+            said = views.breakglass_refused(user, target, why)
+            try:
+                self.slack.post(channel, said.text, said.blocks)
+            except SlackUnavailable as exc:
+                self._security_unreachable(f"a refused break-glass attempt by {user} was not "
+                                           f"reported: {exc.message}")
+
     def reviewed(self, request: Request, *, clicked: tuple[str, str] | None) -> None:
         """Re-render the break-glass alert as reviewed: where it was recorded, else the message
         whose button was clicked (its record may have failed after the alert went out)."""
@@ -224,6 +265,7 @@ class Notifier:
         request, certificate = lookup.request(self.access, request.id)
         alert = self._alert(request, certificate)
         self._quietly(self.slack.update, *where, alert.text, alert.blocks)
+        self.home.refresh(None)
 
     def escalated(self, request: Request) -> bool:
         """Post an escalation; False (and the channel reported unreachable) if Slack refused."""

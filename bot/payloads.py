@@ -65,7 +65,7 @@ def submission(body: dict) -> Submission:
     user = body.get("user") or {}
     view = body.get("view") or {}
     metadata = view.get("private_metadata") or ""
-    actor = Actor(user=user.get("id", ""), team=_team(body, user), channel=metadata or None)
+    actor = Actor(user=user.get("id", ""), team=_team(body, user))  # a modal is in no channel
     values = {}
     for block_id, actions in ((view.get("state") or {}).get("values") or {}).items():
         for element in actions.values():

@@ -145,6 +145,9 @@ class SlackGateway:
     def open_view(self, trigger_id: str, view: dict) -> None:
         self._call("views.open", trigger_id=trigger_id, view=view)
 
+    def publish_home(self, user: str, view: dict) -> None:
+        self._call("views.publish", user_id=user, view=view)
+
     def user(self, user_id: str) -> SlackUser:
         cached = self._users.get(user_id)
         if cached and cached[0] > time.monotonic():

@@ -7,8 +7,10 @@ from datetime import datetime
 
 from access.durations import format_duration
 from access.errors import NotAnApprover, VouchError
-from access.ports import RegisteredKey, StoredCertificate
+from access.lookup import Overview
+from access.ports import RegisteredKey
 from access.requests import Request
+from access.revoking import Revoked
 from bot.views import escape, local_time, mention, slack_date
 from ca.keys import PublicKey
 
@@ -78,9 +80,20 @@ def nothing_to_do(error: VouchError) -> str:
 
 
 def vote_note(approver: str, approve: bool, request: Request, approvals_required: int) -> str:
+    comment = next((v.comment for v in request.votes if v.approver == approver), None)
+    said = f": {escape(comment)}" if comment else "."
     if not approve:
-        return f"{mention(approver)} denied this request."
-    return f"{mention(approver)} approved ({len(request.approvers)} of {approvals_required})."
+        return f"{mention(approver)} denied this request{said}"
+    return (f"{mention(approver)} approved ({len(request.approvers)} of {approvals_required})"
+            f"{said}")
+
+
+def cancelled_note(request: Request) -> str:
+    return f"Request cancelled by {mention(request.cancelled_by or request.requester)}."
+
+
+def cancelled_reply(request: Request) -> str:
+    return f"Request `{request.id}` for {request.target} is cancelled."
 
 
 def issued_note(serial: int, valid_before: datetime) -> str:
@@ -88,7 +101,8 @@ def issued_note(serial: int, valid_before: datetime) -> str:
 
 
 def denied_dm(request: Request, by: str) -> str:
-    return f"Your request `{request.id}` for {request.target} was denied by {mention(by)}."
+    reason = f": {escape(request.deny_reason)}" if request.deny_reason else "."
+    return f"Your request `{request.id}` for {request.target} was denied by {mention(by)}{reason}"
 
 
 def signing_failed_dm(request: Request) -> str:
@@ -124,24 +138,40 @@ def cancelled_unissued_reply(request: Request) -> str:
             "and none will be issued.")
 
 
-def revoked_reply(serials: list[int]) -> str:
-    return (f"Revoked certificate serial {', '.join(str(s) for s in serials)}. Hosts refuse it "
-            "from their next revocation-list refresh.")
+def revoked_reply(done: list[Revoked]) -> str:
+    """Revoking twice is no error: it says "already revoked"."""
+    newly = [str(item.serial) for item in done if item.newly]
+    before = [str(item.serial) for item in done if not item.newly]
+    said = []
+    if newly:
+        said.append(f"Revoked certificate serial {', '.join(newly)}. Hosts refuse it from their "
+                    "next revocation-list refresh.")
+    if before:
+        said.append(f"Certificate serial {', '.join(before)} was already revoked.")
+    return " ".join(said)
 
 
-def status(pending: list[Request], live: list[StoredCertificate], tz: str | None) -> str:
-    lines = [f"• `{r.id}` {r.target} for {format_duration(r.duration)} — pending" for r in pending]
-    lines += [f"• serial {c.serial}: {', '.join(c.principals)} until "
-              f"{local_time(c.valid_before, tz)}" for c in live]
+def status(overview: Overview, tz: str | None) -> str:
+    """The App Home's lists, as text."""
+    lines = []
+    if overview.pending:
+        lines.append("*Your pending requests*")
+        lines += [f"• `{r.id}` {r.target} for {format_duration(r.duration)} — pending "
+                  f"(cancel: `/ssh-request cancel {r.id}`)" for r in overview.pending]
+    if overview.live:
+        lines.append("*Your certificates*")
+        lines += [f"• serial {c.serial}{' for ' + r.target if r else ''}: {', '.join(c.principals)} "
+                  f"until {local_time(c.valid_before, tz)}" for c, r in overview.live]
+    if overview.awaiting:
+        lines.append("*Waiting for your approval*")
+        lines += [f"• `{r.id}` {mention(r.requester)} on {r.target} for "
+                  f"{format_duration(r.duration)}" for r in overview.awaiting]
+    if overview.unreviewed:
+        lines.append("*Break-glass uses awaiting review*")
+        lines += [f"• `{r.id}` {mention(r.requester)} on {r.target}" for r in overview.unreviewed]
     if not lines:
-        return "You have no pending requests and no live certificates."
-    return "\n".join(["Your pending requests and live certificates:", *lines])
-
-
-def reminder_dm(target: str | None, serial: int, valid_before: datetime, tz: str | None) -> str:
-    hint = f"for {target} " if target else ""
-    return (f"⏰ Your certificate {hint}(serial {serial}) expires at "
-            f"{local_time(valid_before, tz)}. Ask again with /ssh-request if you still need access.")
+        return "You have no pending requests, no live certificates and nothing to approve."
+    return "\n".join(lines)
 
 
 # --- break-glass -------------------------------------------------------------------------
@@ -153,6 +183,11 @@ def breakglass_done(request: Request) -> str:
 
 def reviewed_reply(request: Request) -> str:
     return f"Marked break-glass use `{request.id}` as reviewed."
+
+
+ONLY_ADMINS_REVIEW = "only admins can review break-glass use"
+ONLY_ADMINS_REVOKE_NOW = "only admins can revoke a break-glass certificate from its alert"
+NOT_YOURS_TO_EXTEND = "you can extend or repeat only your own requests"
 
 
 def escalation(request: Request, review_within: str, admins: list[str]) -> str:

@@ -17,10 +17,16 @@ from access.requests import Kind, Request, State
 from access.template import Template
 from ca.cert import Certificate
 
+# Buttons' action ids: what a click asks for (CONTRACT "Lifecycle" names the labels).
 APPROVE = "vouch_approve"
+APPROVE_WITH_COMMENT = "vouch_approve_comment"
 DENY = "vouch_deny"
+CANCEL = "vouch_cancel"
+REVOKE = "vouch_revoke"
 REVIEW = "vouch_review"
-REQUEST_FORM = "vouch_request_form"
+REVOKE_NOW = "vouch_revoke_now"
+EXTEND = "vouch_extend"
+REQUEST_AGAIN = "vouch_request_again"
 
 _STATE_LINE = {
     State.PENDING: "⏳ Pending",
@@ -28,7 +34,7 @@ _STATE_LINE = {
     State.ISSUED: "✅ Approved — certificate issued",
     State.DENIED: "❌ Denied",
     State.EXPIRED: "⌛ Expired — this request expired with no decision",
-    State.CANCELLED: "🚫 Cancelled",
+    State.CANCELLED: "🚫 Request cancelled",
     State.REVOKED: "⛔ Revoked",
 }
 
@@ -55,25 +61,25 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _plain(text: str) -> dict:
+def plain(text: str) -> dict:
     """What a person typed, as plain_text: shown exactly, with no formatting, mention or link
     of its own (mrkdwn would let `<!channel>` ping and `*x*` pose as Vouch's own emphasis)."""
     return {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}
 
 
 def _user_text(label: str, text: str) -> list[dict]:
-    return [_context(f"*{label}*"), _plain(text)]
+    return [context(f"*{label}*"), plain(text)]
 
 
 def _section(text: str) -> dict:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def _context(text: str) -> dict:
+def context(text: str) -> dict:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
-def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict:
+def button(label: str, action_id: str, value: str, style: str | None = None) -> dict:
     button = {"type": "button", "text": {"type": "plain_text", "text": label},
               "action_id": action_id, "value": value}
     if style:
@@ -108,19 +114,7 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
     tally = f"{len(approvers)} of {approvals_required}"
     if approvers:
         tally += " — " + ", ".join(mention(a) for a in approvers)
-    state = _STATE_LINE[request.state]
-    if request.state is State.PENDING:
-        state += f" — expires {slack_date(request.expires_at)}"
-    elif request.state is State.DENIED and request.denied_by:
-        state += f" by {mention(request.denied_by)}"
-    elif request.state is State.ISSUED and certificate is not None:
-        state += f", serial {certificate.serial}, valid until {slack_date(certificate.valid_before)}"
-    elif request.state is State.APPROVED and request.issue_error:
-        state += " — signing failed, Vouch will retry"
-    elif request.state is State.EXPIRED and request.issue_error:
-        state = "⌛ Expired — approved, but no certificate could be issued in time"
-    elif request.state is State.CANCELLED and request.issue_error:
-        state += f" — approved, but not signed: {escape(request.issue_error)}"
+    state, said = _decision(request, certificate)
     blocks = [
         _section(f"{mention(request.requester)} requests access to *{request.target}* for *{duration}*"),
         {"type": "section", "fields": [
@@ -134,35 +128,73 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
             {"type": "mrkdwn", "text": f"*Extensions*\n{extensions}"},
         ]},
         *_user_text("Reason", request.reason),
-        _context(state),
+        context(state),
+        *([plain(said)] if said else []),
     ]
+    if request.extends:
+        blocks.insert(1, context(f"Extends request `{request.extends}`"))
     if request.state is State.PENDING:
         blocks.append({"type": "actions", "block_id": f"vote:{request.id}", "elements": [
-            _button("Approve", APPROVE, request.id, "primary"),
-            _button("Deny", DENY, request.id, "danger"),
+            button("Approve", APPROVE, request.id, "primary"),
+            button("Deny", DENY, request.id, "danger"),
+            button("Cancel", CANCEL, request.id),
         ]})
+    elif request.state is State.ISSUED and certificate is not None and not certificate.revoked_at:
+        blocks.append({"type": "actions", "block_id": f"issued:{request.id}", "elements": [
+            button("Revoke", REVOKE, request.id, "danger")]})
     text = (f"Access request {request.id}: {mention(request.requester)} asks for {request.target} "
             f"(principals {', '.join(principals)}; restrictions {restrictions or 'none'}; "
             f"extensions {extensions}) for {duration}. Reason: {escape(request.reason)}. "
             f"Key {request.key_fingerprint}. Approvals {len(approvers)} of {approvals_required}. "
-            f"{_STATE_LINE[request.state]}.")
+            f"{state}{': ' + escape(said) if said else ''}.")
     return Rendered(text, blocks)
 
 
-def approvers_note(target: Target, group_mentions: dict[str, str]) -> str:
-    """The thread reply that calls the approvers in."""
+def _decision(request: Request, certificate: StoredCertificate | None) -> tuple[str, str | None]:
+    """Where the request stands, in Vouch's words (mrkdwn), and what a person wrote about it
+    (a deny's or a revocation's reason), shown apart as plain text."""
+    state = request.state
+    if state is State.PENDING:
+        return f"⏳ Pending — expires {slack_date(request.expires_at)}", None
+    if state is State.DENIED:
+        return f"❌ Denied by {mention(request.denied_by or 'someone')}:", request.deny_reason
+    if state is State.ISSUED and certificate is not None:
+        return (f"✅ Approved — certificate issued, serial {certificate.serial}, valid until "
+                f"{slack_date(certificate.valid_before)}"), None
+    if state is State.REVOKED and certificate is not None and certificate.revoked_at:
+        by = mention(certificate.revoked_by) if certificate.revoked_by else "an operator"
+        said = certificate.revoke_reason
+        return (f"⛔ Revoked by {by} at {slack_date(certificate.revoked_at)}, serial "
+                f"{certificate.serial}" + (":" if said else ""), said)
+    if state is State.APPROVED and request.issue_error:
+        return "✅ Approved — signing failed, Vouch will retry", None
+    if state is State.EXPIRED and request.issue_error:
+        return "⌛ Expired — approved, but no certificate could be issued in time", None
+    if state is State.CANCELLED and request.cancelled_by == "vouch" and request.issue_error:
+        return "🚫 Approved, but not signed and cancelled:", request.issue_error
+    if state is State.CANCELLED and request.cancelled_by:
+        return f"🚫 Request cancelled by {mention(request.cancelled_by)}", None
+    return _STATE_LINE[state], None
+
+
+def approvers_note(request: Request, target: Target, group_mentions: dict[str, str]) -> Rendered:
+    """The thread reply that calls the approvers in, with Approve with comment (the card keeps
+    its buttons to the contract's Approve, Deny and Cancel)."""
     who = [mention(u) for u in sorted(target.approvers.users)]
     who += [group_mentions.get(g, g) for g in sorted(target.approvers.groups)]
     needed = target.approvals_required
-    return (f"Approvers: {' '.join(who)} — {needed} approval{'s' if needed > 1 else ''} needed. "
+    text = (f"Approvers: {' '.join(who)} — {needed} approval{'s' if needed > 1 else ''} needed. "
             "The requester cannot approve their own request.")
+    return Rendered(text, [_section(text), {"type": "actions", "block_id": f"comment:{request.id}",
+                                           "elements": [button("Approve with comment",
+                                                               APPROVE_WITH_COMMENT, request.id)]}])
 
 
 def revoked_note(serial: int, by: str, reason: str | None) -> Rendered:
     """The thread reply when a certificate is revoked; the reason as typed, in plain text."""
     said = f"Certificate serial {serial} revoked by {mention(by)}"
     text = said + (f": {escape(reason)}" if reason else ".")
-    blocks = [_section(said + (":" if reason else "."))] + ([_plain(reason)] if reason else [])
+    blocks = [_section(said + (":" if reason else "."))] + ([plain(reason)] if reason else [])
     return Rendered(text, blocks)
 
 
@@ -170,7 +202,7 @@ def cancelled_unissued_note(by: str, reason: str | None) -> Rendered:
     """The thread reply when an approved request is revoked before its certificate exists."""
     said = f"Revoked by {mention(by)} before its certificate was issued: the request is cancelled"
     text = said + (f": {escape(reason)}" if reason else ".")
-    blocks = [_section(said + (":" if reason else "."))] + ([_plain(reason)] if reason else [])
+    blocks = [_section(said + (":" if reason else "."))] + ([plain(reason)] if reason else [])
     return Rendered(text, blocks)
 
 
@@ -192,55 +224,79 @@ def certificate_dm(certificate: Certificate, request: Request, *, tz: str | None
         _section(f"```{line}```"),
         _section(f"Install it next to your key (`~/.ssh/{name}`):\n```{install}```\n"
                  f"then `ssh {spec.principals[0]}@<host>`."),
-        _context(f"Request `{request.id}` · key `{spec.public_key.fingerprint}` · "
+        context(f"Request `{request.id}` · key `{spec.public_key.fingerprint}` · "
                  f"revoke early with `/ssh-revoke {spec.serial}`"),
+        *_again_buttons(request),
     ]
     return Rendered(text, blocks)
+
+
+def reminder_dm(request: Request | None, certificate: StoredCertificate, *,
+                tz: str | None) -> Rendered:
+    """The expiry reminder, with Extend and Request again for a request's certificate."""
+    hint = f"for {request.target} " if request else ""
+    text = (f"⏰ Your certificate {hint}(serial {certificate.serial}) expires at "
+            f"{local_time(certificate.valid_before, tz)}. Extend it, or ask again, if you still "
+            "need access.")
+    return Rendered(text, [_section(text), *(_again_buttons(request) if request else [])])
+
+
+def _again_buttons(request: Request) -> list[dict]:
+    """Extend and Request again: the request form, prefilled from `request` (approvers decide
+    again, as for any request). Break-glass has no such shortcut."""
+    if request.kind is not Kind.REQUEST:
+        return []
+    return [{"type": "actions", "block_id": f"again:{request.id}", "elements": [
+        button("Extend", EXTEND, request.id, "primary"),
+        button("Request again", REQUEST_AGAIN, request.id)]}]
 
 
 def breakglass_alert(request: Request, certificate: StoredCertificate | None, *,
                      review_within: str) -> Rendered:
     duration = format_duration(request.duration)
-    serial = (f" Certificate serial {certificate.serial}, valid until "
-              f"{slack_date(certificate.valid_before)}." if certificate else "")
-    reviewed = (f"Reviewed by {mention(request.reviewed_by)}." if request.reviewed_by
-                else f"An admin must review this within {review_within}.")
+    serial = ""
+    if certificate is not None:
+        serial = (f" Certificate serial {certificate.serial}, valid until "
+                  f"{slack_date(certificate.valid_before)}.")
+        if certificate.revoked_at:
+            by = mention(certificate.revoked_by) if certificate.revoked_by else "an operator"
+            serial += f" Revoked by {by} at {slack_date(certificate.revoked_at)}."
+    if request.reviewed_by:
+        when = f" at {slack_date(request.reviewed_at)}" if request.reviewed_at else ""
+        reviewed = f"Reviewed by {mention(request.reviewed_by)}{when}" + \
+            (":" if request.review_note else ".")
+    else:
+        reviewed = f"An admin must review this within {review_within}."
     text = (f"🚨 BREAK-GLASS: {mention(request.requester)} took {request.target} for {duration} "
-            f"with no approver. Reason: {escape(request.reason)}.{serial} {reviewed}")
+            f"with no approver. Reason: {escape(request.reason)}.{serial} {reviewed}"
+            + (f" {escape(request.review_note)}" if request.review_note else ""))
     blocks = [_section(f"🚨 *BREAK-GLASS* — {mention(request.requester)} took *{request.target}* "
                        f"for *{duration}* with no approver."),
               *_user_text("Reason", request.reason),
-              _context(f"Request `{request.id}`.{serial} {reviewed}")]
+              context(f"Request `{request.id}`.{serial} {reviewed}"),
+              *([plain(request.review_note)] if request.review_note else [])]
+    buttons = []
     if not request.reviewed_by:
-        blocks.append({"type": "actions", "block_id": f"review:{request.id}",
-                       "elements": [_button("Mark reviewed", REVIEW, request.id, "primary")]})
+        buttons.append(button("Mark reviewed", REVIEW, request.id, "primary"))
+    if certificate is not None and not certificate.revoked_at:
+        buttons.append(button("Revoke now", REVOKE_NOW, request.id, "danger"))
+    if buttons:
+        blocks.append({"type": "actions", "block_id": f"review:{request.id}", "elements": buttons})
     return Rendered(text, blocks)
 
 
-def request_form(policy: Policy, targets: list[str], keys: list[tuple[str, str]], channel: str) -> dict:
-    """The /ssh-request modal: target, duration, reason, and which key to certify."""
-    def option(label: str, value: str) -> dict:
-        return {"text": {"type": "plain_text", "text": label[:75]}, "value": value}
+def breakglass_refused(user: str, target: str, why: str) -> Rendered:
+    """To the security channel: someone tried to break glass and was refused."""
+    said = f"⚠️ Refused break-glass attempt by {mention(user)} on *{escape(target[:64])}*:"
+    return Rendered(f"{said} {escape(why)}", [_section(said), plain(why)])
 
-    blocks = [
-        {"type": "input", "block_id": "target", "label": {"type": "plain_text", "text": "Target"},
-         "element": {"type": "static_select", "action_id": "value",
-                     "options": [option(f"{t} (max {format_duration(policy.targets[t].max_duration)})", t)
-                                 for t in targets]}},
-        {"type": "input", "block_id": "duration", "label": {"type": "plain_text", "text": "Duration"},
-         "hint": {"type": "plain_text", "text": "e.g. 45m, 2h, 1h30m"},
-         "element": {"type": "plain_text_input", "action_id": "value",
-                     "placeholder": {"type": "plain_text", "text": "2h"}}},
-        {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Reason"},
-         "element": {"type": "plain_text_input", "action_id": "value", "multiline": True}},
-    ]
-    if keys:
-        blocks.append({"type": "input", "block_id": "key", "optional": True,
-                       "label": {"type": "plain_text", "text": "Key to certify"},
-                       "element": {"type": "static_select", "action_id": "value",
-                                   "initial_option": option(*keys[0]),
-                                   "options": [option(label, fp) for label, fp in keys]}})
-    return {"type": "modal", "callback_id": REQUEST_FORM, "private_metadata": channel,
-            "title": {"type": "plain_text", "text": "Request SSH access"},
-            "submit": {"type": "plain_text", "text": "Request"},
-            "close": {"type": "plain_text", "text": "Cancel"}, "blocks": blocks}
+
+def revocation_dm(certificate: StoredCertificate, target: str | None) -> Rendered:
+    """To the holder: their certificate no longer opens anything."""
+    by = mention(certificate.revoked_by) if certificate.revoked_by else "an operator"
+    hint = f" for {target}" if target else ""
+    said = (f"⛔ Your certificate{hint} (serial {certificate.serial}) was revoked by {by}; hosts "
+            "refuse it from their next revocation-list refresh")
+    reason = certificate.revoke_reason
+    return Rendered(said + (f": {escape(reason)}" if reason else "."),
+                    [_section(said + (":" if reason else "."))] + ([plain(reason)] if reason else []))

@@ -18,7 +18,8 @@ from storage.types import UInt64, UTCDateTime
 _CERTIFICATES = CertificateRecord.__table__
 _C = _CERTIFICATES.c
 _COLUMNS = [_C[name] for name in (
-    "serial", "key_id", "principals", "valid_before", "holder", "request_id", "revoked_at")]
+    "serial", "key_id", "principals", "valid_before", "holder", "request_id", "revoked_at",
+    "revoked_by", "revoke_reason")]
 _SERIAL = bindparam("serial", type_=UInt64())
 
 _INSERT = _CERTIFICATES.insert()
@@ -53,7 +54,8 @@ def _stored(row) -> StoredCertificate:
     return StoredCertificate(serial=row.serial, key_id=row.key_id,
                              principals=tuple(json.loads(row.principals)),
                              valid_before=row.valid_before, holder=row.holder,
-                             request_id=row.request_id, revoked_at=row.revoked_at)
+                             request_id=row.request_id, revoked_at=row.revoked_at,
+                             revoked_by=row.revoked_by, revoke_reason=row.revoke_reason)
 
 
 class SqlCertificates:

@@ -10,11 +10,13 @@ from sqlalchemy import and_, or_, select, update
 from access.ports import Duplicate
 from access.requests import Kind, State
 from storage.db import Database, unique
-from storage.models import RequestRecord, SlackMessage
+from storage.models import CertificateRecord, RequestRecord, SlackMessage, SlackRevocationNotice
 from storage.requests import in_state, of_kind
 
 _MESSAGES = SlackMessage.__table__
 _REQUESTS = RequestRecord.__table__
+_CERTIFICATES = CertificateRecord.__table__
+_NOTICES = SlackRevocationNotice.__table__
 
 
 def _postable(now: datetime, lease: timedelta):
@@ -88,3 +90,22 @@ class SqlMessages:
                        _REQUESTS.c.review_escalated_at.is_(None),
                        or_(_MESSAGES.c.request_id.is_(None), _postable(now, lease)))
                 .order_by(_REQUESTS.c.created_at)).scalars())
+
+    def claim_revocation_notice(self, serial: int, *, now: datetime) -> bool:
+        try:
+            with self.db.transaction() as connection, unique("revocation notice"):
+                connection.execute(_NOTICES.insert().values(serial=serial, at=now))
+        except Duplicate:
+            return False
+        return True
+
+    def unannounced_revocations(self, *, now: datetime) -> list[int]:
+        with self.db.transaction(read_only=True) as connection:
+            # ix_certificates_valid_before: live certificates only (an expired one opens nothing)
+            return list(connection.execute(
+                select(_CERTIFICATES.c.serial)
+                .select_from(_CERTIFICATES.outerjoin(_NOTICES,
+                                                     _NOTICES.c.serial == _CERTIFICATES.c.serial))
+                .where(_CERTIFICATES.c.valid_before > now, _CERTIFICATES.c.revoked_at.is_not(None),
+                       _CERTIFICATES.c.holder.is_not(None), _NOTICES.c.serial.is_(None))
+                .order_by(_CERTIFICATES.c.revoked_at).limit(100)).scalars())

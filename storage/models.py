@@ -93,9 +93,12 @@ class RequestRecord(SQLModel, table=True):
     issue_attempts: int = 0
     issue_retry_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     issued_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    cancelled_by: str | None = None
+    extends: str | None = None  # the id of the request this one extends
     # Break-glass review.
     reviewed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     reviewed_by: str | None = None
+    review_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     review_escalated_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
@@ -111,6 +114,15 @@ class SlackMessage(SQLModel, table=True):
     post_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
+class SlackRevocationNotice(SQLModel, table=True):
+    """The bot's bookkeeping: a revocation announced in Slack (or being announced), once."""
+
+    __tablename__ = "slack_revocation_notices"
+
+    serial: int = Field(sa_column=Column(UInt64(), primary_key=True))
+    at: datetime = Field(sa_column=_utc())
+
+
 class ApprovalRecord(SQLModel, table=True):
     """One approver's vote; the unique constraint makes a second click a no-op."""
 
@@ -123,6 +135,7 @@ class ApprovalRecord(SQLModel, table=True):
     approver: str
     approve: bool
     at: datetime = Field(sa_column=_utc())
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class CertificateRecord(SQLModel, table=True):

@@ -25,7 +25,8 @@ _R = _REQUESTS.c
 _COLUMNS = [_R[name] for name in (
     "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
     "public_key", "state", "version", "created_at", "expires_at", "decided_at", "issue_error",
-    "issue_attempts", "reviewed_by", "template")]
+    "issue_attempts", "reviewed_by", "reviewed_at", "review_note", "template", "cancelled_by",
+    "extends")]
 
 
 def _literally(column, value: State | Kind):
@@ -51,7 +52,8 @@ def _time(name: str):
 _INSERT = _REQUESTS.insert()
 _GET = select(*_COLUMNS).where(_R.id == bindparam("id"))
 _GET_LOCKED = _GET.with_for_update()
-_VOTES = (select(_APPROVALS.c.approver, _APPROVALS.c.approve, _APPROVALS.c.at)
+_VOTES = (select(_APPROVALS.c.approver, _APPROVALS.c.approve, _APPROVALS.c.at,
+                 _APPROVALS.c.comment)
           .where(_APPROVALS.c.request_id == bindparam("id"))
           .order_by(_APPROVALS.c.at, _APPROVALS.c.id))
 _ADD_VOTE = _APPROVALS.insert()
@@ -61,12 +63,18 @@ _MOVE = (update(_REQUESTS)
                 _R.state == bindparam("expect"))
          .values(state=bindparam("new_state"), decided_at=_time("decided"),
                  expires_at=_time("expires"), issue_error=bindparam("error"),
-                 version=_R.version + 1))
+                 cancelled_by=bindparam("canceller"), version=_R.version + 1))
 _PENDING_COUNT = (select(func.count()).select_from(_REQUESTS)
                   .where(_R.requester == bindparam("requester"), _R.target == bindparam("target"),
                          in_state(State.PENDING)))
 _PENDING_OF = (select(*_COLUMNS).where(_R.requester == bindparam("requester"),
                                        in_state(State.PENDING)).order_by(_R.created_at))
+_PENDING = (select(*_COLUMNS).where(in_state(State.PENDING), _R.expires_at > _time("now"))
+            .order_by(_R.expires_at).limit(bindparam("limit")))
+# Admins' App Home only: no index of its own (break-glass uses are few and this is rare).
+_UNREVIEWED_ALL = (select(*_COLUMNS).where(_literally(_R.kind, Kind.BREAKGLASS),
+                                           _R.reviewed_at.is_(None))
+                   .order_by(_R.created_at).limit(bindparam("limit")))
 _PAST_TTL = (select(*_COLUMNS).where(in_state(State.PENDING), _R.expires_at <= _time("now"))
              .order_by(_R.expires_at).limit(bindparam("limit")))
 _NOT_CLAIMED = or_(_R.issue_claimed_at.is_(None), _R.issue_claimed_at < _time("lapsed"))
@@ -101,7 +109,8 @@ _ISSUABLE = select(_R.id).where(
 _MARK_REVIEWED = (update(_REQUESTS)
                   .where(_R.id == bindparam("rid"), _R.kind == Kind.BREAKGLASS.value,
                          _R.reviewed_at.is_(None))
-                  .values(reviewed_at=_time("now"), reviewed_by=bindparam("by")))
+                  .values(reviewed_at=_time("now"), reviewed_by=bindparam("by"),
+                          review_note=bindparam("note")))
 # ix_requests_breakglass_unreviewed; the UPDATE's condition lets one replica win each.
 _UNREVIEWED = select(*_COLUMNS).where(
     _literally(_R.kind, Kind.BREAKGLASS), _R.reviewed_at.is_(None),
@@ -122,7 +131,9 @@ def _request(row, votes=()) -> Request:
         created_at=row.created_at, expires_at=row.expires_at, votes=tuple(votes),
         version=row.version, decided_at=row.decided_at, issue_error=row.issue_error,
         issue_attempts=row.issue_attempts, reviewed_by=row.reviewed_by,
-        template=Template.from_json(row.template) if row.template else None)
+        reviewed_at=row.reviewed_at, review_note=row.review_note,
+        template=Template.from_json(row.template) if row.template else None,
+        cancelled_by=row.cancelled_by, extends=row.extends)
 
 
 class SqlRequests:
@@ -139,7 +150,8 @@ class SqlRequests:
                   public_key=request.public_key, state=request.state.value,
                   version=request.version, created_at=request.created_at,
                   expires_at=request.expires_at, decided_at=request.decided_at, issue_attempts=0,
-                  template=request.template.to_json() if request.template else None)
+                  template=request.template.to_json() if request.template else None,
+                  extends=request.extends)
 
     def get(self, request_id: str, *, lock: bool = False) -> Request | None:
         # lock: the row stays locked (PostgreSQL) until the transaction ends, so concurrent
@@ -148,25 +160,33 @@ class SqlRequests:
         return None if row is None else _request(row, self._votes(request_id))
 
     def _votes(self, request_id: str) -> list[Vote]:
-        return [Vote(approver=r.approver, approve=r.approve, at=r.at)
+        return [Vote(approver=r.approver, approve=r.approve, at=r.at, comment=r.comment)
                 for r in self._run(_VOTES, id=request_id)]
 
     def move(self, before: Request, after: Request) -> bool:
         return self._run(_MOVE, rid=before.id, seen_version=before.version,
                          expect=before.state.value, new_state=after.state.value,
                          decided=after.decided_at, expires=after.expires_at,
-                         error=after.issue_error).rowcount == 1
+                         error=after.issue_error, canceller=after.cancelled_by).rowcount == 1
 
     def add_vote(self, request_id: str, vote: Vote) -> None:
         with unique("vote"):
             self._run(_ADD_VOTE, request_id=request_id, approver=vote.approver,
-                      approve=vote.approve, at=vote.at)
+                      approve=vote.approve, at=vote.at, comment=vote.comment)
 
     def pending_count(self, requester: str, target: str) -> int:
         return self._run(_PENDING_COUNT, requester=requester, target=target).scalar() or 0
 
     def pending_of(self, requester: str) -> list[Request]:
         return [_request(row) for row in self._run(_PENDING_OF, requester=requester)]
+
+    def pending(self, now: datetime, limit: int) -> list[Request]:
+        # ix_requests_pending_expires_at
+        return [_request(row, self._votes(row.id))
+                for row in self._run(_PENDING, now=now, limit=limit)]
+
+    def unreviewed_breakglass(self, limit: int) -> list[Request]:
+        return [_request(row) for row in self._run(_UNREVIEWED_ALL, limit=limit)]
 
     def past_ttl(self, now: datetime, limit: int, *, lease: timedelta) -> list[Request]:
         # ix_requests_pending_expires_at, then ix_requests_approved
@@ -191,8 +211,8 @@ class SqlRequests:
         return list(self._run(_ISSUABLE, lapsed=now - lease, now=now,
                               max_attempts=max_attempts).scalars())
 
-    def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
-        return self._run(_MARK_REVIEWED, rid=request_id, by=by, now=now).rowcount == 1
+    def mark_reviewed(self, request_id: str, *, by: str, now: datetime, note: str | None) -> bool:
+        return self._run(_MARK_REVIEWED, rid=request_id, by=by, now=now, note=note).rowcount == 1
 
     def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
         due = list(self._run(_UNREVIEWED, before=created_before))

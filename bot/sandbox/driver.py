@@ -181,6 +181,37 @@ class SlackDriver:
                                   block_id=block_id)
         raise LookupError(f"no button {label!r} in message {ts} in {channel}; buttons: {labels}")
 
+    def click_in_home(self, user_id: str, *, label: str, value: str | None = None,
+                      team_id: str | None = None) -> Response:
+        """Click the button labelled ``label`` (about request ``value``, if given) in the App
+        Home Slack shows ``user_id`` now, as Slack sends it: a block_actions with a view
+        container and no channel or message."""
+        home = self.slack.home(user_id)
+        if home is None:
+            raise LookupError(f"{user_id} has no App Home published")
+        team = team_id or self.team_id
+        for block_id, el in _buttons(home.get("blocks", [])):
+            shown = (el.get("text") or {}).get("text", "")
+            if shown == label and (value is None or el.get("value") == value):
+                payload = {
+                    "type": "block_actions", "user": self._user(user_id, team),
+                    "api_app_id": self.slack.app_id, "token": self.verification_token,
+                    "container": {"type": "view", "view_id": home["id"]},
+                    "trigger_id": self.slack.new_trigger_id(user_id), "team": self._team(team),
+                    "enterprise": None, "is_enterprise_install": False, "view": home,
+                    "actions": [{"action_id": el.get("action_id", ""), "block_id": block_id,
+                                 "text": {"type": "plain_text", "text": shown, "emoji": True},
+                                 "value": el.get("value", ""), "type": "button",
+                                 "action_ts": f"{time.time():.6f}"}],
+                }
+                return self._post_payload(payload)
+        raise LookupError(f"no button {label!r} for {value!r} in {user_id}'s App Home")
+
+    def open_home(self, user_id: str, *, team_id: str | None = None) -> Response:
+        """The user opens the app's Home tab (the app_home_opened event)."""
+        return self.event({"type": "app_home_opened", "user": user_id, "channel": "D0HOME",
+                           "tab": "home", "event_ts": f"{time.time():.6f}"}, team_id=team_id)
+
     # --- modals ----------------------------------------------------------------------------
 
     def submit_view(self, user_id: str, view: dict, values: dict, *, team_id: str | None = None,

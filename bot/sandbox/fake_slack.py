@@ -211,6 +211,12 @@ class FakeSlack:
             return [copy.deepcopy(v) for v in self._state.view_log
                     if user_id is None or v["user_id"] == user_id]
 
+    def home(self, user_id: str) -> dict | None:
+        """The App Home last published for ``user_id`` (views.publish), if any."""
+        with self._lock:
+            home = self._state.homes.get(user_id)
+            return copy.deepcopy(home) if home is not None else None
+
     def view(self, view_id: str) -> dict:
         """The current state of a view."""
         with self._lock:

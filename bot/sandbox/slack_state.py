@@ -103,6 +103,7 @@ class SlackState:
         self.messages: dict[str, list[Message]] = {}
         self.ephemerals: list[dict] = []
         self.views: dict[str, dict] = {}  # view id -> current view object
+        self.homes: dict[str, dict] = {}  # user id -> the App Home published for them
         self.view_log: list[dict] = []
         self.triggers: dict[str, dict] = {}
         self.response_urls: dict[str, dict] = {}

@@ -47,6 +47,7 @@ class WebApi:
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "views.open": self._views_open,
+            "views.publish": self._views_publish,
             "apps.connections.open": self._apps_connections_open,
         }
 
@@ -257,6 +258,19 @@ class WebApi:
         trigger = s.use_trigger(p.get("trigger_id"))
         obj = s.make_view(self._view_param(p))
         s.log_view("views.open", trigger["user_id"], obj)
+        return dict(view=copy.deepcopy(obj))
+
+    def _views_publish(self, p: dict) -> dict:
+        s = self._state
+        user = p.get("user_id")
+        if user not in s.users:
+            raise SlackError("user_not_found")
+        view = self._view_param(p)
+        if view.get("type") != "home":
+            raise SlackError("invalid_arguments")
+        obj = s.make_view(view)
+        s.homes[user] = obj
+        s.log_view("views.publish", user, obj)
         return dict(view=copy.deepcopy(obj))
 
     def _apps_connections_open(self, p: dict) -> dict:

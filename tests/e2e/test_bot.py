@@ -176,10 +176,20 @@ def finish(server: Server, request_id: str) -> None:
     target = server.scalar("SELECT target FROM requests WHERE id = ?", request_id)
     message_ts = server.scalar("SELECT ts FROM slack_messages WHERE request_id = ?", request_id)
     approver = CROWD[0] if target == "crowd" else BOB
-    ok(server.driver.click(approver, channel=REQUESTS, ts=message_ts, action_id=DENY,
-                           value=request_id, text="Deny"))
+    deny(server, approver, message_ts, "tidying up after the test")
     wait_state(server, request_id, "denied")
     settle(server.fake)
+
+
+def deny(server: Server, approver: str, message_ts: str, reason: str) -> None:
+    """Deny as an approver does: the Deny button opens a modal; submit it with the reason."""
+    fake = server.fake
+    opened = len(fake.views(approver))
+    ok(server.driver.click_button(approver, channel=REQUESTS, ts=message_ts, label="Deny"))
+    view = fake.wait_for(lambda: fake.views(approver)[opened:])[-1]
+    assert view["callback_id"] == "vouch_deny_form", view
+    ok(server.driver.submit_view(approver, view, {
+        "note": {"value": {"type": "plain_text_input", "value": reason}}}))
 
 
 def fingerprint(public_path) -> str:
@@ -244,7 +254,7 @@ def test_request_approve_certificate_and_real_sshd_login(server, user_keys, tmp_
     seen = shown(message)
     for fact in (f"<@{REQUESTER}>", "prod-db", DB_PRINCIPAL, "2h", reason, fp):
         assert fact in seen, f"{fact!r} not shown in the request message:\n{seen}"
-    assert buttons(message) == ["Approve", "Deny"]
+    assert buttons(message) == ["Approve", "Deny", "Cancel"]
 
     note = fake.wait_for(lambda: fake.replies(REQUESTS, message.ts))[0]
     assert f"<@{BOB}>" in note.text and "S0DBOWNERS" in note.text, note.text
@@ -272,7 +282,7 @@ def test_request_approve_certificate_and_real_sshd_login(server, user_keys, tmp_
     assert all(c.ok for c in since.updates(message.ts))
     final = fake.message(REQUESTS, message.ts)
     assert "certificate issued" in shown(final) and str(serial) in shown(final), shown(final)
-    assert buttons(final) == []
+    assert buttons(final) == ["Revoke"]
     assert f"<@{BOB}> approved" in "\n".join(m.text for m in fake.replies(REQUESTS, message.ts))
 
     # The certificate works on a real sshd that trusts Vouch's CA for this principal.
@@ -403,7 +413,7 @@ def test_outsiders_can_neither_request_nor_approve(server, keys):
     assert state(server, request_id) == "pending"
     assert server.scalar("SELECT count(*) FROM approvals WHERE request_id = ?", request_id) == 0
     assert len(fake.replies(REQUESTS, message.ts)) == replies_before
-    assert buttons(fake.message(REQUESTS, message.ts)) == ["Approve", "Deny"]
+    assert buttons(fake.message(REQUESTS, message.ts)) == ["Approve", "Deny", "Cancel"]
     finish(server, request_id)
 
 
@@ -417,7 +427,7 @@ def test_two_of_n_first_approval_updates_tally_second_by_group_member_issues(ser
     current = fake.message(REQUESTS, message.ts)
     assert "*Approvals*\n1 of 2 — <@U0BOB>" in strings(current.blocks)
     assert "Approvals 1 of 2" in current.text
-    assert buttons(current) == ["Approve", "Deny"]
+    assert buttons(current) == ["Approve", "Deny", "Cancel"]
     fake.wait_for(lambda: any(m.text == f"<@{BOB}> approved (1 of 2)."
                               for m in fake.replies(REQUESTS, message.ts)))
     settle(fake)
@@ -445,9 +455,17 @@ def test_two_of_n_first_approval_updates_tally_second_by_group_member_issues(ser
 def test_deny_tells_requester_who_denied_and_issues_nothing(server, keys):
     fake, driver = server.fake, server.driver
     request_id, message = ask(server, DAN, "prod-db", "1h", "please deny me")
-    ok(driver.click_button(BOB, channel=REQUESTS, ts=message.ts, label="Deny"))
+    deny(server, BOB, message.ts, "not during the release freeze")
     dm = wait_dm(fake, DAN, request_id)
     assert "denied" in dm.text and f"<@{BOB}>" in dm.text, dm.text
+    assert "not during the release freeze" in dm.text, dm.text
+    fake.wait_for(lambda: "not during the release freeze" in shown(fake.message(REQUESTS,
+                                                                                message.ts)))
+    assert any("not during the release freeze" in m.text
+               for m in fake.replies(REQUESTS, message.ts))
+    assert "not during the release freeze" in server.scalar(
+        "SELECT details FROM audit_events WHERE action = 'request.voted' AND subject = ?",
+        f"request:{request_id}")
     assert not CERT_RE.search(dm.text)
     fake.wait_for(lambda: "Denied by <@U0BOB>" in shown(fake.message(REQUESTS, message.ts)))
     assert buttons(fake.message(REQUESTS, message.ts)) == []
@@ -788,7 +806,12 @@ def test_breakglass_revoke_and_status(server, keys):
     ok(driver.command(GLASS, "/ssh-breakglass", "prod-db 2h too long"))
     assert "1h" in since2.ephemeral(GLASS, containing="maximum")
     settle(fake)
-    assert [c for c in since.calls("chat.postMessage") if c.params.get("channel") == SECURITY] == []
+    # each refused attempt is reported to the security channel: no alert, no certificate
+    reported = [c.params["text"] for c in since.calls("chat.postMessage")
+                if c.params.get("channel") == SECURITY]
+    assert len(reported) == 3 and all("Refused break-glass attempt" in t for t in reported)
+    assert f"<@{REQUESTER}>" in reported[0] and "not allowed to break glass" in reported[0]
+    assert not any("BREAK-GLASS" in t for t in reported)
     assert server.scalar("SELECT count(*) FROM requests WHERE requester = ? AND kind = 'breakglass'",
                          REQUESTER) == 0
 
@@ -963,8 +986,13 @@ def test_unreviewed_breakglass_is_escalated_once_and_reviewed_is_not(sweep_serve
     _, reviewed_alert, _, _ = _breakglass(server, "handled fire")
     reviewed_id = server.scalar("SELECT id FROM requests WHERE reason = 'handled fire'")
     since = Since(fake)
+    opened = len(fake.views(ADMIN))
     ok(server.driver.click(ADMIN, channel=SECURITY, ts=reviewed_alert.ts, action_id="vouch_review",
                            value=reviewed_id, text="Mark reviewed"))
+    view = fake.wait_for(lambda: fake.views(ADMIN)[opened:])[-1]
+    assert view["callback_id"] == "vouch_review_form"
+    ok(server.driver.submit_view(ADMIN, view, {
+        "note": {"value": {"type": "plain_text_input", "value": "talked to glass, all fine"}}}))
     assert reviewed_id in since.ephemeral(ADMIN, containing="reviewed")
 
     def escalations(request_id: str) -> list:
@@ -984,6 +1012,7 @@ def test_unreviewed_breakglass_is_escalated_once_and_reviewed_is_not(sweep_serve
     assert actions.count("breakglass.escalated") == 1, actions
     assert server.scalar("SELECT reviewed_by FROM requests WHERE id = ?", reviewed_id) == ADMIN
     assert "Reviewed by" in shown(fake.message(SECURITY, reviewed_alert.ts))
+    assert "talked to glass, all fine" in shown(fake.message(SECURITY, reviewed_alert.ts))
 
 
 # --- acknowledgements -------------------------------------------------------------------------------

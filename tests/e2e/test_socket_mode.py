@@ -127,7 +127,7 @@ def test_command_request_and_approval_over_socket_mode(server, fake, user_keys):
     message = fake.message(REQUESTS, ts)
     assert any(c.ok and c.params.get("channel") == REQUESTS and c.response["ts"] == ts
                for c in fake.calls_to("chat.postMessage"))
-    assert buttons(message) == ["Approve", "Deny"]
+    assert buttons(message) == ["Approve", "Deny", "Cancel"]
     request_id = re.search(r"Access request (\S+):", message.text).group(1)
 
     click(fake, BOB, REQUESTS, message, APPROVE)

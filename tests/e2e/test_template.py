@@ -137,7 +137,7 @@ def test_revoking_an_approved_request_with_no_certificate_cancels_it(server):
     server.driver.command(REQUESTER, "/ssh-revoke", f"{request_id} not needed any more")
     server.fake.wait_for(lambda: server.scalar("SELECT state FROM requests WHERE id = ?",
                                                request_id) == "cancelled")
-    server.fake.wait_for(lambda: "Cancelled" in shown(server.fake.message(REQUESTS, message.ts)))
+    server.fake.wait_for(lambda: "cancelled" in shown(server.fake.message(REQUESTS, message.ts)))
     replies = server.fake.wait_for(lambda: [m.text for m in server.fake.replies(REQUESTS, message.ts)
                                             if "before its certificate" in m.text])
     assert "not needed any more" in replies[-1]

@@ -235,7 +235,8 @@ def test_refusals_are_specific(service):
 
 def test_deny_and_expiry_and_cancel(service, clock, database):
     denied = opening.open_request(service, user="U0REQ", target="prod-db", duration=timedelta(hours=1), reason="x")
-    result = voting.vote(service, denied.id, approver="U0CAROL", approve=False)
+    result = voting.vote(service, denied.id, approver="U0CAROL", approve=False,
+                         comment="not now")
     assert result.decided and result.request.state is State.DENIED
     stale = opening.open_request(service, user="U0REQ", target="prod-db", duration=timedelta(hours=1), reason="y")
     cancelled = opening.open_request(service, user="U0REQ", target="web", duration=timedelta(minutes=30), reason="z")
@@ -265,10 +266,10 @@ def test_breakglass_issues_at_once_and_is_reviewed(service, user_keys, database)
     assert issued.request.kind.value == "breakglass"
     assert issued.certificate.spec.key_id.startswith("vouch:breakglass:")
     with pytest.raises(PolicyRefusal, match="only admins"):
-        breakglass.review(service, issued.request.id, reviewer="U0BOB")
-    breakglass.review(service, issued.request.id, reviewer="U0ADMIN")
+        breakglass.review(service, issued.request.id, reviewer="U0BOB", note="looked at it")
+    breakglass.review(service, issued.request.id, reviewer="U0ADMIN", note="looked at it")
     with pytest.raises(InvalidTransition, match="already reviewed"):
-        breakglass.review(service, issued.request.id, reviewer="U0ADMIN")
+        breakglass.review(service, issued.request.id, reviewer="U0ADMIN", note="looked at it")
     with database.session() as session:
         actions = [e["action"] for e in audit.export(session)]
     assert "breakglass.used" in actions and "breakglass.reviewed" in actions

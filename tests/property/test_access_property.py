@@ -262,8 +262,9 @@ class AccessMachine(RuleBasedStateMachine):
         expect = (before.state == "pending" and self.now < before.expires_at
                   and voter != before.requester and voter in spec["approvers"]
                   and voter not in voted)
-        ok, result = self.attempt("vote", lambda: voting.vote(self.service, request_id, approver=voter,
-                                                                    approve=approve))
+        ok, result = self.attempt("vote", lambda: voting.vote(
+            self.service, request_id, approver=voter, approve=approve,
+            comment=None if approve else "property test says no"))
         assert ok == expect, f"vote by {voter} ({approve}) on {before.state} request of " \
                              f"{before.requester} for {before.target}: expected " \
                              f"{'accept' if expect else 'refusal'}, got {result!r}"
@@ -371,8 +372,8 @@ class AccessMachine(RuleBasedStateMachine):
         before, _, _ = self.load(request_id)
         expect = (reviewer in ADMINS and before.kind == "breakglass"
                   and before.requester != reviewer and before.reviewed_at is None)
-        ok, result = self.attempt("review", lambda: breakglass.review(self.service, request_id,
-                                                                        reviewer=reviewer))
+        ok, result = self.attempt("review", lambda: breakglass.review(
+            self.service, request_id, reviewer=reviewer, note="property test looked"))
         assert ok == expect, f"review by {reviewer} of {before.kind} by {before.requester} " \
                              f"(reviewed_by={before.reviewed_by}): expected " \
                              f"{'accept' if expect else 'refusal'}, got {result!r}"

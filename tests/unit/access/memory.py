@@ -61,7 +61,7 @@ class MemoryRequests:
             return False
         row.request = replace(row.request, state=after.state, decided_at=after.decided_at,
                               expires_at=after.expires_at, issue_error=after.issue_error,
-                              version=row.request.version + 1)
+                              cancelled_by=after.cancelled_by, version=row.request.version + 1)
         return True
 
     def add_vote(self, request_id: str, vote: Vote) -> None:
@@ -81,6 +81,15 @@ class MemoryRequests:
     def pending_of(self, requester: str) -> list[Request]:
         return sorted((r for r in self._all(state=State.PENDING) if r.requester == requester),
                       key=lambda r: r.created_at)
+
+    def pending(self, now: datetime, limit: int) -> list[Request]:
+        return sorted((r for r in self._all(state=State.PENDING) if r.expires_at > now),
+                      key=lambda r: r.expires_at)[:limit]
+
+    def unreviewed_breakglass(self, limit: int) -> list[Request]:
+        return sorted((row.request for row in self.data.requests.values()
+                       if row.request.kind is Kind.BREAKGLASS and row.reviewed_at is None),
+                      key=lambda r: r.created_at)[:limit]
 
     def past_ttl(self, now: datetime, limit: int, *, lease: timedelta) -> list[Request]:
         pending = sorted((r for r in self._all(state=State.PENDING) if r.expires_at <= now),
@@ -131,12 +140,12 @@ class MemoryRequests:
                     or (row.issue_claimed_at is None and row.request.issue_attempts == 0
                         and (row.request.decided_at or row.request.created_at) < lapsed))]
 
-    def mark_reviewed(self, request_id: str, *, by: str, now: datetime) -> bool:
+    def mark_reviewed(self, request_id: str, *, by: str, now: datetime, note: str | None) -> bool:
         row = self.data.requests[request_id]
         if row.request.kind is not Kind.BREAKGLASS or row.reviewed_at is not None:
             return False
         row.reviewed_at = now
-        row.request = replace(row.request, reviewed_by=by)
+        row.request = replace(row.request, reviewed_by=by, reviewed_at=now, review_note=note)
         return True
 
     def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
@@ -194,7 +203,8 @@ class MemoryCertificates:
         certificate = self.data.certificates[serial]
         if certificate.revoked_at is not None:
             return False
-        self.data.certificates[serial] = replace(certificate, revoked_at=at)
+        self.data.certificates[serial] = replace(certificate, revoked_at=at, revoked_by=by,
+                                                 revoke_reason=reason)
         return True
 
     def revoked_serials(self, valid_after: datetime) -> tuple[set[int], int]:

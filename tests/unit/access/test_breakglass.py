@@ -51,16 +51,16 @@ def test_breakglass_refusals(world):
 def test_review_by_another_admin_once(world):
     issued = breaks(world, "U0ADMIN")
     with pytest.raises(PolicyRefusal, match="only admins"):
-        breakglass.review(world.access, issued.request.id, reviewer="U0BOB")
+        breakglass.review(world.access, issued.request.id, reviewer="U0BOB", note="looked at it")
     with pytest.raises(PolicyRefusal, match="your own break-glass use"):
-        breakglass.review(world.access, issued.request.id, reviewer="U0ADMIN")
+        breakglass.review(world.access, issued.request.id, reviewer="U0ADMIN", note="looked at it")
     other = breaks(world)
-    reviewed = breakglass.review(world.access, other.request.id, reviewer="U0ADMIN")
+    reviewed = breakglass.review(world.access, other.request.id, reviewer="U0ADMIN", note="looked at it")
     assert reviewed.id == other.request.id
     with pytest.raises(InvalidTransition, match="already reviewed"):
-        breakglass.review(world.access, other.request.id, reviewer="U0ADMIN")
+        breakglass.review(world.access, other.request.id, reviewer="U0ADMIN", note="looked at it")
     with pytest.raises(BadInput, match="no break-glass use 'req-nope'"):
-        breakglass.review(world.access, "req-nope", reviewer="U0ADMIN")
+        breakglass.review(world.access, "req-nope", reviewer="U0ADMIN", note="looked at it")
     assert world.store.actions().count("breakglass.reviewed") == 1
     assert world.store.actions().count("breakglass.review.refused") == 2  # not an admin; own use
 

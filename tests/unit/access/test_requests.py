@@ -60,7 +60,8 @@ def _open(target="prod-db", duration=timedelta(hours=2), requester="U0REQ", reas
 
 
 def _vote(request, approver, approve=True, now=NOW + timedelta(minutes=1)):
-    return cast_vote(POLICY, request, approver=who(approver), approve=approve, now=now)
+    return cast_vote(POLICY, request, approver=who(approver), approve=approve, now=now,
+                     comment=None if approve else "not during the freeze")
 
 
 def test_open_request_is_pending_until_ttl():
@@ -117,6 +118,13 @@ def test_any_deny_ends_it():
     denied = _vote(first.request, "U0DAVE", approve=False)
     assert denied.decided and denied.request.state is State.DENIED
     assert denied.request.denied_by == "U0DAVE"
+    assert denied.request.deny_reason == "not during the freeze"
+
+
+@pytest.mark.parametrize("reason", [None, "", "  ", "no", "x" * 501])
+def test_a_deny_needs_a_reason_of_3_to_500_characters(reason):
+    with pytest.raises(PolicyRefusal, match="reason for denying"):
+        cast_vote(POLICY, _open(), approver=who("U0BOB"), approve=False, now=NOW, comment=reason)
 
 
 def test_votes_after_ttl_are_refused_and_expiry_is_detected():

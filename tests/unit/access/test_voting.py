@@ -67,7 +67,7 @@ def test_who_may_not_vote(world):
     assert refused.value.target == "prod-db" and "U0BOB" in refused.value.message
     voting.vote(world.access, request.id, approver="U0BOB", approve=True)
     with pytest.raises(AlreadyVoted):
-        voting.vote(world.access, request.id, approver="U0BOB", approve=False)
+        voting.vote(world.access, request.id, approver="U0BOB", approve=False, comment="no way")
     with pytest.raises(BadInput, match="no request 'req-nope'"):
         voting.vote(world.access, "req-nope", approver="U0BOB", approve=True)
     assert world.store.actions().count("request.voted") == 1
@@ -81,7 +81,8 @@ def test_who_may_not_vote(world):
 
 def test_a_deny_ends_it_and_later_votes_change_nothing(world):
     request = ask(world)
-    denied = voting.vote(world.access, request.id, approver="U0DAVE", approve=False)
+    denied = voting.vote(world.access, request.id, approver="U0DAVE", approve=False,
+                         comment="not during the freeze")
     assert denied.decided and denied.request.state is State.DENIED
     assert denied.request.denied_by == "U0DAVE" and denied.request.decided_at == world.clock.now
     with pytest.raises(InvalidTransition, match="already denied"):

@@ -32,7 +32,7 @@ def test_a_modal_submission_takes_typed_and_selected_values():
             "duration": {"value": {"type": "plain_text_input", "value": "30m"}},
             "reason": {"value": {"type": "plain_text_input", "value": None}}}}}})
     assert form.values == {"target": "web", "duration": "30m", "reason": ""}
-    assert form.actor.channel == form.private_metadata == "C0REQ"
+    assert form.actor.channel is None and form.private_metadata == "C0REQ"  # a modal: no channel
 
 
 def test_malformed_payloads_give_empty_values_not_errors():
