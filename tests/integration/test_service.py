@@ -436,3 +436,33 @@ def test_audit_details_are_json(service, database):
         [event] = [e for e in audit.export(session) if e["action"] == "request.created"]
     assert event["details"]["reason"] == "ünïcode ✓"
     assert json.loads(json.dumps(event))["at"].endswith("Z")
+
+
+def test_the_life_of_a_request_is_stored_as_it_happened(database, clock, signer, user_keys):
+    """A deny's reason, who cancelled, what an extension extends, a review's note, and the
+    App Home's lists, through the SQL store on both databases."""
+    service = Access(SqlStore(database, AUDIT_KEY), signer, policy=lambda: POLICY,
+                     directory=Groups(), clock=clock)
+    keys.add_key(service, "U0REQ", user_keys["ed25519"].public.line())
+    keys.add_key(service, "U0GLASS", user_keys["ecdsa-p256"].public.line())
+    denied = opening.open_request(service, user="U0REQ", target="web",
+                                  duration=timedelta(minutes=30), reason="x")
+    voting.vote(service, denied.id, approver="U0BOB", approve=False, comment="not this week")
+    assert lookup.request(service, denied.id)[0].deny_reason == "not this week"
+    again = opening.open_request(service, user="U0REQ", target="web",
+                                 duration=timedelta(minutes=30), reason="x", extends=denied.id)
+    waiting = opening.open_request(service, user="U0REQ", target="prod-db",
+                                   duration=timedelta(minutes=30), reason="y")
+    assert [r.id for r in lookup.overview(service, "U0DAVE").awaiting] == [waiting.id]  # @dba
+    assert {r.id for r in lookup.overview(service, "U0REQ").pending} == {again.id, waiting.id}
+    voting.cancel(service, again.id, user="U0REQ")
+    stored = lookup.request(service, again.id)[0]
+    assert (stored.extends, stored.cancelled_by, stored.state) == (denied.id, "U0REQ",
+                                                                  State.CANCELLED)
+    used = breakglass.breakglass(service, user="U0GLASS", target="web",
+                                 duration=timedelta(minutes=30), reason="fire")
+    assert [r.id for r in lookup.overview(service, "U0ADMIN").unreviewed] == [used.request.id]
+    breakglass.review(service, used.request.id, reviewer="U0ADMIN", note="all fine")
+    assert lookup.request(service, used.request.id)[0].review_note == "all fine"
+    assert lookup.overview(service, "U0ADMIN").unreviewed == []
+    _chain_ok(database)
