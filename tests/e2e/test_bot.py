@@ -971,6 +971,7 @@ def test_expiry_reminder_is_sent_once_reminder_before_expiry(sweep_server):
     assert due <= posted_at(reminder) <= due + timedelta(seconds=4), \
         f"reminded at {posted_at(reminder)}, due at {due}"
     assert f"serial {serial}" in reminder.text and "prod-db" in reminder.text, reminder.text
+    assert buttons(reminder) == ["Extend", "Request again"]
     sent_at = stored_time(server, "SELECT reminder_sent_at FROM certificates WHERE request_id = ?",
                           request_id)
     assert due <= sent_at < valid_before
