@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from access import requests as rules
 from access.context import Access
@@ -69,26 +70,34 @@ def review(access: Access, request_id: str, *, reviewer: str, note: str | None =
     return reviewed
 
 
-def escalate_unreviewed(access: Access) -> list[Request]:
-    """Break-glass uses past review_within with no review, each escalated once: claimed here,
-    and given back by escalation_failed when the escalation could not be posted."""
+@dataclass(frozen=True)
+class Escalation:
+    request: Request  # as it was: its escalated_at is the previous escalation, if any
+    at: datetime  # when this escalation was marked
+
+
+def escalate_unreviewed(access: Access) -> list[Escalation]:
+    """Break-glass uses unreviewed review_within after they happened, and again every
+    review_within until an admin reviews them; each marked here, and unmarked by
+    escalation_failed when the escalation could not be posted."""
     policy = access.policy
     if policy.breakglass is None:
         return []
     now = access.clock()
     with access.unit() as unit:
-        due = unit.requests.escalate_unreviewed(
-            created_before=now - policy.breakglass.review_within, now=now)
+        due = unit.requests.escalate_unreviewed(due_before=now - policy.breakglass.review_within,
+                                                now=now)
         for request in due:
             unit.audit.record(actor="vouch", action="breakglass.escalated",
-                              subject=f"request:{request.id}", now=now)
-    return due
+                              subject=f"request:{request.id}", now=now,
+                              details={"again": request.escalated_at is not None})
+    return [Escalation(request, now) for request in due]
 
 
-def escalation_failed(access: Access, request: Request) -> None:
-    """Its escalation could not be posted: the next sweep escalates it again."""
+def escalation_failed(access: Access, escalation: Escalation) -> None:
+    """It could not be posted: the next sweep escalates it again."""
     now = access.clock()
     with access.unit() as unit:
-        if unit.requests.unescalate(request.id):
+        if unit.requests.unescalate(escalation.request, escalated_at=escalation.at):
             unit.audit.record(actor="vouch", action="breakglass.escalation_failed",
-                              subject=f"request:{request.id}", now=now)
+                              subject=f"request:{escalation.request.id}", now=now)

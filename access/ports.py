@@ -48,6 +48,18 @@ class StoredCertificate:
     revoked_at: datetime | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
+    issued_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What happened in a window of time, for the daily digest: counts per target."""
+
+    issued: dict[str, int]  # certificates issued for approved requests
+    denied: dict[str, int]
+    expired: dict[str, int]
+    revoked: dict[str, int]  # "(signed directly)" for certificates of no request
+    breakglass: list[Request]  # the uses, with their review state
 
 
 class Requests(Protocol):
@@ -67,6 +79,9 @@ class Requests(Protocol):
     def pending_count(self, requester: str, target: str) -> int: ...
 
     def pending_of(self, requester: str) -> list[Request]: ...
+
+    def open_of(self, requester: str) -> list[Request]:
+        """Their requests nobody has finished: pending, or approved with no certificate yet."""
 
     def pending(self, now: datetime, limit: int) -> list[Request]:
         """Undecided requests not yet past their TTL, with their votes, soonest expiry first."""
@@ -99,11 +114,13 @@ class Requests(Protocol):
     def mark_reviewed(self, request_id: str, *, by: str, now: datetime, note: str | None) -> bool:
         """The first review of a break-glass use stands; False if it was reviewed already."""
 
-    def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
-        """Break-glass uses created before then, unreviewed and not yet escalated: mark them."""
+    def escalate_unreviewed(self, *, due_before: datetime, now: datetime) -> list[Request]:
+        """Unreviewed break-glass uses created before `due_before` and not escalated since:
+        mark them escalated `now`; each as it was before (its last escalation)."""
 
-    def unescalate(self, request_id: str) -> bool:
-        """Undo the mark of an escalation that could not be posted; False if not marked."""
+    def unescalate(self, request: Request, *, escalated_at: datetime) -> bool:
+        """Undo the mark made at `escalated_at` (the escalation was not posted): back to
+        `request.escalated_at`. False if someone else moved it meanwhile."""
 
 
 class Certificates(Protocol):
@@ -116,6 +133,9 @@ class Certificates(Protocol):
     def of_request(self, request_id: str) -> list[StoredCertificate]: ...
 
     def live_of(self, holder: str, now: datetime) -> list[StoredCertificate]: ...
+
+    def live_holders(self, now: datetime) -> list[str]:
+        """Everyone holding a live (unexpired, unrevoked) certificate."""
 
     def due_reminder(self, now: datetime, within: timedelta, limit: int) -> list[StoredCertificate]:
         """Live certificates of a holder expiring within `within`, not yet reminded."""
@@ -139,6 +159,9 @@ class Keys(Protocol):
     def active(self, user: str) -> list[RegisteredKey]:
         """The user's keys, newest first."""
 
+    def holders(self) -> list[str]:
+        """Everyone with an active key."""
+
     def holder(self, fingerprint: str) -> str | None:
         """The user whose active key this is, if anyone's."""
 
@@ -155,12 +178,17 @@ class AuditLog(Protocol):
         """An event in the chain, written with the unit (or not at all)."""
 
 
+class Reports(Protocol):
+    def activity(self, since: datetime, until: datetime) -> Activity: ...
+
+
 class Unit(Protocol):
     requests: Requests
     certificates: Certificates
     keys: Keys
     users: Users
     audit: AuditLog
+    reports: Reports
 
 
 class Store(Protocol):

@@ -82,6 +82,7 @@ class Request:
     extends: str | None = None  # the request whose access this one extends
     review_note: str | None = None  # break-glass: the reviewing admin's note
     reviewed_at: datetime | None = None
+    escalated_at: datetime | None = None  # break-glass: last posted as unreviewed
 
     @property
     def approvers(self) -> list[str]:
@@ -252,6 +253,11 @@ def cancel(policy: Policy, request: Request, *, by: Person, now: datetime) -> Re
     if by.id != request.requester and not policy.admins.includes(by):
         raise PolicyRefusal("only the requester or an admin can cancel a request")
     return _move(request, State.CANCELLED, decided_at=now, cancelled_by=by.id)
+
+
+def withdraw(request: Request, *, by: str, now: datetime) -> Request:
+    """A pending request ended by Vouch itself (its requester was offboarded)."""
+    return _move(request, State.CANCELLED, decided_at=now, cancelled_by=by)
 
 
 def cancel_unissued(request: Request, *, by: str, now: datetime) -> Request:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from access import requests as rules
 from access.context import Access
@@ -46,7 +46,6 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
         policy = access.policy
         person = access.person(as_user, policy.admins)
     now = access.clock()
-    done = []
     with access.refusals_audited(actor=actor, action="certificate.revoke",
                                  subject=f"reference:{reference.strip()[:64]}"), \
             access.unit() as unit:
@@ -66,21 +65,27 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
         if person is not None and not all(
                 rules.may_revoke(policy, holder=c.holder or "", user=person) for c in certificates):
             raise PolicyRefusal("you can revoke only your own certificates (admins can revoke any)")
-        for certificate in certificates:
-            newly = unit.certificates.mark_revoked(certificate.serial, at=now, by=actor,
-                                                   reason=reason)
-            if newly:
-                unit.audit.record(actor=actor, action="certificate.revoked",
-                                  subject=f"serial:{certificate.serial}", now=now,
-                                  details={"reason": reason, "key_id": certificate.key_id,
-                                           "request_id": certificate.request_id})
-                if certificate.request_id:
-                    request = unit.requests.get(certificate.request_id)
-                    if request is not None and request.state is State.ISSUED:
-                        unit.requests.move(request, rules.revoked(request))
-            done.append(Revoked(serial=certificate.serial, newly=newly,
-                                holder=certificate.holder, request_id=certificate.request_id))
+        done = [revoke_in(unit, certificate, actor=actor, reason=reason, now=now)
+                for certificate in certificates]
     return Revocation(done)
+
+
+def revoke_in(unit: Unit, certificate: StoredCertificate, *, actor: str, reason: str | None,
+              now: datetime) -> Revoked:
+    """Revoke one certificate inside `unit`: recorded, audited, its request moved to revoked.
+    Twice is no error: the first revocation stands."""
+    newly = unit.certificates.mark_revoked(certificate.serial, at=now, by=actor, reason=reason)
+    if newly:
+        unit.audit.record(actor=actor, action="certificate.revoked",
+                          subject=f"serial:{certificate.serial}", now=now,
+                          details={"reason": reason, "key_id": certificate.key_id,
+                                   "request_id": certificate.request_id})
+        if certificate.request_id:
+            request = unit.requests.get(certificate.request_id)
+            if request is not None and request.state is State.ISSUED:
+                unit.requests.move(request, rules.revoked(request))
+    return Revoked(serial=certificate.serial, newly=newly, holder=certificate.holder,
+                   request_id=certificate.request_id)
 
 
 def _unissued(unit: Unit, reference: str) -> Request | None:

@@ -8,7 +8,7 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from access import breakglass, keys, opening, revoking, users, voting
+from access import breakglass, keys, offboarding, opening, revoking, users, voting
 from access.context import Access
 from access.durations import parse_duration
 from access.errors import (AlreadyVoted, BadInput, InvalidTransition, IssueRefused,
@@ -99,10 +99,18 @@ class Bot:
 
     def on_user_change(self, body) -> None:
         """A user was deactivated, made a guest, renamed…: their next action is checked anew,
-        not against what was cached about them."""
+        not against what was cached about them; the deactivated and guests are offboarded."""
         user = payloads.changed_user(body)
-        if user:
-            self.slack.forget(user)
+        if not user:
+            return
+        self.slack.forget(user)
+        try:
+            why = texts.offboarding_reason(self.slack.user(user, fresh=True))
+        except VouchError as exc:  # the hourly sweep asks again
+            log.warning("user_change for %s: cannot look them up: %s", user, exc.detail)
+            return
+        if why is not None:
+            self.notify.offboarded(offboarding.offboard(self.access, user, why=why))
 
     def on_home_opened(self, body) -> None:
         """The App Home tab: published for whoever opened it (events need no ack of their own)."""

@@ -1,17 +1,16 @@
-"""Scheduled sweeps, run every VOUCH_SCHEDULER_INTERVAL by every replica.
-
-Each sweep claims its items in the database (compare-and-set), so with several replicas every
-reminder, expiry and retry still happens once. A failing sweep is logged and the next one runs.
-"""
+"""What Vouch does when nobody types anything: one method per scheduled job. vouch.scheduler
+runs them (APScheduler) and makes each run happen in one replica; each job also claims its items
+in the database (compare-and-set), so no reminder, alert or message goes out twice."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
+from datetime import datetime
 
-from access import breakglass, issuing, sweeps
+from access import breakglass, digest, issuing, offboarding, sweeps
 from access.context import Access
+from bot import texts
 from bot.notifier import Notifier
 from bot.slack import SlackUnavailable
 
@@ -20,21 +19,17 @@ log = logging.getLogger("vouch.jobs")
 
 class Jobs:
     def __init__(self, access: Access, notifier: Notifier, *,
-                 also: tuple[Callable[[], object], ...] = ()) -> None:
+                 also: dict[str, Callable[[], object]] | None = None) -> None:
         self.access = access
         self.notify = notifier
-        self.also = also  # periodic work of other packages, given by `vouch serve` (checkpoints)
+        self.also = also or {}  # other packages' periodic work, by name (audit checkpoints)
 
-    def sweeps(self) -> list[Callable[[], object]]:
-        return [self.expire, self.retry_issuing, self.post_unposted, self.remind, self.escalate,
-                self.announce_revocations, *self.also]
-
-    def run_once(self) -> None:
-        for sweep in self.sweeps():
-            try:
-                sweep()
-            except Exception:  # noqa: BLE001 - one broken sweep must not stop the others
-                log.exception("scheduled sweep %s failed", getattr(sweep, "__name__", sweep))
+    def periodic(self) -> dict[str, Callable[[], object]]:
+        """The jobs run every VOUCH_SCHEDULER_INTERVAL, by name."""
+        jobs = {"expire": self.expire, "retry-issuing": self.retry_issuing,
+                "post-unposted": self.post_unposted, "remind": self.remind,
+                "escalate": self.escalate, "announce-revocations": self.announce_revocations}
+        return {**jobs, **self.also}
 
     def expire(self) -> None:
         """Undecided requests past request_ttl: their message says they expired."""
@@ -54,12 +49,8 @@ class Jobs:
                           exc.detail)
 
     def post_unposted(self) -> None:
-        """Requests stored while Slack was failing: post them now."""
+        """Requests and break-glass alerts stored while Slack was failing: post them now."""
         self.notify.repost_unposted()
-
-    def announce_revocations(self) -> None:
-        """Revocations made outside Slack (`vouch revoke`): the card, thread and holder hear."""
-        self.notify.announce_revocations()
 
     def remind(self) -> None:
         """A DM to each holder, once, reminder_before their certificate expires."""
@@ -67,30 +58,31 @@ class Jobs:
             self.notify.reminder(certificate)
 
     def escalate(self) -> None:
-        """Break-glass uses nobody reviewed within review_within: say so, loudly, once (again
-        next time, if it could not be posted)."""
-        for request in breakglass.escalate_unreviewed(self.access):
-            if not self.notify.escalated(request):
-                breakglass.escalation_failed(self.access, request)
+        """Break-glass uses nobody reviewed: said again every review_within (and at the next
+        run, if it could not be posted)."""
+        for escalation in breakglass.escalate_unreviewed(self.access):
+            if not self.notify.escalated(escalation.request):
+                breakglass.escalation_failed(self.access, escalation)
 
+    def announce_revocations(self) -> None:
+        """Revocations made outside Slack (`vouch revoke`): the card, thread and holder hear."""
+        self.notify.announce_revocations()
 
-class Scheduler:
-    """Runs Jobs.run_once every `interval` seconds on a daemon thread until stopped."""
+    def offboard_sweep(self) -> None:
+        """The safety net under the user_change event: ask Slack about everyone who holds a
+        key or a certificate, and offboard the deactivated and the guests."""
+        for user in offboarding.offboarding_candidates(self.access):
+            try:
+                why = texts.offboarding_reason(self.notify.slack.user(user, fresh=True))
+            except SlackUnavailable as exc:
+                log.warning("offboarding sweep: cannot look up %s: %s", user, exc.detail)
+                continue
+            if why is not None:
+                self.notify.offboarded(offboarding.offboard(self.access, user, why=why))
 
-    def __init__(self, jobs: Jobs, interval: float) -> None:
-        self.jobs = jobs
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="vouch-scheduler", daemon=True)
-
-    def start(self) -> Scheduler:
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.jobs.run_once()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def digest(self, slot: datetime) -> bool:
+        """The digest of the 24 hours up to `slot` (a day's VOUCH_DIGEST_AT), once: False when
+        it was posted already or could not be."""
+        if not self.notify.claim_digest(slot):
+            return False
+        return self.notify.digest(digest.activity(self.access, until=slot), slot)

@@ -32,6 +32,12 @@ class Messages(Protocol):
     def unposted_alerts(self, *, now: datetime, lease: timedelta) -> list[str]:
         """Break-glass uses awaiting review whose alert nobody posted (or is posting)."""
 
+    def claim_once(self, name: str, *, now: datetime) -> bool:
+        """True for the one worker that should do `name` (a day's digest), ever."""
+
+    def release_once(self, name: str) -> None:
+        """Doing it failed: let the next attempt claim it."""
+
     def claim_revocation_notice(self, serial: int, *, now: datetime) -> bool:
         """True for the one worker that should announce this revocation in Slack."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -22,3 +22,13 @@ class Metrics:
                                     "failed after retries", ["method"], registry=self.registry)
         self.revocations = Counter("vouch_revocations_total", "Certificates revoked",
                                    registry=self.registry)
+        # Scheduled jobs (vouch.scheduler): runs here by outcome (ok, failed, or skipped when
+        # another replica holds the job), how long they took, and the last success.
+        self.job_runs = Counter("vouch_job_runs_total", "Scheduled job runs", ["job", "outcome"],
+                                registry=self.registry)
+        self.job_seconds = Histogram("vouch_job_seconds", "Scheduled job run time", ["job"],
+                                     registry=self.registry,
+                                     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+        self.job_last_success = Gauge("vouch_job_last_success_timestamp_seconds",
+                                      "When each job last succeeded (Unix time)", ["job"],
+                                      registry=self.registry)

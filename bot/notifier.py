@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from access import lookup
 from access.context import Access
 from access.durations import format_duration
 from access.issuing import Issued
-from access.ports import StoredCertificate
+from access.offboarding import Offboarded
+from access.ports import Activity, StoredCertificate
 from access.requests import Kind, Request, State
 from access.template import Template
 from access.revoking import Revoked
@@ -242,6 +244,38 @@ class Notifier:
                                        f"retried: {exc.message}")
             return False
         self.messages.posted(request_id, posted_channel, ts)
+        self._security_reachable()
+        return True
+
+    def offboarded(self, done: Offboarded) -> None:
+        """The security channel hears who lost what; cards and Homes follow."""
+        if not done.anything:
+            return
+        self.revoked(done.revoked)
+        for request in done.cancelled:
+            self.refresh(request.id)
+        self.home.refresh(None)
+        self._to_security(views.offboarded(done), what=f"the offboarding of {done.user}")
+
+    def claim_digest(self, slot: datetime) -> bool:
+        """True for the one worker that posts the digest of `slot`'s day."""
+        return self.access.policy.security_channel is not None and \
+            self.messages.claim_once(f"digest:{slot:%Y-%m-%d}", now=self.access.clock())
+
+    def digest(self, activity: Activity, slot: datetime) -> bool:
+        """The day's digest to the security channel (claimed by claim_digest); given back for
+        the next try if Slack refuses it."""
+        if not self._to_security(views.digest(activity, slot), what="the daily digest"):
+            self.messages.release_once(f"digest:{slot:%Y-%m-%d}")
+            return False
+        return True
+
+    def _to_security(self, said: views.Rendered, *, what: str) -> bool:
+        try:
+            self.slack.post(self.access.policy.security_channel, said.text, said.blocks)
+        except SlackUnavailable as exc:
+            self._security_unreachable(f"{what} was not posted: {exc.message}")
+            return False
         self._security_reachable()
         return True
 

@@ -148,9 +148,10 @@ class SlackGateway:
     def publish_home(self, user: str, view: dict) -> None:
         self._call("views.publish", user_id=user, view=view)
 
-    def user(self, user_id: str) -> SlackUser:
+    def user(self, user_id: str, *, fresh: bool = False) -> SlackUser:
+        """users.info, cached for a minute; `fresh` asks Slack again (the offboarding sweep)."""
         cached = self._users.get(user_id)
-        if cached and cached[0] > time.monotonic():
+        if cached and cached[0] > time.monotonic() and not fresh:
             return cached[1]
         data = self._call("users.info", user=user_id)["user"]
         user = SlackUser(

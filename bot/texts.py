@@ -174,6 +174,15 @@ def status(overview: Overview, tz: str | None) -> str:
     return "\n".join(lines)
 
 
+def offboarding_reason(user) -> str | None:
+    """Why Slack's account means the user must lose their access (a bot.slack.SlackUser)."""
+    if user.deleted:
+        return "deactivated in Slack"
+    if user.restricted:
+        return "made a guest in Slack"
+    return None
+
+
 # --- break-glass -------------------------------------------------------------------------
 
 def breakglass_done(request: Request) -> str:

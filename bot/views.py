@@ -300,3 +300,39 @@ def revocation_dm(certificate: StoredCertificate, target: str | None) -> Rendere
     reason = certificate.revoke_reason
     return Rendered(said + (f": {escape(reason)}" if reason else "."),
                     [_section(said + (":" if reason else "."))] + ([plain(reason)] if reason else []))
+
+
+def offboarded(done) -> Rendered:
+    """To the security channel: a deactivated user lost everything (access.offboarding)."""
+    lost = []
+    if done.revoked:
+        lost.append("certificates revoked: serial " + ", ".join(str(r.serial) for r in done.revoked))
+    if done.cancelled:
+        lost.append("requests cancelled: " + ", ".join(f"`{r.id}`" for r in done.cancelled))
+    if done.keys:
+        lost.append(f"{len(done.keys)} registered key{'s' if len(done.keys) > 1 else ''} "
+                    "disabled")
+    text = f"🔒 Offboarded {mention(done.user)} ({done.why}): " + "; ".join(lost) + "."
+    return Rendered(text, [_section(text)])
+
+
+def digest(activity, slot: datetime) -> Rendered:
+    """The daily digest (access.ports.Activity): the 24 hours up to `slot`."""
+    def counts(title: str, per_target: dict[str, int]) -> str:
+        total = sum(per_target.values())
+        detail = ", ".join(f"{target} {n}" for target, n in sorted(per_target.items()))
+        return f"*{title}:* {total}" + (f" ({detail})" if detail else "")
+
+    uses = activity.breakglass
+    unreviewed = [r for r in uses if not r.reviewed_by]
+    lines = [f"📋 *Vouch daily digest* — the 24 hours to {slot:%Y-%m-%d %H:%M} UTC",
+             counts("Certificates issued", activity.issued),
+             f"*Break-glass uses:* {len(uses)}"
+             + (f", {len(unreviewed)} unreviewed" if uses else ""),
+             *(f"• `{r.id}` {mention(r.requester)} on {r.target} — "
+               + (f"reviewed by {mention(r.reviewed_by)}" if r.reviewed_by else "*not reviewed*")
+               for r in uses[:20]),
+             counts("Denied", activity.denied), counts("Expired", activity.expired),
+             counts("Revoked", activity.revoked)]
+    text = "\n".join(lines)
+    return Rendered(text, [_section(text)])

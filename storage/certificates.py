@@ -19,7 +19,7 @@ _CERTIFICATES = CertificateRecord.__table__
 _C = _CERTIFICATES.c
 _COLUMNS = [_C[name] for name in (
     "serial", "key_id", "principals", "valid_before", "holder", "request_id", "revoked_at",
-    "revoked_by", "revoke_reason")]
+    "revoked_by", "revoke_reason", "issued_at")]
 _SERIAL = bindparam("serial", type_=UInt64())
 
 _INSERT = _CERTIFICATES.insert()
@@ -30,6 +30,10 @@ _LIVE_OF = (select(*_COLUMNS)
                    _C.valid_before > bindparam("now", type_=UTCDateTime()),
                    _C.revoked_at.is_(None))
             .order_by(_C.valid_before))
+# ix_certificates_valid_before: the live certificates only
+_LIVE_HOLDERS = (select(_C.holder).where(_C.valid_before > bindparam("now", type_=UTCDateTime()),
+                                         _C.revoked_at.is_(None), _C.holder.is_not(None))
+                 .distinct())
 # A narrow range scan of ix_certificates_valid_before.
 _DUE_REMINDER = (select(*_COLUMNS)
                  .where(_C.valid_before > bindparam("now", type_=UTCDateTime()),
@@ -55,7 +59,8 @@ def _stored(row) -> StoredCertificate:
                              principals=tuple(json.loads(row.principals)),
                              valid_before=row.valid_before, holder=row.holder,
                              request_id=row.request_id, revoked_at=row.revoked_at,
-                             revoked_by=row.revoked_by, revoke_reason=row.revoke_reason)
+                             revoked_by=row.revoked_by, revoke_reason=row.revoke_reason,
+                             issued_at=row.issued_at)
 
 
 class SqlCertificates:
@@ -87,6 +92,9 @@ class SqlCertificates:
 
     def live_of(self, holder: str, now: datetime) -> list[StoredCertificate]:
         return self._rows(_LIVE_OF, holder=holder, now=now)
+
+    def live_holders(self, now: datetime) -> list[str]:
+        return list(self.connection.execute(_LIVE_HOLDERS, {"now": now}).scalars())
 
     def due_reminder(self, now: datetime, within: timedelta, limit: int) -> list[StoredCertificate]:
         return self._rows(_DUE_REMINDER, now=now, until=now + within, limit=limit)

@@ -20,6 +20,8 @@ _USERS = User.__table__
 _FIND = select(_KEYS).where(_K.user_id == bindparam("user"), _K.fingerprint == bindparam("fp"))
 _ACTIVE = (select(_KEYS).where(_K.user_id == bindparam("user"), _K.removed_at.is_(None))
            .order_by(_K.added_at.desc(), _K.id.desc()))
+# ix_user_keys_active_fingerprint holds exactly the active keys
+_HOLDERS = select(_K.user_id).where(_K.removed_at.is_(None)).distinct()
 _HOLDER = select(_K.user_id).where(_K.fingerprint == bindparam("fp"), _K.removed_at.is_(None))
 _RESTORE = (update(_KEYS).where(_K.id == bindparam("key_id"))
             .values(removed_at=None, added_at=bindparam("at", type_=UTCDateTime()),
@@ -63,6 +65,9 @@ class SqlKeys:
 
     def active(self, user: str) -> list[RegisteredKey]:
         return [_registered(row) for row in self.connection.execute(_ACTIVE, {"user": user})]
+
+    def holders(self) -> list[str]:
+        return list(self.connection.execute(_HOLDERS).scalars())
 
     def remove(self, user: str, fingerprint: str, at: datetime) -> RegisteredKey | None:
         key = next((k for k in self.connection.execute(_ACTIVE, {"user": user})

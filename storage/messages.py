@@ -3,20 +3,25 @@ posted, and which worker is posting it. Its own table; the core never reads it."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import secrets
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, or_, select, update
 
 from access.ports import Duplicate
 from access.requests import Kind, State
 from storage.db import Database, unique
-from storage.models import CertificateRecord, RequestRecord, SlackMessage, SlackRevocationNotice
+from storage.claims import SqlClaims
+from storage.models import (CertificateRecord, JobClaim, RequestRecord, SlackMessage,
+                            SlackRevocationNotice)
 from storage.requests import in_state, of_kind
 
 _MESSAGES = SlackMessage.__table__
 _REQUESTS = RequestRecord.__table__
 _CERTIFICATES = CertificateRecord.__table__
 _NOTICES = SlackRevocationNotice.__table__
+_CLAIMS = JobClaim.__table__
+_FOREVER = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 def _postable(now: datetime, lease: timedelta):
@@ -109,3 +114,12 @@ class SqlMessages:
                 .where(_CERTIFICATES.c.valid_before > now, _CERTIFICATES.c.revoked_at.is_not(None),
                        _CERTIFICATES.c.holder.is_not(None), _NOTICES.c.serial.is_(None))
                 .order_by(_CERTIFICATES.c.revoked_at).limit(100)).scalars())
+
+    def claim_once(self, name: str, *, now: datetime) -> bool:
+        # A holder of its own: nobody renews a once-only claim, not even whoever made it.
+        return SqlClaims(self.db).claim(name, holder=f"once:{secrets.token_hex(8)}", now=now,
+                                        until=_FOREVER)
+
+    def release_once(self, name: str) -> None:
+        with self.db.transaction() as connection:
+            connection.execute(_CLAIMS.delete().where(_CLAIMS.c.name == name))

@@ -57,9 +57,9 @@ LIVE_REQUEST_INDEXES = (
     ("ix_requests_pending_requester", ("requester", "target"), "state = 'pending'"),
     # The retry sweep over approved requests that have no certificate yet.
     ("ix_requests_approved", ("created_at",), "state = 'approved'"),
-    # Break-glass uses awaiting review, for the escalation sweep.
+    # Break-glass uses awaiting review: the escalation sweep, the admins' App Home.
     ("ix_requests_breakglass_unreviewed", ("created_at",),
-     "kind = 'breakglass' AND reviewed_at IS NULL AND review_escalated_at IS NULL"),
+     "kind = 'breakglass' AND reviewed_at IS NULL"),
 )
 
 
@@ -112,6 +112,17 @@ class SlackMessage(SQLModel, table=True):
     channel: str
     ts: str | None = None
     post_claimed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class JobClaim(SQLModel, table=True):
+    """A scheduled job's claim: a lease on a periodic job (renewed by the replica running it,
+    taken over when it lapses) or, until far in the future, a once-only run (a day's digest)."""
+
+    __tablename__ = "job_claims"
+
+    name: str = Field(primary_key=True)
+    holder: str
+    until: datetime = Field(sa_column=_utc())
 
 
 class SlackRevocationNotice(SQLModel, table=True):

@@ -25,8 +25,8 @@ _R = _REQUESTS.c
 _COLUMNS = [_R[name] for name in (
     "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
     "public_key", "state", "version", "created_at", "expires_at", "decided_at", "issue_error",
-    "issue_attempts", "reviewed_by", "reviewed_at", "review_note", "template", "cancelled_by",
-    "extends")]
+    "issue_attempts", "reviewed_by", "reviewed_at", "review_note", "review_escalated_at",
+    "template", "cancelled_by", "extends")]
 
 
 def _literally(column, value: State | Kind):
@@ -69,6 +69,9 @@ _PENDING_COUNT = (select(func.count()).select_from(_REQUESTS)
                          in_state(State.PENDING)))
 _PENDING_OF = (select(*_COLUMNS).where(_R.requester == bindparam("requester"),
                                        in_state(State.PENDING)).order_by(_R.created_at))
+# ix_requests_approved: approved requests are few (see _UNISSUED_PAST_TTL)
+_APPROVED_OF = (select(*_COLUMNS).where(_R.requester == bindparam("requester"),
+                                        in_state(State.APPROVED)).order_by(_R.created_at))
 _PENDING = (select(*_COLUMNS).where(in_state(State.PENDING), _R.expires_at > _time("now"))
             .order_by(_R.expires_at).limit(bindparam("limit")))
 # Admins' App Home only: no index of its own (break-glass uses are few and this is rare).
@@ -111,16 +114,18 @@ _MARK_REVIEWED = (update(_REQUESTS)
                          _R.reviewed_at.is_(None))
                   .values(reviewed_at=_time("now"), reviewed_by=bindparam("by"),
                           review_note=bindparam("note")))
-# ix_requests_breakglass_unreviewed; the UPDATE's condition lets one replica win each.
+# ix_requests_breakglass_unreviewed. Due: never escalated and created before `before`, or last
+# escalated before it; the UPDATE's compare-and-set on the last escalation lets one replica win.
 _UNREVIEWED = select(*_COLUMNS).where(
-    _literally(_R.kind, Kind.BREAKGLASS), _R.reviewed_at.is_(None),
-    _R.review_escalated_at.is_(None), _R.created_at <= _time("before"))
+    _literally(_R.kind, Kind.BREAKGLASS), _R.reviewed_at.is_(None), _R.created_at <= _time("before"),
+    or_(_R.review_escalated_at.is_(None), _R.review_escalated_at <= _time("before")))
 _ESCALATE = (update(_REQUESTS)
-             .where(_R.id == bindparam("rid"), _R.review_escalated_at.is_(None))
+             .where(_R.id == bindparam("rid"), _R.reviewed_at.is_(None),
+                    _R.review_escalated_at.is_not_distinct_from(_time("seen")))
              .values(review_escalated_at=_time("now")))
 _UNESCALATE = (update(_REQUESTS)
-               .where(_R.id == bindparam("rid"), _R.review_escalated_at.is_not(None))
-               .values(review_escalated_at=None))
+               .where(_R.id == bindparam("rid"), _R.review_escalated_at == _time("now"))
+               .values(review_escalated_at=_time("back")))
 
 
 def _request(row, votes=()) -> Request:
@@ -132,6 +137,7 @@ def _request(row, votes=()) -> Request:
         version=row.version, decided_at=row.decided_at, issue_error=row.issue_error,
         issue_attempts=row.issue_attempts, reviewed_by=row.reviewed_by,
         reviewed_at=row.reviewed_at, review_note=row.review_note,
+        escalated_at=row.review_escalated_at,
         template=Template.from_json(row.template) if row.template else None,
         cancelled_by=row.cancelled_by, extends=row.extends)
 
@@ -180,6 +186,10 @@ class SqlRequests:
     def pending_of(self, requester: str) -> list[Request]:
         return [_request(row) for row in self._run(_PENDING_OF, requester=requester)]
 
+    def open_of(self, requester: str) -> list[Request]:
+        return self.pending_of(requester) + [
+            _request(row) for row in self._run(_APPROVED_OF, requester=requester)]
+
     def pending(self, now: datetime, limit: int) -> list[Request]:
         # ix_requests_pending_expires_at
         return [_request(row, self._votes(row.id))
@@ -214,10 +224,16 @@ class SqlRequests:
     def mark_reviewed(self, request_id: str, *, by: str, now: datetime, note: str | None) -> bool:
         return self._run(_MARK_REVIEWED, rid=request_id, by=by, now=now, note=note).rowcount == 1
 
-    def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
-        due = list(self._run(_UNREVIEWED, before=created_before))
-        return [_request(row) for row in due
-                if self._run(_ESCALATE, rid=row.id, now=now).rowcount == 1]
+    def escalate_unreviewed(self, *, due_before: datetime, now: datetime) -> list[Request]:
+        due = list(self._run(_UNREVIEWED, before=due_before))
+        return [_request(row) for row in due if self._run(
+            _ESCALATE, rid=row.id, seen=row.review_escalated_at, now=now).rowcount == 1]
 
-    def unescalate(self, request_id: str) -> bool:
-        return self._run(_UNESCALATE, rid=request_id).rowcount == 1
+    def unescalate(self, request: Request, *, escalated_at: datetime) -> bool:
+        return self._run(_UNESCALATE, rid=request.id, now=escalated_at,
+                         back=request.escalated_at).rowcount == 1
+
+
+# For storage.reports, which reads requests in its own queries.
+REQUEST_COLUMNS = _COLUMNS
+from_row = _request

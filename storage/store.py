@@ -11,6 +11,7 @@ from storage.audit import SqlAuditLog
 from storage.certificates import SqlCertificates
 from storage.db import Database
 from storage.keys import SqlKeys, SqlUsers
+from storage.reports import SqlReports
 from storage.requests import SqlRequests
 
 
@@ -21,6 +22,7 @@ class SqlUnit:
         self.keys = SqlKeys(connection)
         self.users = SqlUsers(connection)
         self.audit = SqlAuditLog(audit_key)
+        self.reports = SqlReports(connection)
 
 
 class SqlStore:

@@ -19,7 +19,7 @@ from access.durations import parse_duration
 from access.policy_file import PolicyError, PolicyStore
 from bot.app import build_app
 from bot.handlers import Bot
-from bot.jobs import Jobs, Scheduler
+from bot.jobs import Jobs
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.slack import SlackDirectory, SlackGateway, SlackUnavailable, make_client
@@ -27,11 +27,13 @@ from ca.errors import BadInput
 from ca.keystore import open_signer
 from storage import audit
 from storage.checkpoints import Checkpointer
+from storage.claims import SqlClaims
 from storage.db import Database
 from storage.messages import SqlMessages
 from storage.store import SqlStore
 from vouch.audit_key import load_audit_key
 from vouch.logs import configure_logging
+from vouch.scheduler import Scheduler, parse_digest_at
 from vouch.settings import Settings
 from vouch.web import create_web_app
 
@@ -67,7 +69,7 @@ class Vouch:
     web: object
     jobs: Jobs
     policy: PolicyStore
-    interval: float
+    scheduler: Scheduler
     socket_mode: object | None = None
     notifier: Notifier | None = None
 
@@ -98,6 +100,8 @@ def build(settings: Settings) -> Vouch:
     app_token = _secret(settings, "slack_app_token", prefix="xapp-", required=False)
     signing_secret = _secret(settings, "slack_signing_secret", required=app_token is None)
     interval = parse_duration(settings.scheduler_interval).total_seconds()
+    offboarding_every = parse_duration(settings.offboarding_interval).total_seconds()
+    digest_at = parse_digest_at(settings.digest_at)
     policy = PolicyStore(settings.policy_file)
     db = Database(settings.database_url)
     db.prepare()
@@ -131,9 +135,11 @@ def build(settings: Settings) -> Vouch:
     web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
                          access=access, db=db, metrics=metrics,
                          checks=(lambda: notifier.security_problem,))
+    jobs = Jobs(access, notifier, also={"audit-checkpoint": checkpointer.maybe})
     return Vouch(settings=settings, db=db, access=access, bot=bot, web=web,
-                 jobs=Jobs(access, notifier, also=(checkpointer.maybe,)), policy=policy,
-                 interval=interval, socket_mode=socket_mode, notifier=notifier)
+                 jobs=jobs, policy=policy, socket_mode=socket_mode, notifier=notifier,
+                 scheduler=Scheduler(jobs, SqlClaims(db), metrics, interval=interval,
+                                     digest_at=digest_at, offboarding_every=offboarding_every))
 
 
 def _secret_values(settings: Settings) -> list[str]:
@@ -164,7 +170,7 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
                            f"{exc.response.get('error', 'refused')}") from None
         log.info("Slack traffic over Socket Mode")
     vouch.check_security_channel()
-    scheduler = Scheduler(vouch.jobs, vouch.interval).start()
+    scheduler = vouch.scheduler.start()
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=vouch.reload_policy,
                                                              daemon=True).start())
     log.info("vouch serving on http://%s:%d", host, port)

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     audit_key: SecretStr | None = None  # see vouch.audit_key
     audit_checkpoints: str = "audit-checkpoints.log"
     secrets_dir: str | None = None
+    digest_at: str = "09:00"  # the daily digest, UTC
+    offboarding_interval: str = "1h"  # the users.info sweep for deactivated users
 
     @classmethod
     def load(cls) -> Settings:

@@ -189,11 +189,13 @@ class Server:
                               text=True,
                               check=check, timeout=60)
 
-    def start(self) -> Server:
+    def start(self, *, init: bool = True) -> Server:
+        """`init`: make the CA key first (a restart keeps the one it has)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "policy.yaml").write_text(self.policy)
-        init = self.vouch("ca", "init", "--key", self.env["VOUCH_CA_KEY"], check=False)
-        assert init.returncode == 0, f"vouch ca init failed: {init.stderr}"
+        if init:
+            made = self.vouch("ca", "init", "--key", self.env["VOUCH_CA_KEY"], check=False)
+            assert made.returncode == 0, f"vouch ca init failed: {made.stderr}"
         self.port = free_port()
         self._log = open(self.workdir / "serve.log", "wb")
         self.proc = subprocess.Popen([VOUCH, "serve", "--port", str(self.port)], env=self.env,

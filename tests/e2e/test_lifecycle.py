@@ -135,7 +135,7 @@ def test_revoke_from_the_card_reaches_the_card_the_thread_the_holder_and_the_krl
     assert f"Revoked by <@{REQUESTER}>" in shown(final) and "laptop stolen" in shown(final)
     assert buttons(final) == []
     fake.wait_for(lambda: [m for m in fake.replies(REQUESTS, card.ts) if "laptop stolen" in m.text])
-    told = wait_dm(fake, REQUESTER, f"serial {serial}")
+    told = wait_dm(fake, REQUESTER, f"(serial {serial}) was revoked")
     assert "revoked" in told.text and "laptop stolen" in told.text
     # twice: "already revoked", everywhere
     since = Since(fake)
@@ -153,7 +153,7 @@ def test_a_revocation_made_with_the_cli_reaches_slack_too(server):
     final = fake.wait_for(lambda: (m := fake.message(REQUESTS, card.ts)) and
                           "Revoked by" in shown(m) and m, timeout=8)
     assert "incident 42" in shown(final)
-    told = wait_dm(fake, DAN, f"serial {serial}")
+    told = wait_dm(fake, DAN, f"(serial {serial}) was revoked")
     assert "incident 42" in told.text
     settle(fake)  # announced once, however many sweeps ran
     assert len([m for m in dm_messages(fake, DAN) if f"serial {serial}" in m.text

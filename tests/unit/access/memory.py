@@ -8,12 +8,13 @@ check that no unit is open while something slow (a Slack lookup, a signature) ha
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from access.ports import Duplicate, RegisteredKey, StoredCertificate
+from access.ports import Activity, Duplicate, RegisteredKey, StoredCertificate
 from access.requests import Kind, Request, State, Vote
 from ca.cert import Certificate
 from ca.keys import PublicKey
@@ -36,6 +37,7 @@ class Data:
     requests: dict[str, Row] = field(default_factory=dict)
     certificates: dict[int, StoredCertificate] = field(default_factory=dict)
     reminded: set[int] = field(default_factory=set)
+    issued_at: dict[int, datetime] = field(default_factory=dict)
     keys: list[RegisteredKey] = field(default_factory=list)
     removed: set[tuple[str, str]] = field(default_factory=set)
     users: dict[str, tuple[str, str | None]] = field(default_factory=dict)
@@ -81,6 +83,10 @@ class MemoryRequests:
     def pending_of(self, requester: str) -> list[Request]:
         return sorted((r for r in self._all(state=State.PENDING) if r.requester == requester),
                       key=lambda r: r.created_at)
+
+    def open_of(self, requester: str) -> list[Request]:
+        return self.pending_of(requester) + [r for r in self._all(state=State.APPROVED)
+                                             if r.requester == requester]
 
     def pending(self, now: datetime, limit: int) -> list[Request]:
         return sorted((r for r in self._all(state=State.PENDING) if r.expires_at > now),
@@ -148,18 +154,22 @@ class MemoryRequests:
         row.request = replace(row.request, reviewed_by=by, reviewed_at=now, review_note=note)
         return True
 
-    def escalate_unreviewed(self, *, created_before: datetime, now: datetime) -> list[Request]:
+    def escalate_unreviewed(self, *, due_before: datetime, now: datetime) -> list[Request]:
         due = [row for row in self.data.requests.values()
                if row.request.kind is Kind.BREAKGLASS and row.reviewed_at is None
-               and row.escalated_at is None and row.request.created_at <= created_before]
+               and row.request.created_at <= due_before
+               and (row.escalated_at is None or row.escalated_at <= due_before)]
+        before = [replace(row.request, escalated_at=row.escalated_at) for row in due]
         for row in due:
             row.escalated_at = now
-        return [row.request for row in due]
+        return before
 
-    def unescalate(self, request_id: str) -> bool:
-        row = self.data.requests[request_id]
-        marked, row.escalated_at = row.escalated_at is not None, None
-        return marked
+    def unescalate(self, request: Request, *, escalated_at: datetime) -> bool:
+        row = self.data.requests[request.id]
+        if row.escalated_at != escalated_at:
+            return False
+        row.escalated_at = request.escalated_at
+        return True
 
 
 class MemoryCertificates:
@@ -174,7 +184,9 @@ class MemoryCertificates:
             raise Duplicate("certificate")
         self.data.certificates[spec.serial] = StoredCertificate(
             serial=spec.serial, key_id=spec.key_id, principals=spec.principals,
-            valid_before=spec.valid_before, holder=holder, request_id=request_id)
+            valid_before=spec.valid_before, holder=holder, request_id=request_id,
+            issued_at=issued_at)
+        self.data.issued_at[spec.serial] = issued_at
 
     def by_serial(self, serial: int) -> StoredCertificate | None:
         return self.data.certificates.get(serial)
@@ -186,6 +198,10 @@ class MemoryCertificates:
         return sorted((c for c in self.data.certificates.values() if c.holder == holder
                        and c.valid_before > now and c.revoked_at is None),
                       key=lambda c: c.valid_before)
+
+    def live_holders(self, now: datetime) -> list[str]:
+        return sorted({c.holder for c in self.data.certificates.values() if c.holder
+                       and c.valid_before > now and c.revoked_at is None})
 
     def due_reminder(self, now: datetime, within: timedelta, limit: int) -> list[StoredCertificate]:
         return sorted((c for c in self.data.certificates.values()
@@ -215,6 +231,10 @@ class MemoryCertificates:
 class MemoryKeys:
     def __init__(self, data: Data) -> None:
         self.data = data
+
+    def holders(self) -> list[str]:
+        return sorted({k.user for k in self.data.keys if (k.user, k.fingerprint)
+                       not in self.data.removed})
 
     def holder(self, fingerprint: str) -> str | None:
         return next((k.user for k in self.data.keys if k.fingerprint == fingerprint
@@ -270,6 +290,36 @@ class MemoryAudit:
                                 "details": details or {}})
 
 
+class MemoryReports:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def activity(self, since: datetime, until: datetime) -> Activity:
+        requests = {row.request.id: row.request for row in self.data.requests.values()}
+
+        def target(certificate: StoredCertificate) -> str:
+            request = requests.get(certificate.request_id)
+            return request.target if request else "(signed directly)"
+
+        def count(items) -> dict[str, int]:
+            return dict(Counter(items))
+
+        def decided(state: State) -> dict[str, int]:
+            return count(r.target for r in requests.values() if r.state is state
+                         and r.decided_at and since <= r.decided_at < until)
+
+        certificates = self.data.certificates.values()
+        return Activity(
+            issued=count(target(c) for c in certificates if c.request_id
+                         and requests[c.request_id].kind is Kind.REQUEST
+                         and since <= self.data.issued_at[c.serial] < until),
+            denied=decided(State.DENIED), expired=decided(State.EXPIRED),
+            revoked=count(target(c) for c in certificates
+                          if c.revoked_at and since <= c.revoked_at < until),
+            breakglass=sorted((r for r in requests.values() if r.kind is Kind.BREAKGLASS
+                               and since <= r.created_at < until), key=lambda r: r.created_at))
+
+
 class MemoryUnit:
     def __init__(self, data: Data) -> None:
         self.requests = MemoryRequests(data)
@@ -277,6 +327,7 @@ class MemoryUnit:
         self.keys = MemoryKeys(data)
         self.users = MemoryUsers(data)
         self.audit = MemoryAudit(data)
+        self.reports = MemoryReports(data)
 
 
 class MemoryStore:

@@ -65,11 +65,32 @@ def test_review_by_another_admin_once(world):
     assert world.store.actions().count("breakglass.review.refused") == 2  # not an admin; own use
 
 
-def test_unreviewed_uses_are_escalated_once_after_review_within(world):
+def test_unreviewed_uses_are_escalated_every_review_within_until_reviewed(world):
     used = breaks(world)
     world.clock.advance(hours=3, minutes=59)
     assert breakglass.escalate_unreviewed(world.access) == []
     world.clock.advance(minutes=1)
-    assert [r.id for r in breakglass.escalate_unreviewed(world.access)] == [used.request.id]
+    [first] = breakglass.escalate_unreviewed(world.access)
+    assert first.request.id == used.request.id and first.request.escalated_at is None
     assert breakglass.escalate_unreviewed(world.access) == []
-    assert world.store.actions().count("breakglass.escalated") == 1
+    world.clock.advance(hours=3, minutes=59)
+    assert breakglass.escalate_unreviewed(world.access) == []
+    world.clock.advance(minutes=1)  # review_within after the first escalation: again
+    [second] = breakglass.escalate_unreviewed(world.access)
+    assert second.request.escalated_at == first.at
+    breakglass.review(world.access, used.request.id, reviewer="U0ADMIN", note="looked at it")
+    world.clock.advance(hours=5)
+    assert breakglass.escalate_unreviewed(world.access) == []  # reviewed: no more
+    assert world.store.actions().count("breakglass.escalated") == 2
+
+
+def test_an_escalation_that_could_not_be_posted_is_escalated_again(world):
+    used = breaks(world)
+    world.clock.advance(hours=4)
+    [failed] = breakglass.escalate_unreviewed(world.access)
+    breakglass.escalation_failed(world.access, failed)
+    world.clock.advance(seconds=30)
+    [again] = breakglass.escalate_unreviewed(world.access)  # not review_within later: at once
+    assert again.request.id == used.request.id
+    assert world.store.actions()[-3:] == ["breakglass.escalated", "breakglass.escalation_failed",
+                                          "breakglass.escalated"]

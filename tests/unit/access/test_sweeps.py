@@ -46,3 +46,26 @@ def test_a_holder_is_reminded_once_reminder_before_expiry(world):
     assert sweeps.reminders_due(world.access) == []
     world.clock.advance(minutes=20)
     assert sweeps.reminders_due(world.access) == []  # expired: never after
+
+
+def _issued(world: World, minutes: int) -> int:
+    request = opening.open_request(world.access, user="U0REQ", target="web",
+                                   duration=timedelta(minutes=minutes), reason="x")
+    return voting.vote(world.access, request.id, approver="U0BOB",
+                       approve=True).issued.certificate.spec.serial
+
+
+def test_no_reminder_for_a_certificate_shorter_than_reminder_before(world):
+    _issued(world, 10)  # reminder_before is 15m: the reminder would come before it was issued
+    assert sweeps.reminders_due(world.access) == []
+    world.clock.advance(minutes=5)
+    assert sweeps.reminders_due(world.access) == []
+
+
+def test_a_reminder_more_than_half_of_reminder_before_late_is_skipped(world):
+    on_time, late = _issued(world, 40), None
+    world.clock.advance(minutes=5)
+    late = _issued(world, 40)
+    world.clock.advance(minutes=20 + 8)  # Vouch was down: on_time's reminder is 8 minutes late
+    assert [c.serial for c in sweeps.reminders_due(world.access)] == [late]  # 3 minutes late
+    assert on_time not in [c.serial for c in sweeps.reminders_due(world.access)]
