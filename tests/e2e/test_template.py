@@ -50,9 +50,12 @@ def server(tmp_path_factory, user_keys):
 
 def reload(server: Server, text: str) -> None:
     (server.workdir / "policy.yaml").write_text(text)
-    reloads = server.log().count("policy reloaded")
+    def reloads() -> int:  # the audit log, not the log file (Server.log() is only its tail)
+        return server.scalar("SELECT count(*) FROM audit_events WHERE action = 'policy.reloaded'")
+
+    before = reloads()
     server.proc.send_signal(signal.SIGHUP)
-    server.fake.wait_for(lambda: server.log().count("policy reloaded") > reloads)
+    server.fake.wait_for(lambda: reloads() > before)
 
 
 def ask(server: Server, reason: str):
