@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 from ca.errors import BadInput
+
+# The URL goes into a shell script: letters, digits and the few marks a URL to /krl needs, so
+# nothing in it can be read by the shell as a quote, a substitution or a word break.
+_SAFE_URL = re.compile(r"[A-Za-z0-9.:/_~%+\[\]-]+")
+
+
+def public_url(option: str | None, setting: str | None) -> str:
+    """Where hosts reach Vouch: --public-url, else VOUCH_PUBLIC_URL; no trailing slash.
+
+    Refused (BadInput) when neither is given, or when it is not http(s) with a host: a host that
+    fetches its KRL from a placeholder keeps accepting revoked certificates without a word."""
+    if option:
+        url, source = option, "--public-url"
+    elif setting:
+        url, source = setting, "VOUCH_PUBLIC_URL"
+    else:
+        raise BadInput("no public URL: give --public-url URL or set VOUCH_PUBLIC_URL to where "
+                       "hosts reach Vouch (they fetch its /krl from there)")
+    parts = urlsplit(url)
+    if (not _SAFE_URL.fullmatch(url) or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.query or parts.fragment):
+        raise BadInput(f"{source} {url!r} is not an http(s) URL with a host and no query, "
+                       "e.g. https://vouch.example.com")
+    return url.rstrip("/")
 
 
 def target_principals(policy_file: str, name: str) -> tuple[str, ...]:
