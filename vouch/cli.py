@@ -184,15 +184,18 @@ def cmd_krl(args, ctx: Context) -> int:
 
 
 def cmd_policy_check(args, ctx: Context) -> int:
-    from access.policy_file import PolicyError, load_policy
+    from access.policy_file import PolicyError, check_policy_file
 
     path = args.file or ctx.settings.policy_file
     try:
-        policy = load_policy(path)
+        checked = check_policy_file(path)
     except PolicyError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 2
+    for line in checked.lines():  # warnings: the policy loads, `serve` would run with it
+        print(line, file=sys.stderr)
+    policy = checked.policy
     breakglass = "break-glass on" if policy.breakglass else "no break-glass"
     print(f"{path}: ok ({len(policy.targets)} target(s): {', '.join(sorted(policy.targets))}; {breakglass})")
     return 0
