@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from access.durations import format_duration, parse_duration
@@ -23,12 +24,31 @@ _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _GROUP = re.compile(r"^@[a-z0-9][a-z0-9._-]*$")
 _TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _PRINCIPAL = re.compile(r"^[A-Za-z0-9._@-][A-Za-z0-9._@$-]{0,63}$")
+# Longer than this loads, with a warning: a certificate is only as short-lived as its maximum.
+LONG_DURATION = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class CheckedPolicy:
+    """A policy that loads, and what `vouch policy check` warns of in it (line by line)."""
+
+    policy: Policy
+    path: str
+    warnings: tuple[Problem, ...] = ()
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}:{w.line}: warning: {w.message}" for w in self.warnings]
 
 
 # --- loading -----------------------------------------------------------------------------
 
 def load_policy(path: str) -> Policy:
     """Read and validate a policy file; raises PolicyError listing every problem."""
+    return check_policy_file(path).policy
+
+
+def check_policy_file(path: str) -> CheckedPolicy:
+    """load_policy, with the warnings."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -37,16 +57,23 @@ def load_policy(path: str) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"policy file {path!r} cannot be read: "
                        f"{getattr(exc, 'strerror', None) or exc}") from None
-    return parse_policy(text, path)
+    return check_policy(text, path)
 
 
 def parse_policy(text: str, path: str = "policy.yaml") -> Policy:
+    return check_policy(text, path).policy
+
+
+def check_policy(text: str, path: str = "policy.yaml") -> CheckedPolicy:
+    """Validate a policy; raises PolicyError listing every problem, else returns it with the
+    warnings (a target nobody can have approved, a max_duration over 7 days)."""
     tree = read_yaml(text, path)
     checker = _Checker()
     policy = checker.policy(tree)
     if checker.problems:
         raise PolicyError(path, checker.problems)
-    return Policy(**{**policy.__dict__, "source": path})
+    warnings = tuple(sorted(checker.warnings, key=lambda w: w.line))
+    return CheckedPolicy(Policy(**{**policy.__dict__, "source": path}), path, warnings)
 
 
 _TOP_KEYS = {"requests_channel", "security_channel", "request_ttl", "reminder_before", "admins",
@@ -61,9 +88,18 @@ class _Checker:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def fail(self, line: int, message: str) -> None:
         self.problems.append(Problem(line, message))
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(Problem(line, message))
+
+    def long_duration(self, entry: tuple[int, Node] | None, duration: timedelta | None, where: str) -> None:
+        if entry is not None and duration is not None and duration > LONG_DURATION:
+            self.warn(entry[0], f"{where} max_duration {format_duration(duration)} is longer than "
+                                "7 days; certificates are meant to be short-lived")
 
     def mapping(self, node: Node, where: str, allowed: set[str]) -> dict[str, tuple[int, Node]]:
         if not isinstance(node.value, dict):
@@ -183,6 +219,9 @@ class _Checker:
         extensions = self.extensions(fields.get("extensions"), where)
         if len(self.problems) > before:
             return None
+        self.long_duration(fields.get("max_duration"), max_duration, f"{where}:")
+        self.never_approved(fields.get("approvals_required") or fields["approvers"], where,
+                            approvers, required, requesters)
         return Target(name=name, principals=principals, max_duration=max_duration,
                       min_duration=min_duration, approvers=approvers, approvals_required=required,
                       requesters=requesters, source_address=source_address,
@@ -220,6 +259,26 @@ class _Checker:
             self.fail(line, f"{where}: approvals_required is {value} but only "
                             f"{len(approvers.users)} approver(s) are listed")
         return value
+
+    def never_approved(self, entry: tuple[int, Node], where: str, approvers: People,
+                       required: int, requesters: People) -> None:
+        """Warn when some requests of this target can never gather their approvals, as nobody
+        approves their own. Only when certain: approvers with a group may be any number, so they
+        are never warned of; a requesters' group makes no approver certainly a requester."""
+        if approvers.groups or len(approvers.users) - 1 >= required:
+            return
+        count = len(approvers.users)
+        askers = approvers.users if requesters.everyone else approvers.users & requesters.users
+        if not askers:
+            return
+        if not requesters.everyone and not requesters.groups and requesters.users <= askers:
+            self.warn(entry[0], f"{where} can never be approved: every requester is one of its "
+                                f"{count} approver(s), who cannot approve their own requests, "
+                                f"which leaves {count - 1} for approvals_required {required}")
+            return
+        self.warn(entry[0], f"{where}: a request by {' or '.join(sorted(askers))} can never be "
+                            "approved: approvers cannot approve their own requests, which leaves "
+                            f"{count - 1} approver(s) for approvals_required {required}")
 
     def source_address(self, entry, where: str) -> str | None:
         if entry is None or entry[1].value is None:
@@ -290,6 +349,7 @@ class _Checker:
             self.fail(line, 'breakglass needs targets (a list of target names, or ["*"])')
         if len(self.problems) > before:
             return None
+        self.long_duration(fields.get("max_duration"), max_duration, "breakglass")
         return Breakglass(users=users, max_duration=max_duration, targets=allowed,
                           review_within=review_within)
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ca.errors import BadInput, VouchError
-from vouch.host_setup import host_setup, target_principals
+from vouch.host_setup import host_setup, public_url, target_principals
 from vouch.settings import Settings
 
 
@@ -184,23 +184,27 @@ def cmd_krl(args, ctx: Context) -> int:
 
 
 def cmd_policy_check(args, ctx: Context) -> int:
-    from access.policy_file import PolicyError, load_policy
+    from access.policy_file import PolicyError, check_policy_file
 
     path = args.file or ctx.settings.policy_file
     try:
-        policy = load_policy(path)
+        checked = check_policy_file(path)
     except PolicyError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 2
+    for line in checked.lines():  # warnings: the policy loads, `serve` would run with it
+        print(line, file=sys.stderr)
+    policy = checked.policy
     breakglass = "break-glass on" if policy.breakglass else "no break-glass"
     print(f"{path}: ok ({len(policy.targets)} target(s): {', '.join(sorted(policy.targets))}; {breakglass})")
     return 0
 
 
 def cmd_host_setup(args, ctx: Context) -> int:
+    url = public_url(args.public_url, ctx.settings.public_url)
     principals = target_principals(ctx.settings.policy_file, args.target) if args.target else ()
-    print(host_setup(ctx.signer().public_key.line(), ctx.settings.public_url.rstrip("/"),
+    print(host_setup(ctx.signer().public_key.line(), url,
                      target=args.target, principals=principals), end="")
     return 0
 
@@ -307,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     host = commands.add_parser("host-setup", help="print what a host needs to trust Vouch")
     host.add_argument("--target", metavar="NAME", help="also print the principals of this target")
+    host.add_argument("--public-url", metavar="URL",
+                      help="where hosts reach Vouch for /krl (default: VOUCH_PUBLIC_URL)")
     host.set_defaults(func=cmd_host_setup)
 
     sandbox = commands.add_parser("sandbox", help="the local Slack sandbox: the real bot and a "

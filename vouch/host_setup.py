@@ -2,7 +2,39 @@
 
 from __future__ import annotations
 
+import re
+from shlex import quote
+from urllib.parse import urlsplit
+
 from ca.errors import BadInput
+from vouch.krl_fetch import FETCHER, KRL, UNIT, fetch_script, service_unit, timer_unit
+
+# The URL goes into a shell script: letters, digits and the few marks a URL to /krl needs, so
+# nothing in it can be read by the shell as a quote, a substitution or a word break.
+_SAFE_URL = re.compile(r"[A-Za-z0-9.:/_~%+\[\]-]+")
+
+
+def public_url(option: str | None, setting: str | None) -> str:
+    """Where hosts reach Vouch: --public-url, else VOUCH_PUBLIC_URL; no trailing slash.
+
+    Refused (BadInput) when neither is given, or when it is not http(s) with a host: a host that
+    fetches its KRL from a placeholder keeps accepting revoked certificates without a word."""
+    if option:
+        url, source = option, "--public-url"
+    elif setting:
+        url, source = setting, "VOUCH_PUBLIC_URL"
+    else:
+        raise BadInput("no public URL: give --public-url URL or set VOUCH_PUBLIC_URL to where "
+                       "hosts reach Vouch (they fetch its /krl from there)")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1": an IPv6 host with no closing bracket
+        parts = None
+    if (parts is None or not _SAFE_URL.fullmatch(url) or parts.scheme not in ("http", "https")
+            or not parts.hostname or parts.query or parts.fragment):
+        raise BadInput(f"{source} {url!r} is not an http(s) URL with a host and no query, "
+                       "e.g. https://vouch.example.com")
+    return url.rstrip("/")
 
 
 def target_principals(policy_file: str, name: str) -> tuple[str, ...]:
@@ -17,38 +49,97 @@ def target_principals(policy_file: str, name: str) -> tuple[str, ...]:
 
 
 def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[str, ...]) -> str:
-    fetch = (f"curl -fsS {url}/krl -o /etc/ssh/vouch_revoked.krl.new && "
-             "mv /etc/ssh/vouch_revoked.krl.new /etc/ssh/vouch_revoked.krl")
-    lines = [
-        "# Vouch host set-up: run as root on each host that should accept Vouch certificates.",
+    """The set-up script: it stops at the first failure, and before sshd's configuration changes
+    unless the KRL is in place (sshd refuses every public key while RevokedKeys is missing)."""
+    about = f" for target {target}" if target else ""
+    return "\n".join([
+        "#!/bin/sh",
+        f"# Vouch host set-up{about}: run as root on each host to accept Vouch certificates.",
+        "set -eu",
         "",
         "# 1. Trust Vouch's CA for user certificates.",
-        "cat > /etc/ssh/vouch_ca.pub <<'EOF'",
-        f"{ca_line} vouch-ca",
-        "EOF",
+        f"cat > /etc/ssh/vouch_ca.pub <<'EOF'\n{ca_line} vouch-ca\nEOF",
         "",
-        "# 2. Fetch the revocation list now and every 5 minutes. sshd refuses every certificate",
-        "#    while the file is missing or corrupt, so it is replaced atomically (mv).",
-        fetch,
-        f"echo '*/5 * * * * root {fetch}' > /etc/cron.d/vouch-krl",
+        *_principals(target, principals),
         "",
-        "# 3. Map certificate principals to login accounts (one principal per line).",
-        "mkdir -p /etc/ssh/auth_principals",
+        "# 3. The KRL fetcher, and a first fetch: sshd must not hear of a KRL it cannot read.",
+        f"cat > {FETCHER} <<'VOUCH_KRL_FETCH'\n{fetch_script(url)}VOUCH_KRL_FETCH",
+        f"chmod 755 {FETCHER}",
+        FETCHER,
+        "",
+        *_schedule(),
+        "",
+        *_sshd_config(principals),
+    ]) + "\n"
+
+
+def _principals(target: str | None, principals: tuple[str, ...]) -> list[str]:
+    lines = ["# 2. Map certificate principals to login accounts (one principal per line).",
+             "mkdir -p /etc/ssh/auth_principals"]
+    if not principals:
+        return lines + [
+            "#    For each login account: echo <principal> > /etc/ssh/auth_principals/<account>",
+            "#    (`vouch host-setup --target NAME` prints the lines for a policy target)."]
+    return lines + [f"#    Target {target}: principals {', '.join(principals)}.",
+                    *(f"echo {quote(p)} > {quote('/etc/ssh/auth_principals/' + p)}"
+                      for p in principals)]
+
+
+def _schedule() -> list[str]:
+    unit = f"/etc/systemd/system/{UNIT}"
+    return [
+        "# 4. Fetch it every 5 minutes: a systemd timer where systemd runs, else cron. (Asked",
+        "#    of /run/systemd/system as sd_booted(3) does: containers may have systemctl alone.)",
+        "if [ -d /run/systemd/system ]; then",
+        f"    cat > {unit}.service <<'EOF'\n{service_unit()}EOF",
+        f"    cat > {unit}.timer <<'EOF'\n{timer_unit()}EOF",
+        "    systemctl daemon-reload",
+        f"    systemctl enable --now {UNIT}.timer",
+        "else",
+        "    # A minute of the five picked per host, so that hosts set up together ask apart.",
+        "    minute=$(( $(od -An -N1 -tu1 /dev/urandom) % 5 ))",
+        f"    echo \"$minute-59/5 * * * * root {FETCHER}\" > /etc/cron.d/vouch-krl",
+        "fi",
     ]
+
+
+def _sshd_config(principals: tuple[str, ...]) -> list[str]:
+    conf = "/etc/ssh/sshd_config.d/vouch.conf"
     if principals:
-        lines.append(f"#    Target {target}: principals {', '.join(principals)}.")
-        lines += [f"echo {p} > /etc/ssh/auth_principals/{p}" for p in principals]
+        only = [
+            "# Certificate-only accounts: this target's principals. sshd ignores their",
+            "# authorized_keys, so no key left there outlives an approval; others keep theirs.",
+            f"Match User {','.join(principals)}",
+            "    AuthorizedKeysFile none",
+        ]
     else:
-        lines.append("#    For each login account: echo <principal> > /etc/ssh/auth_principals/<account>")
-        lines.append("#    (`vouch host-setup --target NAME` prints the lines for a policy target).")
-    lines += [
-        "",
-        "# 4. Tell sshd, check the configuration, and reload.",
-        "cat > /etc/ssh/sshd_config.d/vouch.conf <<'EOF'",
+        only = [
+            "# Certificate-only accounts: not chosen for you, as `none` for every account would",
+            "# also lock out the key you may be logged in with. For accounts only Vouch opens:",
+            "# Match User <account>[,<account>...]",
+            "#     AuthorizedKeysFile none",
+        ]
+    return [
+        "# 5. Tell sshd, through the Include at the top of sshd_config (first value wins there).",
+        "grep -Eqi '^[[:space:]]*Include[[:space:]].*sshd_config\\.d' /etc/ssh/sshd_config || {",
+        ("    echo \"add 'Include /etc/ssh/sshd_config.d/*.conf' at the top of "
+         "/etc/ssh/sshd_config, then run this again\" >&2"),
+        "    exit 1; }",
+        "mkdir -p /etc/ssh/sshd_config.d",
+        f"cat > {conf} <<'EOF'",
         "TrustedUserCAKeys /etc/ssh/vouch_ca.pub",
-        "RevokedKeys /etc/ssh/vouch_revoked.krl",
+        f"RevokedKeys {KRL}",
         "AuthorizedPrincipalsFile /etc/ssh/auth_principals/%u",
+        *only,
         "EOF",
-        "sshd -t && systemctl reload ssh",
+        "",
+        "# 6. Check, then reload sshd once for its configuration; the KRL needs no reload, as sshd",
+        "#    reads RevokedKeys for every key it checks. The unit is ssh on Debian/Ubuntu, sshd on",
+        "#    RHEL; without systemd, HUP the listener by its PID file (HUP to every sshd process",
+        "#    would end the open sessions, yours too).",
+        f"/usr/sbin/sshd -t || {{ rm -f {conf}; echo 'sshd -t failed: {conf} removed' >&2;",
+        "    exit 1; }",
+        "systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null ||",
+        "    kill -HUP \"$(cat \"$(/usr/sbin/sshd -T | sed -n 's/^pidfile //p')\")\" || {",
+        "    echo 'sshd was not reloaded: reload it to use Vouch certificates' >&2; exit 1; }",
     ]
-    return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     pkcs11_pin: SecretStr | None = None
     scheduler_interval: str = "30s"
     log_format: str = "text"
-    public_url: str = "https://vouch.example.com"  # where hosts fetch /krl (host-setup prints it)
+    public_url: str | None = None  # where hosts fetch /krl; host-setup refuses to guess it
     audit_key: SecretStr | None = None  # see vouch.audit_key
     audit_checkpoints: str = "audit-checkpoints.log"
     secrets_dir: str | None = None

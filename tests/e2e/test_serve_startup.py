@@ -159,3 +159,21 @@ def test_sighup_reloads_the_policy_and_keeps_the_old_one_if_the_new_is_bad(tmp_p
     finally:
         server.stop()
 
+
+
+def test_serve_starts_on_a_policy_that_policy_check_only_warns_of(tmp_path, slack):
+    from e2e_support import Server
+
+    warned = policy_yaml().replace("targets:\n", "targets:\n  solo:\n    principals: [solo]\n"
+                                   "    max_duration: 8d\n    approvers: [U0BOB]\n"
+                                   "    requesters: [U0BOB]\n", 1)
+    server = Server(tmp_path / "srv", slack, warned)
+    server.start()  # raises unless /healthz answers
+    try:
+        checked = server.vouch("policy", "check", check=False)
+        assert checked.returncode == 0, checked.stderr
+        assert "max_duration 8d is longer than 7 days" in checked.stderr
+        assert "target 'solo' can never be approved" in checked.stderr
+        assert server.get("/readyz").status == 200
+    finally:
+        server.stop()

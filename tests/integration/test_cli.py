@@ -835,3 +835,56 @@ def test_ca_init_never_makes_a_file_of_a_uri_spelled_differently(tmp_path: Path)
         result = vouch.run("ca", "init", "--key", spelled)
         assert_bad_input(result, "module-path")  # taken for a token: it wants the module
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- policy check: warnings ----------------------------------------------------------------
+
+WARNED_POLICY = """\
+security_channel: C0SECURITY
+targets:
+  pair:
+    principals: [pair]
+    max_duration: 1h
+    approvers: [U0ANN, U0BEN]
+    approvals_required: 2
+  solo:
+    principals: [solo]
+    max_duration: 10d
+    approvers: [U0ANN]
+    requesters: [U0ANN]
+  fine:
+    principals: [fine]
+    max_duration: 7d
+    approvers: [U0ANN, "@sre"]
+    approvals_required: 3
+breakglass:
+  users: [U0ANN]
+  max_duration: 8d
+  targets: ["*"]
+"""
+
+
+def test_policy_check_warns_of_what_can_never_work_and_still_passes(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(WARNED_POLICY)
+    result = Vouch(tmp_path).run("policy", "check", policy)
+    assert_no_traceback(result)
+    assert result.returncode == 0, result
+    assert result.stdout.startswith(f"{policy}: ok (3 target(s)"), result
+    lines = result.err.splitlines()
+    assert [line.split(": warning: ")[0] for line in lines] == [
+        f"{policy}:7", f"{policy}:10", f"{policy}:11", f"{policy}:20"], result
+    assert "a request by U0ANN or U0BEN can never be approved" in lines[0]
+    assert "max_duration 10d is longer than 7 days" in lines[1]
+    assert "target 'solo' can never be approved: every requester is one of its 1" in lines[2]
+    assert "breakglass max_duration 8d is longer than 7 days" in lines[3]
+
+
+def test_policy_check_errors_still_exit_2(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(WARNED_POLICY.replace("approvals_required: 2", "approvals_required: 3"))
+    result = Vouch(tmp_path).run("policy", "check", policy)
+    assert_no_traceback(result)
+    assert result.returncode == 2, result
+    assert result.err.splitlines() == [
+        f"{policy}:7: target 'pair': approvals_required is 3 but only 2 approver(s) are listed"]

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from access.policy import People, find_person
-from access.policy_file import PolicyError, load_policy, parse_policy
+from access.policy_file import PolicyError, check_policy, load_policy, parse_policy
 from ca.errors import BadInput
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "policy.yaml"
@@ -201,3 +201,68 @@ def test_deep_nesting_and_huge_files_are_refused():
         parse_policy("targets: " + "[" * 100_000 + "]" * 100_000, "deep.yaml")
     with pytest.raises(PolicyError, match="a policy is a few kilobytes"):
         parse_policy("# " + "x" * (2 * 1024 * 1024), "huge.yaml")
+
+
+# --- warnings: loadable, but something no one can have meant ------------------------------
+
+def target(approvers: str, *, required: int | None = None, requesters: str | None = None,
+           max_duration: str = "1h") -> str:
+    lines = ["targets:", "  web:", "    principals: [www]", f"    max_duration: {max_duration}",
+             f"    approvers: {approvers}"]
+    if required is not None:
+        lines.append(f"    approvals_required: {required}")
+    if requesters is not None:
+        lines.append(f"    requesters: {requesters}")
+    return "\n".join(lines) + "\n"
+
+
+def warnings(text: str) -> list[str]:
+    return check_policy(text, "p.yaml").lines()
+
+
+@pytest.mark.parametrize("text, expected", [
+    # Two approvers, two approvals: a requester who is one of them has only the other.
+    (target("[U0A, U0B]", required=2), "p.yaml:6: warning: target 'web': a request by U0A or "
+     "U0B can never be approved: approvers cannot approve their own requests, which leaves 1 "
+     "approver(s) for approvals_required 2"),
+    (target("[U0A, U0B]", required=2, requesters="[U0A, U0C, '@devs']"),
+     "p.yaml:6: warning: target 'web': a request by U0A can never be approved"),
+    # Every requester is an approver: nobody can ever have it.
+    (target("[U0A]", requesters="[U0A]"), "p.yaml:5: warning: target 'web' can never be "
+     "approved: every requester is one of its 1 approver(s), who cannot approve their own "
+     "requests, which leaves 0 for approvals_required 1"),
+    (target("[U0A]", max_duration="8d", requesters="[U0C]"),
+     "p.yaml:4: warning: target 'web': max_duration 8d is longer than 7 days"),
+])
+def test_what_is_certain_to_go_wrong_is_a_warning(text, expected):
+    assert any(line.startswith(expected) for line in warnings(text)), warnings(text)
+    parse_policy(text)  # a warning never stops the policy from loading
+
+
+@pytest.mark.parametrize("text", [
+    target("[U0A, U0B, U0C]", required=2),           # one left over for each approver's request
+    target("[U0A, '@sre']", required=2),            # the group's size is unknown
+    target("[U0A, U0B]", required=2, requesters="[U0C]"),
+    target("[U0A, U0B]", required=2, requesters="['@devs']"),  # an approver may not be a dev
+    target("[U0A]", max_duration="7d", requesters="[U0C]"),
+])
+def test_what_may_work_is_not_warned_of(text):
+    assert warnings(text) == []
+
+
+def test_a_long_breakglass_is_warned_of():
+    text = (target("[U0A]", requesters="[U0C]") + "security_channel: C0SEC\nbreakglass:\n"
+            "  users: [U0A]\n  max_duration: 7d1s\n  targets: ['*']\n")
+    assert warnings(text) == ["p.yaml:10: warning: breakglass max_duration 7d1s is longer than "
+                              "7 days; certificates are meant to be short-lived"]
+
+
+def test_errors_still_refuse_a_policy_with_warnings():
+    with pytest.raises(PolicyError) as refused:
+        check_policy(target("[U0A]", required=2, max_duration="8d"), "p.yaml")
+    assert refused.value.lines() == [
+        "p.yaml:6: target 'web': approvals_required is 2 but only 1 approver(s) are listed"]
+
+
+def test_the_example_policy_has_no_warnings():
+    assert check_policy(EXAMPLE.read_text(), str(EXAMPLE)).lines() == []
