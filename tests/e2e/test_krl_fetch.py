@@ -228,3 +228,43 @@ def test_sshd_refuses_a_certificate_once_the_fetcher_brought_its_revocation(
         assert sshd.pid == pid
         unchanged = fetch(fetcher, sshd.krl_path)  # the server's 304: nothing said, nothing moved
         assert unchanged.returncode == 0 and unchanged.stderr == ""
+
+
+def test_after_a_revoke_click_sshd_refuses_that_certificate_and_accepts_another(
+        server, fetcher, user_keys, tmp_path):
+    """The issue's end-to-end case: certificates from Slack approvals, the holder's Revoke click
+    and its modal, one run of the fetcher, and the running sshd refuses only the revoked one."""
+    from e2e_support import BOB, DAN, DB_PRINCIPAL, REQUESTER
+    from test_bot import REQUESTS, ask, certificate_line, register_key, wait_dm, wait_state
+
+    require_sshd()
+    login_user = ensure_test_user()
+    certificates = {}
+    for user, name in ((REQUESTER, "ed25519"), (DAN, "ecdsa-p256")):
+        register_key(server, user, user_keys[name])
+        request_id, message = ask(server, user, "prod-db", "1h", f"fetcher test for {user}")
+        server.driver.click_button(BOB, channel=REQUESTS, ts=message.ts, label="Approve")
+        cert = tmp_path / f"{user}-cert.pub"
+        cert.write_text(certificate_line(wait_dm(server.fake, user, request_id).text) + "\n")
+        wait_state(server, request_id, "issued")
+        certificates[user] = (request_id, message, user_keys[name].private, cert)
+    ca_line = server.vouch("ca", "pubkey").stdout
+    sshd = Sshd(tmp_path / "sshd", trusted_ca_keys=[ca_line], revoked_keys=b"",
+                principals={login_user: [DB_PRINCIPAL]})
+    sshd.workdir.mkdir(parents=True)
+    assert fetch(fetcher, sshd.krl_path).returncode == 0
+    sshd.revoked_keys = sshd.krl_path.read_bytes()
+    with sshd:
+        request_id, message, private, cert = certificates[REQUESTER]
+        assert sshd.login(private, cert).ok
+        fake = server.fake
+        opened = len(fake.views(REQUESTER))
+        server.driver.click_button(REQUESTER, channel=REQUESTS, ts=message.ts, label="Revoke")
+        view = fake.wait_for(lambda: fake.views(REQUESTER)[opened:])[-1]
+        server.driver.submit_view(REQUESTER, view, {
+            "note": {"value": {"type": "plain_text_input", "value": "laptop left on a train"}}})
+        wait_state(server, request_id, "revoked")
+        assert fetch(fetcher, sshd.krl_path).returncode == 0
+        assert not sshd.login(private, cert).ok
+        _, _, other_private, other_cert = certificates[DAN]
+        assert sshd.login(other_private, other_cert).ok
