@@ -82,5 +82,7 @@ def configure_logging(log_format: str, level: int = logging.INFO, *,
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Request bodies and tokens can appear at debug level in these libraries: keep them quiet.
-    for noisy in ("slack_bolt", "slack_sdk", "urllib3", "httpx", "uvicorn.access", "alembic"):
+    # APScheduler says every run of every job at INFO: vouch.scheduler logs what matters.
+    for noisy in ("slack_bolt", "slack_sdk", "urllib3", "httpx", "uvicorn.access", "alembic",
+                  "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

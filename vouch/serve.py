@@ -35,7 +35,7 @@ from vouch.audit_key import load_audit_key
 from vouch.logs import configure_logging
 from vouch.scheduler import Scheduler, parse_digest_at
 from vouch.settings import Settings
-from vouch.web import create_web_app
+from vouch.web import KrlCache, create_web_app
 
 log = logging.getLogger("vouch.serve")
 
@@ -132,10 +132,14 @@ def build(settings: Settings) -> Vouch:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         socket_mode = SocketModeHandler(bolt, app_token, web_client=client)
+    krls = KrlCache(access)
     web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
                          access=access, db=db, metrics=metrics,
-                         checks=(lambda: notifier.security_problem,))
-    jobs = Jobs(access, notifier, also={"audit-checkpoint": checkpointer.maybe})
+                         checks=(lambda: notifier.security_problem,), krls=krls)
+    # Other packages' periodic work: audit checkpoints, and the served KRL remade when a revoked
+    # certificate left it (a day past its expiry).
+    jobs = Jobs(access, notifier, also={"audit-checkpoint": checkpointer.maybe,
+                                        "krl": krls.current})
     return Vouch(settings=settings, db=db, access=access, bot=bot, web=web,
                  jobs=jobs, policy=policy, socket_mode=socket_mode, notifier=notifier,
                  scheduler=Scheduler(jobs, SqlClaims(db), metrics, interval=interval,

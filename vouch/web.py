@@ -8,6 +8,7 @@ and dispatch itself only verifies, acks and hands the work to lazy listeners.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import anyio
@@ -28,9 +29,26 @@ from vouch.edge import BodyLimit, SlackGate
 
 log = logging.getLogger("vouch.web")
 
+class KrlCache:
+    """The KRL served at /krl: remade only when revocations changed, or when a revoked
+    certificate fell out of it a day past its expiry (the scheduled `krl` job asks)."""
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self._served: revoking.Krl | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> revoking.Krl:
+        with self._lock:
+            self._served = revoking.krl(self.access, unless=self._served)
+            return self._served
+
+
 def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Access, db: Database,
-                   metrics: Metrics, checks: tuple[Callable[[], str | None], ...] = ()) -> Starlette:
+                   metrics: Metrics, checks: tuple[Callable[[], str | None], ...] = (),
+                   krls: KrlCache | None = None) -> Starlette:
     """`checks`: more reasons not to be ready (the security channel unreachable, say)."""
+    krls = krls or KrlCache(access)
     limiter = anyio.CapacityLimiter(64)
     gate = SlackGate(signing_secret) if signing_secret else None
 
@@ -71,16 +89,9 @@ def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Acce
     async def ca_pub(request: Request) -> Response:
         return PlainTextResponse(access.signer.public_key.line() + " vouch-ca\n")
 
-    served: list[revoking.Krl] = []  # the last KRL made: remade only when revocations change
-
     async def krl(request: Request) -> Response:
-        def current() -> revoking.Krl:
-            latest = revoking.krl(access, unless=served[0] if served else None)
-            served[:] = [latest]
-            return latest
-
         try:
-            latest = await anyio.to_thread.run_sync(current)
+            latest = await anyio.to_thread.run_sync(krls.current)
         except VouchError as exc:
             log.error("KRL unavailable: %s", exc.detail)
             return PlainTextResponse(f"KRL unavailable: {exc.message}\n", status_code=503)
