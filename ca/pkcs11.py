@@ -302,11 +302,15 @@ def create_token_key(uri: Pkcs11Uri, key_type: CaKeyType, *, module: str, pin: s
             for obj in session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: uri.object}):
                 obj.destroy()
         key_id = uri.id or secrets.token_bytes(8)
+        # Sign and verify only: python-pkcs11's defaults would let an RSA key decrypt and unwrap
+        # and an EC key derive, turning the CA key into an oracle for anyone with a session.
         private_template = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-                            Attribute.EXTRACTABLE: False, Attribute.SIGN: True}
+                            Attribute.EXTRACTABLE: False, Attribute.SIGN: True,
+                            Attribute.DECRYPT: False, Attribute.UNWRAP: False, Attribute.DERIVE: False}
         if always_authenticate:
             private_template[Attribute.ALWAYS_AUTHENTICATE] = True
-        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True}
+        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False,
+                           Attribute.WRAP: False}
         common = dict(id=key_id, label=uri.object, store=True,
                       public_template=public_template, private_template=private_template)
         if key_type in (CaKeyType.RSA_3072, CaKeyType.RSA_4096):

@@ -258,6 +258,21 @@ def test_private_key_is_sensitive_and_never_extractable(ca, softhsm):
             private[secret]
 
 
+def test_token_keys_may_only_sign_and_verify(ca, softhsm):
+    """A CA key that can also decrypt, unwrap or derive is an oracle for whoever gets a session:
+    the private half may only sign, the public half only verify (read back from the token)."""
+    ca.signer.sign(b"log in")
+    with own_session(softhsm) as session:
+        private = private_object(session, ca.label)
+        public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=ca.label)
+        assert {a: private[a] for a in (Attribute.SIGN, Attribute.DECRYPT, Attribute.UNWRAP,
+                                        Attribute.DERIVE)} == {
+            Attribute.SIGN: True, Attribute.DECRYPT: False, Attribute.UNWRAP: False,
+            Attribute.DERIVE: False}
+        assert {a: public[a] for a in (Attribute.VERIFY, Attribute.ENCRYPT, Attribute.WRAP)} == {
+            Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}
+
+
 @pytest.mark.parametrize("user", USER_KEY_NAMES)
 def test_certificate_verifies_independently(ca, user, user_keys, tmp_path):
     spec = make_spec(user_keys[user].public, key_id=f"alice via {ca.key_type.value} for {user}")
