@@ -3,7 +3,8 @@
 Keys are named by RFC 7512 `pkcs11:` URIs. One long-lived, logged-in session per signer is
 shared by all threads behind a lock: PKCS#11 sessions carry one active operation at a time, and a
 second `C_Login` in the same process fails. A session lost to a removed or reset token is reopened
-once per signature; a refused PIN is never retried (tokens lock after a few wrong PINs).
+once per signature. A refused PIN latches: no login is tried again until `reset()` (SIGHUP) or a
+restart, because tokens lock after a few wrong PINs (a YubiKey after three).
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ _RECONNECT = (p11.SessionClosed, p11.SessionHandleInvalid, p11.DeviceRemoved, p1
 _PIN_REFUSED = (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked, p11.PinExpired)
 
 
+class PinRefused(SignerUnavailable):
+    """The token refused the PIN (wrong, locked, expired)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 _LIBRARIES: dict[str, pkcs11.lib] = {}
 _LIBRARIES_LOCK = threading.Lock()
 
@@ -78,9 +87,9 @@ class _Connection:
             # Login is per process: another session of ours is logged in, and this one shares it.
             self.session = self.token.open(rw=rw)
         except _PIN_REFUSED as exc:
-            raise SignerUnavailable(f"PKCS#11 token {self.token.label!r} refused the PIN "
-                                    f"({type(exc).__name__}); it is not retried, "
-                                    "to avoid locking the token") from None
+            reason = type(exc).__name__
+            raise PinRefused(f"PKCS#11 token {self.token.label!r} refused the PIN ({reason}); it "
+                             "is not retried, to avoid locking the token", reason=reason) from None
         except p11.PKCS11Error as exc:
             raise SignerUnavailable(f"PKCS#11 token {self.token.label!r}: cannot open a session "
                                     f"({_reason(exc)})") from None
@@ -135,6 +144,7 @@ class Pkcs11Signer:
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
         self._key = None
+        self._refused: str | None = None  # the latch: why no login is tried until reset()
         with self._lock:
             self._connect()
 
@@ -176,23 +186,63 @@ class Pkcs11Signer:
             self._ec_hash = {256: hashlib.sha256, 384: hashlib.sha384, 521: hashlib.sha512}[public_key.bits]
             self._ec_prefix = put_string(public_key.type)
 
+    def _reconnect(self) -> None:
+        try:
+            self._connect()
+        except PinRefused as exc:
+            raise self._refuse("PIN", exc.reason) from None
+
+    def _refuse(self, what: str, reason: str) -> SignerUnavailable:
+        """Latch a refused PIN. The token may keep the refused signature active on the session
+        (SoftHSM2 does: every later C_SignInit fails), so the session is replaced by a fresh one
+        opened without a login."""
+        self._refused = (f"PKCS#11 {self.uri.describe()}: the {what} was refused ({reason}); "
+                         "no login is tried again until vouch restarts or receives SIGHUP "
+                         "(fix the PIN first: tokens lock after a few wrong PINs)")
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            try:
+                self._conn = _Connection(self.uri, self._module, None)
+            except SignerUnavailable:
+                pass  # the token is gone too: reset() opens a session anyway
+        return SignerUnavailable(self._refused)
+
+    def _unless_refused(self) -> None:
+        if self._refused is not None:
+            raise SignerUnavailable(self._refused)
+
+    def reset(self) -> bool:
+        """Clear a refused-PIN latch (SIGHUP, once the PIN is fixed) and log in once more, with the
+        PIN re-read if the URI names a pin-source. False if nothing was latched."""
+        with self._lock:
+            if self._refused is None:
+                return False
+            if self.uri.pin_source is not None:
+                self._pin = self.uri.pin(None)
+            self._refused = None
+            self._reconnect()
+            return True
+
     def sign(self, data: bytes) -> bytes:
         with self._lock:
+            self._unless_refused()
             try:
                 return self._sign(data)
             except _RECONNECT as first:
                 try:
-                    self._connect()
+                    self._reconnect()
                     return self._sign(data)
                 except SignerUnavailable:
                     raise
+                except _PIN_REFUSED as exc:
+                    raise self._refuse("per-signature PIN", type(exc).__name__) from None
                 except p11.PKCS11Error as again:
                     raise SignerUnavailable(
                         f"PKCS#11 {self.uri.describe()} cannot sign: {_reason(first)}, and again "
                         f"after reopening the session: {_reason(again)}") from None
             except _PIN_REFUSED as exc:
-                raise SignerUnavailable(f"PKCS#11 {self.uri.describe()}: the per-signature PIN was "
-                                        f"refused ({type(exc).__name__})") from None
+                raise self._refuse("per-signature PIN", type(exc).__name__) from None
             except p11.PKCS11Error as exc:
                 raise SignerUnavailable(f"PKCS#11 {self.uri.describe()} cannot sign: "
                                         f"{_reason(exc)}") from None
@@ -214,10 +264,11 @@ class Pkcs11Signer:
     def check(self) -> None:
         """Raise SignerUnavailable unless the token answers (for /readyz)."""
         with self._lock:
+            self._unless_refused()
             try:
                 self._key[Attribute.LABEL]
             except _RECONNECT:
-                self._connect()
+                self._reconnect()
             except p11.PKCS11Error as exc:
                 raise SignerUnavailable(f"PKCS#11 {self.uri.describe()}: {_reason(exc)}") from None
 

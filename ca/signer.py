@@ -109,6 +109,10 @@ class FileSigner:
     def check(self) -> None:
         """A signer in memory is always able to sign."""
 
+    def reset(self) -> bool:
+        """Nothing to log in to again (SIGHUP): see Pkcs11Signer.reset."""
+        return False
+
     def close(self) -> None:
         pass
 

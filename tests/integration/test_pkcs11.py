@@ -526,7 +526,9 @@ def test_always_authenticate_key_signs_with_the_pin_each_time(softhsm, user_keys
                 impostor.sign(b"data")
             message = str(caught.value)
             assert message == (f"PKCS#11 key {label!r} in token 'vouch-test': the per-signature "
-                               "PIN was refused (PinIncorrect)")
+                               "PIN was refused (PinIncorrect); no login is tried again until "
+                               "vouch restarts or receives SIGHUP (fix the PIN first: tokens "
+                               "lock after a few wrong PINs)")
             assert wrong not in message and wrong not in repr(caught.value)
         finally:
             impostor.close()
@@ -793,3 +795,137 @@ def test_signer_follows_a_replaced_key_on_the_first_signature(sub_token):
     lines = rotated.stdout.splitlines()
     assert lines[1] == "attempt 2: signed, new key: True"  # holds today: the second try works
     assert lines[0] == "attempt 1: signed, new key: True"
+
+
+# --- a refused PIN latches: no further login until reset() (SIGHUP) or a restart --------------
+# A YubiKey locks its PIN after three wrong tries, so after one refusal the signer must not log in
+# again on its own. SoftHSM2 never locks, so each scenario proves "no login was tried" by changing
+# the token's PIN back to the signer's before calling it again: any login would now succeed.
+
+LATCH_SCRIPT = r"""
+import os, sys
+from pathlib import Path
+from pkcs11 import Mechanism
+from pkcs11 import exceptions as p11
+from ca.errors import SignerUnavailable
+from ca.pkcs11 import Pkcs11Signer, create_token_key, load_module, parse_pkcs11_uri
+from ca.signer import CaKeyType
+
+GOOD, NEW = os.environ["VOUCH_TEST_PIN"], "4711-changed"
+mode = sys.argv[1]
+uri = parse_pkcs11_uri(os.environ["VOUCH_TEST_URI"])
+module = uri.module_path
+create_token_key(uri, CaKeyType.ECDSA_P256, module=module, pin=GOOD,
+                 always_authenticate=mode == "per-signature")
+token = load_module(module).get_token(token_label=uri.token)
+
+
+def attempt(name, call):
+    try:
+        call()
+        print(f"{name}: ok")
+    except SignerUnavailable as exc:
+        print(f"{name}: {exc}")
+
+
+def set_pin(old, new):
+    session = token.open(rw=True)  # C_SetPIN in a public R/W session: no login, no logout
+    session.set_pin(old, new)
+    session.close()
+
+
+signer = Pkcs11Signer(uri, module=module, pin=uri.pin(GOOD))
+attempt("first", lambda: signer.sign(b"first"))
+set_pin(GOOD, NEW)  # an administrator changes the PIN, and vouch still has the old one
+if mode == "per-signature":
+    before = signer._conn.session
+    attempt("refused", lambda: signer.sign(b"refused"))  # the context-specific login fails
+    after = signer._conn.session
+    print("session replaced:", after is not before)
+    try:
+        before.digest(b"x", mechanism=Mechanism.SHA256)
+        print("old session: open")
+    except (p11.SessionHandleInvalid, p11.SessionClosed):
+        print("old session: closed")
+    # SoftHSM2 keeps the refused signature active on its session; the fresh one starts idle.
+    print("fresh session idle:", len(after.digest(b"x", mechanism=Mechanism.SHA256)) == 32)
+else:
+    signer._conn.session.close()  # the token was reset: session and login are gone
+    attempt("refused", lambda: signer.sign(b"refused"))  # the C_Login on reconnecting fails
+if mode == "pin-source":
+    Path(uri.pin_source.removeprefix("file:")).write_text(NEW + "\n")  # the operator fixes the file
+else:
+    set_pin(NEW, GOOD)  # the token takes vouch's PIN again: a login now would succeed
+attempt("sign while latched", lambda: signer.sign(b"again"))
+attempt("check while latched", signer.check)
+print("reset:", signer.reset())
+attempt("sign after reset", lambda: signer.sign(b"after"))
+print("reset again:", signer.reset())
+"""
+
+
+@pytest.fixture
+def own_token(softhsm, tmp_path) -> SubToken:
+    """A token of this test's own: these tests change its PIN."""
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOUCH_")}
+    env.update(SOFTHSM2_CONF=str(conf), PYTHONPATH=str(ROOT))
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", SUB_LABEL,
+                    "--so-pin", "87654321", "--pin", SUB_PIN], env=env, check=True,
+                   capture_output=True, text=True)
+    return SubToken(env=env, module=softhsm.module)
+
+
+def run_latch(token: SubToken, mode: str, uri: str) -> list[str]:
+    env = {**token.env, "VOUCH_TEST_URI": uri, "VOUCH_TEST_PIN": SUB_PIN}
+    done = subprocess.run([sys.executable, "-c", LATCH_SCRIPT, mode], cwd=ROOT, env=env,
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert SUB_PIN not in done.stdout + done.stderr and "4711-changed" not in done.stdout
+    return done.stdout.splitlines()
+
+
+def latched(what: str) -> str:
+    return (f"PKCS#11 key {SUB_KEY!r} in token {SUB_LABEL!r}: the {what} was refused "
+            "(PinIncorrect); no login is tried again until vouch restarts or receives SIGHUP "
+            "(fix the PIN first: tokens lock after a few wrong PINs)")
+
+
+def test_pin_refused_at_login_latches_until_reset(own_token):
+    lines = run_latch(own_token, "login", own_token.uri())
+    assert lines == ["first: ok",
+                     f"refused: {latched('PIN')}",
+                     f"sign while latched: {latched('PIN')}",  # not signed: no login was tried
+                     f"check while latched: {latched('PIN')}",
+                     "reset: True",
+                     "sign after reset: ok",
+                     "reset again: False"]  # nothing latched: a SIGHUP leaves the session alone
+
+
+def test_reset_rereads_the_pin_source_file(own_token, tmp_path):
+    pin_file = _pin_file(tmp_path, SUB_PIN)
+    lines = run_latch(own_token, "pin-source", own_token.uri(**{"pin-source": f"file:{pin_file}"}))
+    assert lines == ["first: ok",
+                     f"refused: {latched('PIN')}",
+                     f"sign while latched: {latched('PIN')}",
+                     f"check while latched: {latched('PIN')}",
+                     "reset: True",
+                     "sign after reset: ok",  # with the PIN now in the file
+                     "reset again: False"]
+
+
+def test_refused_per_signature_pin_latches_and_reopens_the_session(own_token):
+    lines = run_latch(own_token, "per-signature", own_token.uri())
+    assert lines == ["first: ok",
+                     f"refused: {latched('per-signature PIN')}",
+                     "session replaced: True",
+                     "old session: closed",
+                     "fresh session idle: True",
+                     f"sign while latched: {latched('per-signature PIN')}",
+                     f"check while latched: {latched('per-signature PIN')}",
+                     "reset: True",
+                     "sign after reset: ok",
+                     "reset again: False"]

@@ -82,3 +82,8 @@ def test_a_key_file_others_can_read_is_refused_saying_how_to_fix_it(tmp_path):
             FileSigner.load(path)
     path.chmod(0o600)
     assert FileSigner.load(path).public_key.type == "ssh-ed25519"
+
+
+def test_file_signer_has_nothing_to_reset(tmp_path):
+    """SIGHUP resets every signer; a key in memory has no login to retry."""
+    assert create_file_key(tmp_path / "ca_key", CaKeyType.ED25519).reset() is False
