@@ -23,7 +23,7 @@ from bot.jobs import Jobs
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.slack import SlackDirectory, SlackGateway, SlackUnavailable, make_client
-from ca.errors import BadInput
+from ca.errors import BadInput, VouchError
 from ca.keystore import open_signer
 from storage import audit
 from storage.checkpoints import Checkpointer
@@ -77,6 +77,18 @@ class Vouch:
         """Break-glass must be able to alert: say loudly (log, /readyz) when it cannot."""
         if self.notifier is not None:
             self.notifier.check_security_channel()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the policy, and let a signer stopped by a refused PIN log in again."""
+        self.reload_policy()
+        self.reset_signer()
+
+    def reset_signer(self) -> None:
+        try:
+            if self.access.signer.reset():
+                log.info("the CA signer logged in again (SIGHUP)")
+        except VouchError as exc:
+            log.error("the CA signer is still unavailable after SIGHUP: %s", exc.detail)
 
     def reload_policy(self) -> None:
         try:
@@ -162,6 +174,12 @@ def check_port(host: str, port: int) -> None:
                            "(is another vouch running? choose another --port)") from None
 
 
+def handle_sighup(vouch: Vouch) -> None:
+    """SIGHUP reloads in a thread: a token login may block, and the handler runs in the loop's."""
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=vouch.reload,
+                                                             daemon=True).start())
+
+
 def serve(settings: Settings, *, host: str, port: int) -> None:
     configure_logging(settings.log_format, secrets=_secret_values(settings))
     check_port(host, port)
@@ -175,8 +193,7 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
         log.info("Slack traffic over Socket Mode")
     vouch.check_security_channel()
     scheduler = vouch.scheduler.start()
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=vouch.reload_policy,
-                                                             daemon=True).start())
+    handle_sighup(vouch)
     log.info("vouch serving on http://%s:%d", host, port)
     config = uvicorn.Config(vouch.web, host=host, port=port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=5)
