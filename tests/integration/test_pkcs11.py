@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -585,22 +586,27 @@ def test_threads_survive_lost_sessions(softhsm, user_keys):
     label = "t-p11-threads-lost"
     created = new_key(softhsm, label, CaKeyType.ECDSA_P256)
     signer = open_pkcs11(softhsm, label)
-    threads, per_thread = 8, 25
+    threads, per_thread, min_losses = 8, 25, 3
     done = threading.Event()
     results: list[list] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
     user = user_keys["ed25519"].public
+    losses = []
+    deadline = time.monotonic() + 60
 
     def work(index: int) -> None:
         try:
-            for n in range(per_thread):
+            n = 0
+            # On a busy machine the threads may finish before the loop below got the lock three
+            # times: they sign on until it has, so the losses happen mid-run however it goes.
+            while n < per_thread or (len(losses) < min_losses and time.monotonic() < deadline):
                 spec = make_spec(user, key_id=f"thread {index} cert {n}")
                 results[index].append((spec, sign_certificate(spec, signer).line()))
+                n += 1
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    losses = []
     try:
         for worker in workers:
             worker.start()
@@ -615,8 +621,8 @@ def test_threads_survive_lost_sessions(softhsm, user_keys):
             worker.join(timeout=120)
         assert errors == []
         issued = [item for batch in results for item in batch]
-        assert len(issued) == threads * per_thread
-        assert len(losses) >= 3  # the sessions really were lost mid-run
+        assert len(issued) >= threads * per_thread
+        assert len(losses) >= min_losses  # the sessions really were lost mid-run
         for spec, line in issued:
             verify_certificate(line, spec, created)
     finally:
