@@ -15,8 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from ca.cert import Signer
 from ca.errors import BadInput, SignerError, SignerUnavailable
 from ca.keys import PublicKey, parse_public_key
+from ca.sshsig import BadSignature, verify_blob
 from ca.wire import put_mpint, put_string
 
 
@@ -39,6 +41,7 @@ class CaKeyType(str, enum.Enum):
 
 
 RSA_SIGNATURE_ALGORITHM = "rsa-sha2-512"
+PROBE_MESSAGE = b"vouch readiness probe: a test signature, never a certificate"
 
 _ECDSA_HASHES = {256: hashes.SHA256, 384: hashes.SHA384, 521: hashes.SHA512}
 
@@ -59,6 +62,17 @@ def rsa_signature(raw: bytes) -> bytes:
 def ecdsa_hash(bits: int) -> hashes.HashAlgorithm:
     """The hash RFC 5656 section 6.2.1 pairs with each curve size."""
     return _ECDSA_HASHES[bits]()
+
+
+def probe(signer: Signer) -> None:
+    """Make a test signature and verify it against the signer's public key (`/readyz`): only a
+    signature shows the key signs now (an attribute read does not), and that it is the CA's key."""
+    signature = signer.sign(PROBE_MESSAGE)
+    try:
+        verify_blob(signer.public_key, PROBE_MESSAGE, signature)
+    except BadSignature as exc:
+        raise SignerError("the CA key's test signature does not verify against its public key",
+                          detail=exc.detail) from None
 
 
 class FileSigner:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import anyio
@@ -24,6 +25,7 @@ from access import revoking
 from access.context import Access
 from bot.metrics import Metrics
 from ca.errors import VouchError
+from ca.signer import probe
 from storage.db import Database
 from vouch.edge import BodyLimit, SlackGate
 
@@ -42,6 +44,29 @@ class KrlCache:
         with self._lock:
             self._served = revoking.krl(self.access, unless=self._served)
             return self._served
+
+
+# How long /readyz reuses its test signature: a storm of probes must not queue at the token.
+PROBE_TTL = 5.0
+
+
+class Cached:
+    """`check`'s last answer, reused for `ttl` seconds; callers arriving while it runs wait for
+    that run instead of starting their own."""
+
+    def __init__(self, check: Callable[[], str | None], *, ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._check, self._ttl, self._clock = check, ttl, clock
+        self._lock = threading.Lock()
+        self._answer: str | None = None
+        self._until = float("-inf")
+
+    def __call__(self) -> str | None:
+        with self._lock:
+            if self._clock() >= self._until:
+                self._answer = self._check()
+                self._until = self._clock() + self._ttl
+            return self._answer
 
 
 def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Access, db: Database,
@@ -69,14 +94,23 @@ def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Acce
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    def signer_problem() -> str | None:
+        try:
+            probe(access.signer)
+        except VouchError as exc:
+            return exc.message
+        return None
+
+    signer_ready = Cached(signer_problem, ttl=PROBE_TTL)
+
     async def readyz(request: Request) -> Response:
         def check() -> str | None:
             try:
                 db.ping()
-                access.signer.check()
             except VouchError as exc:
                 return exc.message
-            return next((problem for problem in (check() for check in checks) if problem), None)
+            return next((problem for problem in (check() for check in (signer_ready, *checks))
+                         if problem), None)
 
         problem = await anyio.to_thread.run_sync(check)
         if problem:

@@ -41,7 +41,7 @@ from ca.errors import BadInput, SignerError, SignerUnavailable
 from ca.keys import PublicKey
 from ca.keystore import create_ca_key, open_signer
 from ca.pkcs11 import Pkcs11Signer, create_token_key, load_module, parse_pkcs11_uri
-from ca.signer import CaKeyType
+from ca.signer import CaKeyType, probe
 
 ROOT = Path(__file__).resolve().parents[2]
 CA_TYPES = (CaKeyType.ECDSA_P256, CaKeyType.ECDSA_P384, CaKeyType.ED25519, CaKeyType.RSA_3072,
@@ -321,6 +321,31 @@ def test_check_succeeds_on_a_healthy_signer(ca):
     assert ca.signer.check() is None
     assert ca.signer.source == f"PKCS#11 key {ca.label!r} in token 'vouch-test'"
     assert repr(ca.signer) == f"Pkcs11Signer(key {ca.label!r} in token 'vouch-test')"
+
+
+def test_probe_makes_and_checks_a_signature(ca):
+    assert probe(ca.signer) is None
+
+
+def test_probe_sees_a_key_that_answers_but_cannot_sign(softhsm):
+    """/readyz's question is "can it sign?": a key the token no longer lets sign still answers
+    check() (an attribute read), and only a test signature tells."""
+    label = "t-p11-probe-nosign"
+    new_key(softhsm, label, CaKeyType.ECDSA_P256)
+    signer = open_pkcs11(softhsm, label)
+    try:
+        probe(signer)
+        with own_session(softhsm, rw=True) as session:
+            private_object(session, label)[Attribute.SIGN] = False
+        signer.check()
+        with pytest.raises(SignerUnavailable, match=f"PKCS#11 key {label!r} in token 'vouch-test' "
+                                                    "cannot sign: "):
+            probe(signer)
+        with own_session(softhsm, rw=True) as session:
+            private_object(session, label)[Attribute.SIGN] = True
+        probe(signer)
+    finally:
+        signer.close()
 
 
 def test_open_signer_takes_the_module_from_its_argument(ca, softhsm):

@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from ca.errors import BadInput, SignerError, SignerUnavailable
-from ca.signer import CaKeyType, FileSigner, create_file_key
+from ca.signer import CaKeyType, FileSigner, create_file_key, probe
 
 PASSPHRASE = b"correct horse 7734"
 
@@ -87,3 +87,37 @@ def test_a_key_file_others_can_read_is_refused_saying_how_to_fix_it(tmp_path):
 def test_file_signer_has_nothing_to_reset(tmp_path):
     """SIGHUP resets every signer; a key in memory has no login to retry."""
     assert create_file_key(tmp_path / "ca_key", CaKeyType.ED25519).reset() is False
+
+
+class _Impostor:
+    """Signs with one key while claiming another's public half (a swapped or corrupted key)."""
+
+    def __init__(self, signs_with: FileSigner, claims: FileSigner) -> None:
+        self._signs_with, self.public_key = signs_with, claims.public_key
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signs_with.sign(data)
+
+
+class _Unplugged:
+    public_key = None
+
+    def sign(self, data: bytes) -> bytes:
+        raise SignerUnavailable("the token is unplugged")
+
+
+@pytest.mark.parametrize("key_type", list(CaKeyType))
+def test_probe_signs_and_verifies(tmp_path, key_type):
+    assert probe(create_file_key(tmp_path / "ca_key", key_type)) is None
+
+
+def test_probe_refuses_a_signature_its_public_key_does_not_verify(tmp_path):
+    one = create_file_key(tmp_path / "one", CaKeyType.ECDSA_P256)
+    other = create_file_key(tmp_path / "other", CaKeyType.ECDSA_P256)
+    with pytest.raises(SignerError, match="test signature does not verify against its public key"):
+        probe(_Impostor(signs_with=one, claims=other))
+
+
+def test_probe_passes_on_why_the_signer_cannot_sign():
+    with pytest.raises(SignerUnavailable, match="the token is unplugged"):
+        probe(_Unplugged())
