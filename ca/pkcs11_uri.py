@@ -87,6 +87,13 @@ def parse_pkcs11_uri(text: str) -> Pkcs11Uri:
                 values[name] = value  # a URI itself: decoded once, where it is read
             else:
                 values[name] = unquote(value)
+    for name, value in values.items():
+        plain = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if name != "pin-value" and "pin-value" in plain.lower():
+            # A mistyped separator put the PIN into a value that errors would quote.
+            raise BadInput(f"the PKCS#11 URI has 'pin-value' inside the value of {name!r}: path "
+                           "attributes are separated by ';', query attributes by '&', and "
+                           "pin-value belongs in the query (after '?')")
     if values.get("type", "private") != "private":
         raise BadInput("the PKCS#11 URI must name a private key (type=private or no type)")
     slot_id = values.get("slot-id")

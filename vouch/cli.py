@@ -18,6 +18,10 @@ from vouch.settings import Settings
 # `vouch ca sign` skips the approval: longer than this needs --max-duration-override.
 MAX_DIRECT = timedelta(hours=24)
 
+PIN_WARNING = ("vouch: warning: the PKCS#11 URI on the command line holds its PIN (pin-value), "
+               "which every user of this host can read (ps); give it with "
+               "pin-source=file:PATH or VOUCH_PKCS11_PIN instead")
+
 
 class UsageError(Exception):
     pass
@@ -351,12 +355,30 @@ def _version() -> str:
         return "unknown"
 
 
+def _pin_arguments(argv: Sequence[str]) -> list[str]:
+    """Arguments holding a `pkcs11:` URI with its PIN, even a malformed one: argv is public."""
+    return [arg for arg in argv if "pkcs11:" in arg.lower() and "pin-value" in arg.lower()]
+
+
+def _without_pins(message: str, pins: list[str]) -> str:
+    for arg in pins:  # argparse quotes an unrecognised argument whole
+        message = message.replace(arg, "pkcs11:… (PIN hidden)")
+    if "pin-value" in message.lower():
+        return "vouch: the command line is not valid (see `vouch --help`); not repeated here, " \
+               "as it holds a PIN"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pins = _pin_arguments(argv)
+    if pins:
+        print(PIN_WARNING, file=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
         return _run(args.func, args)
     except UsageError as exc:
-        print(exc, file=sys.stderr)
+        print(_without_pins(str(exc), pins), file=sys.stderr)
         return 2
 
 

@@ -293,12 +293,23 @@ def assert_pin_hidden(result: Result, pin: str) -> None:
     """The PIN must not be echoed. Base64 key/certificate blobs are skipped: they are random and
     could contain the digits by chance."""
     assert pin not in result.err, result
-    assert "pin-value" not in result.err, result
+    assert "pin-value=" not in result.err, result  # the URI's attribute, echoed
     for line in result.stdout.splitlines():
         words = line.split()
         visible = " ".join(words[:1] + words[2:]) if len(words) >= 2 else line
         assert pin not in visible, result
         assert "pin-value" not in visible, result
+
+
+PIN_WARNING = ("vouch: warning: the PKCS#11 URI on the command line holds its PIN (pin-value), "
+               "which every user of this host can read (ps); give it with "
+               "pin-source=file:PATH or VOUCH_PKCS11_PIN instead")
+
+
+def warned(result: Result) -> Result:
+    """The result without the warning a PIN on the command line earns (asserted here)."""
+    assert result.err.startswith(PIN_WARNING + "\n"), result
+    return dataclasses.replace(result, err=result.err.removeprefix(PIN_WARNING + "\n"))
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +332,7 @@ def test_pkcs11_ca_init_pubkey_sign(softhsm, token_ca, tmp_path: Path, user_keys
 
     # Refuses to replace the token's key without --force; the key is unchanged afterwards.
     again = vouch.run("ca", "init", "--key", uri)
-    assert_bad_input(again, label)
+    assert_bad_input(warned(again), label)
     assert_pin_hidden(again, softhsm.pin)
 
     # PIN and module in the URI, or in VOUCH_PKCS11_PIN / VOUCH_PKCS11_MODULE, or pin-source.
@@ -381,6 +392,65 @@ def test_pkcs11_wrong_pin_is_refused_and_not_echoed(tmp_path: Path) -> None:
     assert result.returncode == 1, result
     assert "pin" in result.err.lower(), result
     assert_pin_hidden(result, wrong)
+
+
+def test_a_pin_value_on_the_command_line_is_warned_about(softhsm, tmp_path: Path) -> None:
+    labels = [f"cli-warn-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(softhsm.pin + "\n")
+    in_uri = softhsm.uri(labels[0], **{"pin-value": softhsm.pin})
+    from_file = softhsm.uri(labels[1], **{"pin-source": f"file:{pin_file}"})
+    vouch = Vouch(tmp_path, SOFTHSM2_CONF=str(softhsm.conf))
+
+    created = warned(vouch.ok("ca", "init", f"--key={in_uri}"))
+    assert created.err.startswith("created ecdsa-p256 CA key in token"), created
+    assert_pin_hidden(created, softhsm.pin)
+    # A PIN read from a file is not on the command line; the environment is private to the user.
+    quiet = concurrently({"file": (vouch, ("ca", "init", "--key", from_file)),
+                          "env": (vouch.with_env(VOUCH_CA_KEY=in_uri), ("ca", "pubkey"))})
+    for result in quiet.values():
+        assert result.returncode == 0, result
+        assert "warning" not in result.err, result
+        assert_pin_hidden(result, softhsm.pin)
+
+
+ECHO_PIN = "Echo-9931"
+MISTYPED_URIS = {  # a separator mistyped puts the PIN inside another attribute's value
+    "& in the path": "pkcs11:token=nosuch&pin-value={pin};object=ca?module-path={module}",
+    "; in the query": "pkcs11:token={token};object=ca?module-path={module};pin-value={pin}",
+    "a second ?": "pkcs11:token={token};object=ca?module-path={module}?pin-value={pin}",
+    "a space": "pkcs11:token={token};object=ca pin-value={pin}?module-path={module}",
+    "upper case": "pkcs11:token=nosuch&PIN-VALUE={pin};object=ca?module-path={module}",
+    "given twice": "pkcs11:token={token};object=ca?module-path={module}&pin-value={pin}"
+                   "&pin-value={pin}",
+    "with pin-source": "pkcs11:token={token};object=ca?pin-value={pin}&pin-source=file:/none",
+    "wrong type": "pkcs11:token={token};object=ca;type=secret-key?pin-value={pin}",
+}
+
+
+@pytest.mark.parametrize("template", MISTYPED_URIS.values(), ids=MISTYPED_URIS.keys())
+def test_a_pin_value_on_the_command_line_is_never_echoed(softhsm, tmp_path: Path, template) -> None:
+    uri = template.format(token=softhsm.label, module=softhsm.module, pin=ECHO_PIN)
+    result = Vouch(tmp_path, SOFTHSM2_CONF=str(softhsm.conf)).run("ca", "init", "--key", uri)
+    assert_no_traceback(result)
+    assert result.returncode in (1, 2), result
+    assert ECHO_PIN not in result.err and ECHO_PIN not in result.stdout, result
+    assert ECHO_PIN.lower() not in result.err.lower(), result
+    assert len(warned(result).err.splitlines()) == 1, result  # the warning, one line of refusal
+
+
+@pytest.mark.parametrize("argv", [("ca", "init", "{uri}"), ("ca", "init", "--kye={uri}"),
+                                  ("ca", "init", "--type", "{uri}"),
+                                  ("ca", "init", "--type", "{uri}'\\")],
+                         ids=["no --key", "misspelt option", "as a choice", "quoted by repr"])
+def test_a_usage_error_does_not_repeat_a_pin(tmp_path: Path, argv) -> None:
+    uri = f"pkcs11:token=t;object=ca?pin-value={ECHO_PIN}"
+    result = Vouch(tmp_path).run(*(arg.format(uri=uri) for arg in argv))
+    assert_no_traceback(result)
+    assert result.returncode == 2, result
+    assert ECHO_PIN not in result.err + result.stdout, result
+    line = warned(result).err.strip()
+    assert line.startswith("vouch") and "--help" in line, result
 
 
 # --- sign, revoke, KRL, audit: one story, judged by several tests ------------------------------

@@ -282,3 +282,17 @@ def test_describe_and_repr_never_hold_any_pin_value(tail):
 
 def test_malformed_pin_attribute_is_not_echoed():
     assert PIN not in refusal(f"pkcs11:token=t?pin-value:{PIN}")
+
+
+@pytest.mark.parametrize("text", [
+    f"pkcs11:token=t&pin-value={PIN};object=ca",
+    f"pkcs11:token=t;object=ca?module-path=/m.so;pin-value={PIN}",
+    f"pkcs11:token=t;object=ca?module-path=/m.so?pin-value={PIN}",
+    f"pkcs11:token=t;id=%01&PIN-VALUE={PIN}",
+    f"pkcs11:token=t?pin-source=/p;pin-value={PIN}",
+])
+def test_a_pin_value_inside_another_value_is_refused_unechoed(text):
+    """Errors quote token, object, module path and id (as hex): a PIN must not ride along."""
+    message = refusal(text)
+    assert "has 'pin-value' inside the value of" in message
+    assert PIN not in message and PIN.encode().hex() not in message
