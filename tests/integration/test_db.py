@@ -84,7 +84,7 @@ _STATE_LOOKUPS = {
                         "ix_requests_breakglass_unreviewed"),
     "issuable": (lambda s, db: SqlRequests(s).issuable(_NOW, _LEASE, 6), "ix_requests_approved"),
     "escalate_unreviewed": (
-        lambda s, db: SqlRequests(s).escalate_unreviewed(created_before=_NOW, now=_NOW),
+        lambda s, db: SqlRequests(s).escalate_unreviewed(due_before=_NOW, now=_NOW),
         "ix_requests_breakglass_unreviewed"),
 }
 
