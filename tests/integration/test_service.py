@@ -8,7 +8,7 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from access import (breakglass, digest, issuing, keys, lookup, opening, revoking, sweeps,
                     voting)
@@ -295,6 +295,23 @@ def test_revocation_rights_and_krl(service, database):
         revoking.revoke(service, "42", actor="x")
     with pytest.raises(BadInput, match="not a certificate serial"):
         revoking.revoke(service, "0", actor="x")
+
+
+def test_pending_requests_and_their_votes_take_two_selects(service, clock, database):
+    """The App Home's list of pending requests: their votes in one SELECT, not one each."""
+    opened = [opening.open_request(service, user="U0REQ", target="prod-db",
+                                   duration=timedelta(hours=1), reason=f"r{i}") for i in range(3)]
+    voting.vote(service, opened[0].id, approver="U0BOB", approve=True)
+    voting.vote(service, opened[2].id, approver="U0CAROL", approve=True, comment="fine")
+    selects: list[str] = []
+    event.listen(database.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: selects.append(statement)
+                 if statement.lstrip().startswith("SELECT") else None)
+    with service.unit(read_only=True) as unit:
+        pending = unit.requests.pending(clock.now, 200)
+    assert {r.id: [(v.approver, v.comment) for v in r.votes] for r in pending} == {
+        opened[0].id: [("U0BOB", None)], opened[1].id: [], opened[2].id: [("U0CAROL", "fine")]}
+    assert len(selects) == 2
 
 
 def test_the_digest_counts_the_day_and_nothing_before_it(service, clock, user_keys):
