@@ -57,7 +57,10 @@ def digest_total(tables: Tables, now: datetime) -> int:
     requests, requests denied and expired, certificates revoked, break-glass uses."""
     since = now - DIGEST_WINDOW
     kind = {r["id"]: r["kind"] for r in tables.requests}
-    within = lambda at: at is not None and since <= at < now  # noqa: E731
+
+    def within(at: datetime | None) -> bool:
+        return at is not None and since <= at < now
+
     return (sum(within(c["issued_at"]) and kind.get(c["request_id"]) == "request"
                 for c in tables.certificates)
             + sum(within(c["revoked_at"]) for c in tables.certificates)
@@ -104,7 +107,8 @@ class Planter:
                 duration: timedelta = timedelta(hours=1), posted: bool = True, **extra) -> dict:
         user = self.rng.choice(self.users)
         line, fp = self.keys[user]
-        decided = None if state == "pending" else created + timedelta(seconds=self.rng.randint(20, 600))
+        decided = None if state == "pending" else \
+            created + timedelta(seconds=self.rng.randint(20, 600))
         row = dict(
             id=self._id(), kind=kind, requester=user, target=f"target-{self.rng.randrange(20):02d}",
             duration_seconds=int(duration.total_seconds()),

@@ -85,7 +85,7 @@ def posts(fake, channel: str, *containing: str) -> list:
 def job_runs(server: Server, job: str, outcome: str) -> float:
     """vouch_job_runs_total{job, outcome} from the replica's /metrics."""
     found = re.search(rf'^vouch_job_runs_total\{{job="{job}",outcome="{outcome}"\}} (\S+)$',
-                      server.get("/metrics").text, re.M)
+                      server.get("/metrics").text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
@@ -100,7 +100,8 @@ def test_two_replicas_post_everything_once_and_the_survivor_takes_over(replicas,
     used, alert_ts = break_glass(second, "fire, alerted once")
     [reminder] = fake.wait_for(lambda: reminders(fake, REQUESTER), timeout=REMIND_LEAD + 6)
     assert f"serial {serial}" in reminder.text
-    fake.wait_for(lambda: posts(fake, SECURITY, "still unreviewed", used), timeout=REVIEW_WITHIN + 6)
+    fake.wait_for(lambda: posts(fake, SECURITY, "still unreviewed", used),
+                  timeout=REVIEW_WITHIN + 6)
     review(first, used, alert_ts)
     wait = (digest_at - datetime.now(timezone.utc)).total_seconds() + 6
     fake.wait_for(lambda: posts(fake, SECURITY, "daily digest"), timeout=max(wait, 1))
