@@ -106,7 +106,7 @@ class SqlMessages:
 
     def unannounced_revocations(self, *, now: datetime) -> list[int]:
         with self.db.transaction(read_only=True) as connection:
-            # ix_certificates_valid_before: live certificates only (an expired one opens nothing)
+            # ix_certificates_revoked: live revoked certificates only (an expired one opens nothing)
             return list(connection.execute(
                 select(_CERTIFICATES.c.serial)
                 .select_from(_CERTIFICATES.outerjoin(_NOTICES,

@@ -56,6 +56,10 @@ _VOTES = (select(_APPROVALS.c.approver, _APPROVALS.c.approve, _APPROVALS.c.at,
                  _APPROVALS.c.comment)
           .where(_APPROVALS.c.request_id == bindparam("id"))
           .order_by(_APPROVALS.c.at, _APPROVALS.c.id))
+_VOTES_OF = (select(_APPROVALS.c.request_id, _APPROVALS.c.approver, _APPROVALS.c.approve,
+                    _APPROVALS.c.at, _APPROVALS.c.comment)
+             .where(_APPROVALS.c.request_id.in_(bindparam("ids", expanding=True)))
+             .order_by(_APPROVALS.c.at, _APPROVALS.c.id))
 _ADD_VOTE = _APPROVALS.insert()
 # (An UPDATE's parameters may not be named like the table's columns.)
 _MOVE = (update(_REQUESTS)
@@ -142,6 +146,10 @@ def _request(row, votes=()) -> Request:
         cancelled_by=row.cancelled_by, extends=row.extends)
 
 
+def _vote(row) -> Vote:
+    return Vote(approver=row.approver, approve=row.approve, at=row.at, comment=row.comment)
+
+
 class SqlRequests:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -166,8 +174,16 @@ class SqlRequests:
         return None if row is None else _request(row, self._votes(request_id))
 
     def _votes(self, request_id: str) -> list[Vote]:
-        return [Vote(approver=r.approver, approve=r.approve, at=r.at, comment=r.comment)
-                for r in self._run(_VOTES, id=request_id)]
+        return [_vote(r) for r in self._run(_VOTES, id=request_id)]
+
+    def _with_votes(self, rows) -> list[Request]:
+        """Requests with their votes, read in one statement for all (not one per request)."""
+        rows = list(rows)
+        votes: dict[str, list[Vote]] = {row.id: [] for row in rows}
+        if rows:
+            for r in self._run(_VOTES_OF, ids=list(votes)):
+                votes[r.request_id].append(_vote(r))
+        return [_request(row, votes[row.id]) for row in rows]
 
     def move(self, before: Request, after: Request) -> bool:
         return self._run(_MOVE, rid=before.id, seen_version=before.version,
@@ -192,8 +208,7 @@ class SqlRequests:
 
     def pending(self, now: datetime, limit: int) -> list[Request]:
         # ix_requests_pending_expires_at
-        return [_request(row, self._votes(row.id))
-                for row in self._run(_PENDING, now=now, limit=limit)]
+        return self._with_votes(self._run(_PENDING, now=now, limit=limit))
 
     def unreviewed_breakglass(self, limit: int) -> list[Request]:
         return [_request(row) for row in self._run(_UNREVIEWED_ALL, limit=limit)]
@@ -201,8 +216,8 @@ class SqlRequests:
     def past_ttl(self, now: datetime, limit: int, *, lease: timedelta) -> list[Request]:
         # ix_requests_pending_expires_at, then ix_requests_approved
         pending = [_request(row) for row in self._run(_PAST_TTL, now=now, limit=limit)]
-        return pending + [_request(row, self._votes(row.id)) for row in
-                          self._run(_UNISSUED_PAST_TTL, now=now, lapsed=now - lease, limit=limit)]
+        return pending + self._with_votes(
+            self._run(_UNISSUED_PAST_TTL, now=now, lapsed=now - lease, limit=limit))
 
     def claim_issue(self, request_id: str, *, serial: int, now: datetime, lease: timedelta,
                     max_attempts: int) -> Request | None:

@@ -244,6 +244,11 @@ class Server:
             return HttpAnswer(err.code, err.read(), dict(err.headers.items()))
 
     def query(self, sql: str, *args) -> list[tuple]:
+        """`sql` with `?` placeholders, on the server's database (SQLite, or PostgreSQL when
+        extra_env sets VOUCH_DATABASE_URL to one)."""
+        url = self.extra_env.get("VOUCH_DATABASE_URL", "")
+        if url.startswith("postgresql"):
+            return postgres_query(url, sql.replace("?", "%s"), args)
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             return con.execute(sql, args).fetchall()
@@ -253,6 +258,16 @@ class Server:
     def scalar(self, sql: str, *args):
         rows = self.query(sql, *args)
         return rows[0][0] if rows else None
+
+
+def postgres_query(url: str, sql: str, args: tuple) -> list[tuple]:
+    import psycopg
+    from sqlalchemy import make_url
+
+    parts = make_url(url)
+    with psycopg.connect(dbname=parts.database, user=parts.username,
+                         host=parts.query.get("host"), autocommit=True) as con:
+        return con.execute(sql, args).fetchall()
 
 
 @dataclass

@@ -8,6 +8,7 @@ from sqlalchemy import event
 
 from storage.db import Database
 from storage.messages import SqlMessages
+from storage.reports import SqlReports
 from storage.requests import SqlRequests
 
 
@@ -84,14 +85,39 @@ _STATE_LOOKUPS = {
                         "ix_requests_breakglass_unreviewed"),
     "issuable": (lambda s, db: SqlRequests(s).issuable(_NOW, _LEASE, 6), "ix_requests_approved"),
     "escalate_unreviewed": (
-        lambda s, db: SqlRequests(s).escalate_unreviewed(created_before=_NOW, now=_NOW),
+        lambda s, db: SqlRequests(s).escalate_unreviewed(due_before=_NOW, now=_NOW),
         "ix_requests_breakglass_unreviewed"),
+}
+
+
+# The daily digest's counts (in the order SqlReports.activity runs them) and the revocation
+# sweep: each through an index holding only the rows it counts, never a scan of all history.
+_DAY = (_NOW - timedelta(hours=24), _NOW)
+_WINDOW_LOOKUPS = {
+    "digest_issued": (lambda s, db: SqlReports(s).activity(*_DAY), "ix_requests_issued", 0),
+    "digest_denied": (lambda s, db: SqlReports(s).activity(*_DAY), "ix_requests_denied", 1),
+    "digest_expired": (lambda s, db: SqlReports(s).activity(*_DAY), "ix_requests_expired", 2),
+    "digest_revoked": (lambda s, db: SqlReports(s).activity(*_DAY), "ix_certificates_revoked", 3),
+    "digest_unreviewed": (lambda s, db: SqlReports(s).activity(*_DAY),
+                          "ix_requests_breakglass_unreviewed", 4),
+    "digest_reviewed": (lambda s, db: SqlReports(s).activity(*_DAY),
+                        "ix_requests_breakglass_reviewed", 5),
+    "unannounced_revocations": (lambda s, db: SqlMessages(db).unannounced_revocations(now=_NOW),
+                                "ix_certificates_revoked"),
 }
 
 
 @pytest.mark.parametrize("lookup", list(_STATE_LOOKUPS))
 def test_state_lookups_use_the_live_request_indexes(database: Database, lookup: str):
-    run, index, *nth = _STATE_LOOKUPS[lookup]
+    _assert_uses_index(database, *_STATE_LOOKUPS[lookup])
+
+
+@pytest.mark.parametrize("lookup", list(_WINDOW_LOOKUPS))
+def test_the_digest_and_the_revocation_sweep_use_their_indexes(database: Database, lookup: str):
+    _assert_uses_index(database, *_WINDOW_LOOKUPS[lookup])
+
+
+def _assert_uses_index(database: Database, run, index: str, *nth: int) -> None:
     seen: list[tuple[str, object]] = []
     event.listen(database.engine, "before_cursor_execute",
                  lambda conn, cursor, statement, parameters, *rest:

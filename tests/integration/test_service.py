@@ -8,9 +8,10 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
-from access import breakglass, issuing, keys, lookup, opening, revoking, sweeps, voting
+from access import (breakglass, digest, issuing, keys, lookup, opening, revoking, sweeps,
+                    voting)
 from access.context import Access
 from access.errors import AlreadyVoted, InvalidTransition, PolicyRefusal
 from access.issuing import ISSUE_LEASE
@@ -294,6 +295,59 @@ def test_revocation_rights_and_krl(service, database):
         revoking.revoke(service, "42", actor="x")
     with pytest.raises(BadInput, match="not a certificate serial"):
         revoking.revoke(service, "0", actor="x")
+
+
+def test_pending_requests_and_their_votes_take_two_selects(service, clock, database):
+    """The App Home's list of pending requests: their votes in one SELECT, not one each."""
+    opened = [opening.open_request(service, user="U0REQ", target="prod-db",
+                                   duration=timedelta(hours=1), reason=f"r{i}") for i in range(3)]
+    voting.vote(service, opened[0].id, approver="U0BOB", approve=True)
+    voting.vote(service, opened[2].id, approver="U0CAROL", approve=True, comment="fine")
+    selects: list[str] = []
+    event.listen(database.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: selects.append(statement)
+                 if statement.lstrip().startswith("SELECT") else None)
+    with service.unit(read_only=True) as unit:
+        pending = unit.requests.pending(clock.now, 200)
+    assert {r.id: [(v.approver, v.comment) for v in r.votes] for r in pending} == {
+        opened[0].id: [("U0BOB", None)], opened[1].id: [], opened[2].id: [("U0CAROL", "fine")]}
+    assert len(selects) == 2
+
+
+def test_the_digest_counts_the_day_and_nothing_before_it(service, clock, user_keys):
+    """reports.activity through its indexes: certificates issued for requests (not break-glass,
+    not signed directly), denials, expiries, revocations (direct ones too), break-glass uses."""
+    keys.add_key(service, "U0GLASS", user_keys["ecdsa-p384"].public.line())
+
+    def web(reason: str):
+        return opening.open_request(service, user="U0REQ", target="web",
+                                    duration=timedelta(minutes=30), reason=reason)
+
+    old = web("the day before")
+    voting.vote(service, old.id, approver="U0BOB", approve=True)
+    revoking.revoke(service, old.id, actor="U0ADMIN")
+    clock.advance(days=1)
+    since = clock.now
+    issued = web("today")
+    voting.vote(service, issued.id, approver="U0BOB", approve=True)
+    voting.vote(service, web("no").id, approver="U0BOB", approve=False, comment="not today")
+    stale = opening.open_request(service, user="U0REQ", target="prod-db",
+                                 duration=timedelta(hours=1), reason="nobody looks")
+    used = breakglass.breakglass(service, user="U0GLASS", target="web",
+                                 duration=timedelta(minutes=30), reason="fire")
+    direct = issuing.sign_direct(service, public_key=user_keys["ed25519"].public,
+                                 principals=["www"], duration=timedelta(hours=1), actor="cli:root",
+                                 reason="by hand")
+    clock.advance(minutes=31)
+    assert [r.id for r in sweeps.expire_due(service)] == [stale.id]
+    revoking.revoke(service, issued.id, actor="U0ADMIN")
+    revoking.revoke(service, str(direct.spec.serial), actor="U0ADMIN")
+    day = digest.activity(service, until=since + digest.DIGEST_WINDOW)
+    assert (day.issued, day.denied, day.expired) == ({"web": 1}, {"web": 1}, {"prod-db": 1})
+    assert day.revoked == {"web": 1, "(signed directly)": 1}
+    assert [r.id for r in day.breakglass] == [used.request.id]
+    before = digest.activity(service, until=since)
+    assert (before.issued, before.revoked, before.breakglass) == ({"web": 1}, {"web": 1}, [])
 
 
 def test_signer_failure_keeps_the_request_approved_and_retry_issues(database, clock, signer, user_keys):
