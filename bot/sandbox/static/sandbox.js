@@ -15,6 +15,7 @@ const S = {
   lastJson: "",
   keys: {},                // what was last rendered, per part
   modalKey: "",
+  modalErrors: "",         // the bot's modal errors last shown (JSON)
   known: new Set(),        // message keys rendered before (to highlight new ones)
   busy: false,
 };

@@ -21,13 +21,15 @@ function renderModal() {
       if (el.type === "static_select") {
         const init = el.initial_option ? el.initial_option.value : "";
         const ph = el.placeholder ? el.placeholder.text : "Choose an option";
-        control = `<select id="${esc(id)}" data-block-id="${esc(b.block_id)}" data-action-id="${esc(el.action_id)}" data-type="static_select">`
+        control = `<select id="${esc(id)}" ${controlAttrs(b, el)} data-type="static_select">`
           + `<option value=""${init ? "" : " selected"}>${esc(ph)}</option>`
           + (el.options || []).map((o) => `<option value="${esc(o.value)}"${o.value === init ? " selected" : ""}>${esc(o.text.text)}</option>`).join("")
           + `</select>`;
       } else if (el.type === "plain_text_input") {
         const ph = el.placeholder ? ` placeholder="${esc(el.placeholder.text)}"` : "";
-        const attrs = `id="${esc(id)}" data-block-id="${esc(b.block_id)}" data-action-id="${esc(el.action_id)}" data-type="plain_text_input"${ph}`;
+        // maxlength stops typing at the limit, as Slack does; min_length is checked on submit.
+        const max = el.max_length ? ` maxlength="${esc(el.max_length)}"` : "";
+        const attrs = `id="${esc(id)}" ${controlAttrs(b, el)} data-type="plain_text_input"${ph}${max}`;
         control = el.multiline ? `<textarea ${attrs}>${esc(el.initial_value || "")}</textarea>`
           : `<input ${attrs} value="${esc(el.initial_value || "")}">`;
       } else {
@@ -47,10 +49,32 @@ function renderModal() {
       + (view.submit ? `<button type="submit" class="primary" data-testid="modal-submit">${esc(submit)}</button>` : "")
       + `</div>`;
     backdrop.hidden = false;
+    S.modalErrors = "";
     const first = form.querySelector("select, input, textarea");
     if (first) first.focus();
   }
-  showModalErrors(view.errors || {});
+  // Only the bot's errors as they change: a poll must not wipe what the page itself said.
+  const errors = JSON.stringify(view.errors || {});
+  if (errors !== S.modalErrors) { S.modalErrors = errors; showModalErrors(view.errors || {}); }
+}
+
+function controlAttrs(b, el) {
+  const min = el.min_length ? ` data-min="${esc(el.min_length)}"` : "";
+  return `data-block-id="${esc(b.block_id)}" data-action-id="${esc(el.action_id)}"`
+    + `${b.optional ? "" : ' data-required="1"'}${min}`;
+}
+
+// What Slack checks itself before it sends a submission (the bot only sees valid forms).
+function clientErrors(form) {
+  const errors = {};
+  for (const c of $$("[data-block-id]", form)) {
+    const v = c.value;
+    if (!v && c.dataset.required) errors[c.dataset.blockId] = "Please complete this required field.";
+    else if (v && c.dataset.min && v.length < +c.dataset.min) {
+      errors[c.dataset.blockId] = `Please enter at least ${c.dataset.min} characters.`;
+    }
+  }
+  return errors;
 }
 
 function showModalErrors(errors) {
@@ -74,6 +98,8 @@ async function submitModal(ev) {
       : {type: "plain_text_input", value: v === "" ? null : v};
     values[c.dataset.blockId] = {[c.dataset.actionId]: entry};
   }
+  const local = clientErrors(form);
+  if (Object.keys(local).length) { showModalErrors(local); return; }
   const btn = form.querySelector("[type=submit]");
   if (btn) btn.disabled = true;
   const res = await api("/api/view", {user: S.user, view_id: form.dataset.viewId, values});
