@@ -138,7 +138,8 @@ function buttonHtml(el, ctx) {
   }
   return `<button type="button" class="bk-button${style}" data-testid="action-${esc(label)}"`
     + ` data-channel="${esc(ctx.channel)}" data-ts="${esc(ctx.ts)}" data-action-id="${esc(el.action_id || "")}"`
-    + ` data-value="${esc(el.value || "")}" data-label="${esc(label)}"${ctx.ephemeral ? " disabled" : ""}>${esc(label)}</button>`;
+    + ` data-value="${esc(el.value || "")}" data-label="${esc(label)}"${ctx.home ? ` data-home="1"` : ""}`
+    + `${ctx.ephemeral ? " disabled" : ""}>${esc(label)}</button>`;
 }
 
 function elementHtml(el, ctx) {

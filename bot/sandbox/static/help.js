@@ -16,7 +16,8 @@ function renderHowto() {
     + `<li>Ask for access: <code>${esc(ask)}</code> <button type="button" class="mini" data-use="${esc(ask)}" data-as="U0ALICE">Insert</button>`
     + ` — or type <code>/ssh-request</code> alone for the form.</li>`
     + `<li>Switch <b>You are</b> to <b>bob</b> or <b>carol</b> and click <b>Approve</b> in <span class="channel-link" data-goto="C0REQUESTS">#access-requests</span>. `
-    + `(alice cannot approve her own request — try it.)</li>`
+    + `(alice cannot approve her own request — try it.) <b>Deny</b> asks why; alice can <b>Cancel</b> her own; `
+    + `once issued, <b>Revoke</b> ends it early. <span class="channel-link" data-home-tab="1">Vouch Home</span> lists what concerns whoever you are.</li>`
     + `<li>Back as <b>alice</b>, open the <b>Vouch</b> DM: copy or download the certificate, then `
     + `<button type="button" class="mini" data-open-hostsetup="1">Host set-up</button> shows how a host trusts the CA and the exact <code>ssh</code> line.</li>`
     + `</ol><div class="note">Break-glass: as <b>erin</b>, register a key too `

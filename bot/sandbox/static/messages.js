@@ -94,17 +94,20 @@ function renderSidebar() {
   if (ch) seen[ch.id] = countFor(ch);
   const item = (c) => {
     const unread = countFor(c) - (seen[c.id] || 0);
-    const cls = `side-item${c.id === S.channel ? " active" : ""}${unread > 0 ? " unread" : ""}`;
+    const cls = `side-item${c.id === S.channel && !S.home ? " active" : ""}${unread > 0 ? " unread" : ""}`;
     const icon = c.kind === "dm" ? `<span class="app-dot">V</span>` : `<span class="hash">#</span>`;
     const testid = c.kind === "dm" ? "dm-vouch" : `channel-${c.id}`;
     const badge = unread > 0 && c.kind === "dm" ? `<span class="badge">${unread}</span>` : "";
     return `<li class="${cls}" data-channel="${esc(c.id)}" data-testid="${testid}">${icon}<span>${esc(c.name)}</span>${badge}</li>`;
   };
-  const key = JSON.stringify([S.channel, S.state.channels.map((c) => [c.id, c.name, countFor(c) - (seen[c.id] || 0)])]);
+  const key = JSON.stringify([S.channel, S.home, S.state.channels.map((c) => [c.id, c.name, countFor(c) - (seen[c.id] || 0)])]);
   if (key === S.keys.sidebar) return;
   S.keys.sidebar = key;
   $("#channel-list").innerHTML = S.state.channels.filter((c) => c.kind === "channel").map(item).join("");
-  $("#dm-list").innerHTML = S.state.channels.filter((c) => c.kind === "dm").map(item).join("");
+  // The App Home is there before any DM is: Slack lists the app as soon as it is installed.
+  const home = `<li class="side-item${S.home ? " active" : ""}" data-home-tab="1" data-testid="home-vouch">`
+    + `<span class="app-dot">V</span><span>Vouch Home</span></li>`;
+  $("#dm-list").innerHTML = home + S.state.channels.filter((c) => c.kind === "dm").map(item).join("");
 }
 
 const TOPICS = {
@@ -114,6 +117,7 @@ const TOPICS = {
 };
 
 function renderMain() {
+  if (S.home) { renderHome(); return; }
   const ch = currentChannel();
   if (!ch) return;
   const items = itemsFor(ch);
@@ -163,4 +167,5 @@ function render() {
   renderThread();  // first: opening the pane narrows the main one, which changes its scroll height
   renderMain();
   renderModal();
+  $("#composer").hidden = S.home;  // Slack's Home tab has no message box
 }

@@ -9,6 +9,7 @@ const S = {
   user: localStorage.getItem("vouch.user") || "U0ALICE",
   channel: localStorage.getItem("vouch.channel") || "C0REQUESTS",
   wantDm: localStorage.getItem("vouch.channel") === "@dm",
+  home: localStorage.getItem("vouch.channel") === "@home",  // the App Home tab is shown
   thread: null,            // {channel, ts} of the open thread
   seen: {},                // user -> channel -> number of items seen
   dismissed: new Set(),    // ephemeral ids dismissed
@@ -230,12 +231,13 @@ function switchUser(id) {
   $("#user-switch").value = id;
   $("#composer-error").hidden = true;
   $("#modal-backdrop").hidden = true;
-  poll(true);
+  if (S.home) openHome(); else poll(true);
 }
 
 function goto(channelId) {
   S.channel = channelId;
   S.wantDm = false;
+  S.home = false;
   const ch = channelById(channelId);
   localStorage.setItem("vouch.channel", ch && ch.kind === "dm" ? "@dm" : channelId);
   if (S.thread && S.thread.channel !== channelId) S.thread = null;
@@ -246,7 +248,8 @@ function goto(channelId) {
 document.addEventListener("click", (ev) => {
   const t = ev.target;
   const button = t.closest(".bk-button[data-action-id]");
-  if (button) { clickButton(button); return; }
+  if (button) { if (button.dataset.home) clickHomeButton(button); else clickButton(button); return; }
+  if (t.closest("[data-home-tab]")) { openHome(); return; }
   const side = t.closest(".side-item[data-channel]");
   if (side) { goto(side.dataset.channel); return; }
   const chLink = t.closest("[data-goto]");
@@ -331,7 +334,7 @@ async function init() {
   $("#composer").addEventListener("submit", (ev) => { ev.preventDefault(); sendCommand($("#composer-input").value); });
   $("#composer-input").addEventListener("input", showSuggest);
   $("#modal").addEventListener("submit", submitModal);
-  poll(true);
+  if (S.home) openHome(); else poll(true);
 }
 
 init().catch((e) => { setConn(false); toast(`could not load the sandbox: ${e}`, true); });

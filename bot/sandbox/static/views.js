@@ -1,4 +1,5 @@
-/* Vouch sandbox page: modals (views.open), rendered generically from their blocks. */
+/* Vouch sandbox page: modals (views.open) and the App Home (views.publish), rendered generically
+ * from their blocks. */
 "use strict";
 
 function renderModal() {
@@ -114,5 +115,46 @@ async function closeModal() {
   const form = $("#modal");
   $("#modal-backdrop").hidden = true;
   await api("/api/view/close", {user: S.user, view_id: form.dataset.viewId});
+  poll(true);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* App Home (views.publish)                                                                 */
+
+// Opening the tab is Slack's app_home_opened, sent every time, signed like every other event.
+async function openHome() {
+  S.home = true;
+  S.thread = null;
+  localStorage.setItem("vouch.channel", "@home");
+  render();
+  const res = await api("/api/home/open", {user: S.user});
+  if (!res.ok) toast(res.error || `the bot answered HTTP ${res.status}`, true);
+  poll(true);
+}
+
+function renderHome() {
+  const home = S.state.home;
+  $("#channel-title").textContent = "Vouch — Home";
+  $("#channel-topic").textContent = "What concerns you: your requests, your certificates, what waits for your vote";
+  const key = JSON.stringify([S.user, "@home", home]);
+  if (key === S.keys.main) return;
+  const [user, shown] = S.keys.main ? JSON.parse(S.keys.main) : [];
+  const switched = user !== S.user || shown !== "@home";
+  S.keys.main = key;
+  const ctx = {kind: "home", channel: "", ts: "", home: true};
+  $("#message-list").innerHTML = home
+    ? `<div class="home" data-testid="app-home">${(home.blocks || []).map((b) => blockHtml(b, ctx)).join("")}</div>`
+    : `<div class="empty" data-testid="app-home-empty">Vouch has not published a Home for you yet…</div>`;
+  if (switched) $("#messages").scrollTop = 0;  // a republished Home keeps where the reader was
+}
+
+// A Home button is found again by its label and value in the home published now, as a person
+// sees it; the bot gets a block_actions with a view container.
+async function clickHomeButton(btn) {
+  if (btn.disabled) return;
+  btn.disabled = true;
+  const res = await api("/api/home/click", {user: S.user, value: btn.dataset.value, text: btn.dataset.label});
+  if (!res.ok) toast(res.error || `the bot answered HTTP ${res.status}`, true);
+  setTimeout(() => { btn.disabled = false; }, 600);
   poll(true);
 }
