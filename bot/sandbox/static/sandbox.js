@@ -3,6 +3,10 @@
 "use strict";
 
 const POLL_MS = 700;
+// The bot acks Slack first and acts after (lazy listeners): look more often for a while after
+// anything the page sent, so its answer shows up as it lands rather than a poll later.
+const QUICK_POLL_MS = 150;
+const QUICK_FOR_MS = 3000;
 const S = {
   info: null,              // /api/info: demo users, demo key, targets
   state: null,             // /api/state for the current user
@@ -19,6 +23,7 @@ const S = {
   modalErrors: "",         // the bot's modal errors last shown (JSON)
   known: new Set(),        // message keys rendered before (to highlight new ones)
   busy: false,
+  quickUntil: 0,           // Date.now() until which polls are quick
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -30,6 +35,7 @@ const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 async function api(path, body) {
   const opts = body === undefined ? {} : {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)};
+  if (body !== undefined) S.quickUntil = Date.now() + QUICK_FOR_MS;
   const r = await fetch(path, opts);
   let data = null;
   try { data = await r.json(); } catch (e) { data = {ok: false, error: `HTTP ${r.status}`}; }
@@ -206,7 +212,8 @@ async function poll(now = false) {
   } finally {
     polling = false;
     clearTimeout(pollTimer);
-    pollTimer = setTimeout(() => poll(), pollAgain ? 0 : POLL_MS);
+    const wait = pollAgain ? 0 : Date.now() < S.quickUntil ? QUICK_POLL_MS : POLL_MS;
+    pollTimer = setTimeout(() => poll(), wait);
     pollAgain = false;
   }
 }
