@@ -142,6 +142,13 @@ def create_page_app(api: PageApi, *, loopback: bool = True) -> Starlette:
             api.click, _field(b, "user"), _field(b, "channel"), _field(b, "ts"),
             _field(b, "action_id"), _field(b, "value"), _field(b, "text")))
 
+    async def api_home_open(request: Request) -> Response:
+        return await _posted(request, lambda b: (api.open_home, _field(b, "user")))
+
+    async def api_home_click(request: Request) -> Response:
+        return await _posted(request, lambda b: (
+            api.click_home, _field(b, "user"), _field(b, "value"), _field(b, "text")))
+
     async def api_view(request: Request) -> Response:
         return await _posted(request, lambda b: (
             api.submit_view, _field(b, "user"), _field(b, "view_id"),
@@ -193,6 +200,8 @@ def create_page_app(api: PageApi, *, loopback: bool = True) -> Starlette:
         Route("/api/state", api_state, methods=["GET"]),
         Route("/api/command", api_command, methods=["POST"]),
         Route("/api/click", api_click, methods=["POST"]),
+        Route("/api/home/open", api_home_open, methods=["POST"]),
+        Route("/api/home/click", api_home_click, methods=["POST"]),
         Route("/api/view", api_view, methods=["POST"]),
         Route("/api/view/close", api_view_close, methods=["POST"]),
         Route("/api/host-setup", api_host_setup, methods=["GET"]),

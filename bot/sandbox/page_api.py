@@ -104,7 +104,7 @@ class PageApi:
         for i, e in enumerate(ephemerals):
             e["id"] = f"{e['at']:.6f}-{i}"
         return dict(user=user, users=users, channels=channels, ephemerals=ephemerals,
-                    modal=self._open_modal(user), bot_user=fake.bot_user_id)
+                    modal=self._open_modal(user), home=fake.home(user), bot_user=fake.bot_user_id)
 
     def _annotate(self, message: dict, kind: str) -> None:
         certs = certificates_in(message.get("text", "")) if kind == "dm" else []
@@ -120,7 +120,8 @@ class PageApi:
         return default_filename(cert)
 
     def _open_modal(self, user: str) -> dict | None:
-        logged = self.fake.views(user)
+        # views.publish (App Home) is logged too; only views.open makes a modal.
+        logged = [v for v in self.fake.views(user) if v["method"] == "views.open"]
         if not logged:
             return None
         view_id = logged[-1]["id"]
@@ -234,6 +235,21 @@ class PageApi:
                                          value=value, text=text or action_id)
         except KeyError:
             return dict(ok=False, error="that message is gone")
+        return dict(ok=response.status == 200, status=response.status, body=response.body)
+
+    def open_home(self, user: str) -> dict:
+        """The user opens the App Home tab: Slack's app_home_opened event, signed."""
+        self._check_user(user)
+        response = self.driver.open_home(user)
+        return dict(ok=response.status == 200, status=response.status, body=response.body)
+
+    def click_home(self, user: str, value: str, text: str) -> dict:
+        """A button in the App Home, found by label and value in the home published now."""
+        self._check_user(user)
+        try:
+            response = self.driver.click_in_home(user, label=text, value=value)
+        except LookupError:
+            return dict(ok=False, error="that button is gone: the App Home changed")
         return dict(ok=response.status == 200, status=response.status, body=response.body)
 
     def submit_view(self, user: str, view_id: str, values: dict) -> dict:

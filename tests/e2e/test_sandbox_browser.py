@@ -2,7 +2,8 @@
 page, driven in headless Chromium.
 
 What a person does on the page reaches the bot as the signed requests Slack would send; the
-certificate that comes back in the DM must be one `ssh-keygen -L` reads. Screenshots of every step
+certificate that comes back in the DM must be one `ssh-keygen -L` reads; Cancel, Deny and Revoke
+(with what is typed into the bot's modals) and the App Home work as in Slack. Screenshots of every step
 are saved under the test's tmp dir (``screenshots/``).
 
 Also here, without a browser: the port-taken and files-in-the-way messages, reuse of a previous
@@ -91,52 +92,22 @@ def browser(tmp_path):
         driver.quit()
 
 
-def test_request_approve_and_receive_certificate_in_the_browser(sandbox, browser, tmp_path):
-    from selenium.common.exceptions import (NoSuchElementException,
-                                            StaleElementReferenceException)
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+def test_the_life_of_a_request_in_the_browser(sandbox, browser, tmp_path):
+    """Register a key, request, approve, receive and use the certificate; then what people do
+    with requests afterwards: Cancel, Deny with a reason (a modal, its errors), the App Home's
+    lists and buttons, and Revoke with a reason."""
+    from support.browser import Page
 
     shots = tmp_path / "screenshots"
     shots.mkdir()
     d = browser
-
-    def wait(condition, timeout=20):
-        return WebDriverWait(d, timeout, poll_frequency=0.1, ignored_exceptions=(
-            NoSuchElementException, StaleElementReferenceException)).until(condition)
-
-    def shot(name: str) -> None:
-        assert d.save_screenshot(str(shots / f"{name}.png"))
-
-    def by_testid(testid: str, root=None):
-        return (root or d).find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
-
-    def become(user_id: str) -> None:
-        Select(d.find_element(By.ID, "user-switch")).select_by_value(user_id)
-        wait(lambda _: d.find_element(By.ID, "user-switch").get_attribute("value") == user_id)
-
-    def click(testid: str) -> None:
-        # The page re-renders as state arrives: find and click in one retried step.
-        wait(lambda _: by_testid(testid).click() or True)
-
-    def open_sidebar(testid: str) -> None:
-        click(testid)
-        wait(lambda _: "active" in by_testid(testid).get_attribute("class"))
-
-    def command(text: str) -> None:
-        box = by_testid("composer")
-        box.clear()
-        box.send_keys(text)
-        box.send_keys(Keys.ENTER)
-        wait(lambda _: by_testid("composer").get_attribute("value") == "")
-
-    def ephemeral_with(text: str) -> bool:
-        return any(text in e.text
-                   for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="ephemeral"]'))
+    page = Page(d, shots)
+    wait, shot, by_testid, click = page.wait, page.shot, page.by_testid, page.click
+    become, open_sidebar, command, ephemeral_with = (page.become, page.open_sidebar, page.command,
+                                                     page.ephemeral_with)
 
     d.get(sandbox.url + "/")
-    wait(lambda _: len(Select(d.find_element(By.ID, "user-switch")).options) == 5)
+    wait(lambda _: len(page.all("#user-switch option")) == 5)
     become("U0ALICE")
     open_sidebar("channel-C0REQUESTS")
     assert sandbox.demo_key.line in by_testid("demo-key-command").text
@@ -148,27 +119,27 @@ def test_request_approve_and_receive_certificate_in_the_browser(sandbox, browser
     assert "Only visible to you" in wait(lambda _: by_testid("ephemeral").text)
     shot("01-alice-registered-key")
 
-    # alice asks for prod-db: the request is posted in #access-requests with Approve and Deny.
+    # alice asks for prod-db: the request is posted in #access-requests with its buttons.
     command("/ssh-request prod-db 1h testing the sandbox")
-    request = wait(lambda _: next(
-        (m.text for m in d.find_elements(By.CSS_SELECTOR, '#messages [data-testid="message"]')
-         if "testing the sandbox" in m.text), None))
+    request = page.card_text("testing the sandbox", "prod-db")
     for shown in ("@alice", "prod-db", "postgres", "1h", sandbox.demo_key.fingerprint):
         assert shown in request
-    wait(lambda _: by_testid("action-Approve") and by_testid("action-Deny"))
+    wait(lambda _: all(page.has_button("testing the sandbox", label)
+                       for label in ("Approve", "Deny", "Cancel")))
     wait(lambda _: ephemeral_with("prod-db"))  # the bot's answer to alice alone
     shot("02-alice-request-posted")
 
     # bob approves with the button, as a click Slack would send, signed.
     become("U0BOB")
     open_sidebar("channel-C0REQUESTS")
-    wait(lambda _: by_testid("action-Deny"))
-    click("action-Approve")
-    # the request message is updated in place (no more buttons); the decision is a thread reply
-    wait(lambda _: not d.find_elements(By.CSS_SELECTOR, '[data-testid="action-Approve"]'))
-    click("replies-link")
-    wait(lambda _: len(d.find_elements(By.CSS_SELECTOR, '#thread-replies [data-testid="message"]'))
-         >= 2 and "@bob" in by_testid("thread-panel").text)
+    page.click_on_card("testing the sandbox", "Approve")
+    # the card is updated in place (Revoke replaces the votes); the decision is a thread reply,
+    # under the approvers' note with its Approve with comment
+    wait(lambda _: page.has_button("testing the sandbox", "Revoke")
+         and not page.has_button("testing the sandbox", "Approve"))
+    thread = page.thread_of("testing the sandbox", "@bob")
+    assert "Approve with comment" in thread
+    wait(lambda _: len(page.all('#thread-replies [data-testid="message"]')) >= 2)
     shot("03-bob-approved")
 
     # alice finds the certificate in her DM with Vouch.
@@ -176,6 +147,7 @@ def test_request_approve_and_receive_certificate_in_the_browser(sandbox, browser
     open_sidebar("dm-vouch")
     line = wait(lambda _: by_testid("certificate-line").text.strip())
     assert line.startswith("ssh-ed25519-cert-v01@openssh.com ")
+    wait(lambda _: by_testid("action-Extend") and by_testid("action-Request again"))
     click("copy-certificate")
     wait(lambda _: "Copied" in by_testid("copy-certificate").text)
     shot("04-alice-certificate-dm")
@@ -209,6 +181,79 @@ def test_request_approve_and_receive_certificate_in_the_browser(sandbox, browser
         "ssh -i ~/.ssh/id_ed25519 -o CertificateFile=~/.ssh/id_ed25519-cert.pub postgres@HOST")
     assert str(sandbox.demo_key.private) in by_testid("host-setup-demo-ssh").text
     shot("05-host-setup")
+    click("host-setup-close")
+
+    # alice cancels a request of hers with the card's Cancel.
+    open_sidebar("channel-C0REQUESTS")
+    command("/ssh-request staging 30m cancel me")
+    page.click_on_card("cancel me", "Cancel")
+    assert "cancelled by @alice" in page.card_text("cancel me", "cancelled")
+    assert not page.has_button("cancel me", "Approve")
+    shot("06-alice-cancelled", showing="cancel me")
+
+    # two more: one for bob to deny, one for his App Home; alice's Home lists all of hers
+    command("/ssh-request prod-db 2h please deny me")
+    page.card_text("please deny me", "Pending")
+    command("/ssh-request staging 1h approve me from the home tab")
+    page.card_text("approve me from the home tab", "Pending")
+    open_sidebar("home-vouch")
+    home = page.text_of("app-home", "prod-db for 2h — pending", "staging for 1h — pending")
+    assert "Your pending requests" in home and "Your certificates" in home
+    assert home.count("— pending") == 2  # not the cancelled one
+    assert "expires in" in home and "Nothing waits for you." in home
+    assert not page.displayed("composer")  # Slack's Home tab has no message box
+    shot("07-alice-home")
+
+    # bob's Home (the tab stays open as the user changes: app_home_opened for bob) lists both
+    # requests waiting for him; Approve there is a block_actions from a view, and the Home is
+    # published again without it.
+    become("U0BOB")
+    page.text_of("app-home", "Waiting for your approval", "please deny me",
+                 "approve me from the home tab")
+    page.click_in_home("approve me from the home tab", "Approve")
+    wait(lambda _: "approve me from the home tab" not in by_testid("app-home").text)
+    assert "please deny me" in by_testid("app-home").text
+    shot("08-bob-home-approved")
+    open_sidebar("channel-C0REQUESTS")
+    page.card_text("approve me from the home tab", "certificate issued")
+
+    # bob denies the other: the modal asks why; what Slack checks itself (a required field) and
+    # what the bot refuses (response_action: errors) are both shown under the field.
+    reason = "change freeze until Monday <b>sorry</b> & <!channel>"
+    page.click_on_card("please deny me", "Deny")
+    modal = page.modal("Deny request")
+    assert "prod-db" in modal.text and "(optional)" not in modal.text
+    page.submit_modal()
+    page.field_error("note", "required")
+    page.fill("note", "ok ")  # three characters typed, two once spaces are collapsed
+    page.submit_modal()
+    page.field_error("note", "Write at least 3 characters")
+    shot("09-bob-deny-modal-error")
+    page.fill("note", reason)
+    page.submit_modal()
+    page.modal_closed()
+    card = page.card_text("please deny me", "Denied by @bob")
+    assert reason in card  # as typed: no markup, no mention, no ping
+    assert not page.has_button("please deny me", "Deny")
+    assert reason in page.thread_of("please deny me", "denied this request")
+    shot("10-bob-denied", showing="please deny me")
+
+    become("U0ALICE")
+    open_sidebar("dm-vouch")
+    wait(lambda _: page.card("was denied by @bob") is not None)
+    assert reason in page.card("was denied by @bob").text
+
+    # alice revokes her first certificate from its card, saying why.
+    open_sidebar("channel-C0REQUESTS")
+    page.click_on_card("testing the sandbox", "Revoke")
+    page.modal("Revoke certificate")
+    page.fill("note", "laptop left on the train")
+    page.submit_modal()
+    page.modal_closed()
+    card = page.card_text("testing the sandbox", "Revoked by @alice")
+    assert "laptop left on the train" in card
+    assert not page.has_button("testing the sandbox", "Revoke")
+    shot("11-alice-revoked", showing="testing the sandbox")
 
     logs = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"] \
         if hasattr(d, "get_log") else []
@@ -346,6 +391,10 @@ def test_request_form_modal_through_the_page_api(sandbox):
     modal = _wait(lambda: _get(url + "/api/state?user=U0ALICE")["modal"], what="modal opened")
     assert [b["block_id"] for b in modal["blocks"]][:3] == ["target", "duration", "reason"]
     assert _get(url + "/api/state?user=U0BOB")["modal"] is None  # only alice sees her modal
+    # her App Home, published meanwhile (views.publish), is no modal: the form stays open
+    assert _post(url + "/api/home/open", {"user": "U0ALICE"})["ok"]
+    _wait(lambda: _get(url + "/api/state?user=U0ALICE")["home"], what="App Home published")
+    assert _get(url + "/api/state?user=U0ALICE")["modal"]["id"] == modal["id"]
 
     wrong = _post(url + "/api/view", {"user": "U0ALICE", "view_id": modal["id"], "values": {
         "target": {"value": {"type": "static_select", "selected_option": None}},
