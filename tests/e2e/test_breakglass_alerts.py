@@ -74,20 +74,20 @@ def test_an_unreachable_security_channel_is_loud_and_its_alerts_wait_for_it(serv
     assert "ERROR" in server.log() and "channel_not_found" in server.log()
 
     server.driver.command(GLASS, "/ssh-breakglass", "prod-db 30m nobody hears this yet")
-    fake.wait_for(lambda: certificate_dms(server))  # break glass works: that is what it is for
+    fake.wait_for(lambda: certificate_dms(server), timeout=15)  # break glass works regardless
     request_id = server.scalar("SELECT id FROM requests WHERE kind = 'breakglass'")
     assert server.scalar("SELECT ts FROM slack_messages WHERE request_id = ?", request_id) is None
     assert server.get("/readyz").status == 503
     # the escalation falls due and cannot be posted either: it is not marked done
     fake.wait_for(lambda: server.scalar(
         "SELECT count(*) FROM audit_events WHERE action = 'breakglass.escalation_failed'"),
-        timeout=REVIEW_WITHIN + 6)
+        timeout=REVIEW_WITHIN + 20)  # generous: a loaded CI machine runs the sweeps late
 
     fake.add_channel(SECURITY, "security")  # the app is invited
     alert = fake.wait_for(lambda: [m for m in fake.messages(SECURITY)
-                                   if "nobody hears this yet" in m.text], timeout=8)[-1]
+                                   if "nobody hears this yet" in m.text], timeout=20)[-1]
     assert "BREAK-GLASS" in alert.text and f"<@{GLASS}>" in alert.text
     fake.wait_for(lambda: [m for m in fake.messages(SECURITY)
-                           if "unreviewed" in m.text and request_id in m.text], timeout=8)
+                           if "unreviewed" in m.text and request_id in m.text], timeout=20)
     assert server.scalar("SELECT ts FROM slack_messages WHERE request_id = ?", request_id)
-    fake.wait_for(lambda: server.get("/readyz").status == 200, timeout=5)
+    fake.wait_for(lambda: server.get("/readyz").status == 200, timeout=15)
