@@ -85,6 +85,8 @@ class Lifecycle:
 
     def on_deny_form(self, body) -> None:
         form, about = _submitted(body)
+        if modals.note_errors(form.values, required=True):
+            return  # shown under the field by the ack; nothing to do
         doing = f"deny {about.request}"
         self.bot.acting(form.actor, doing, lambda: self.bot.decide(
             form.actor, about.request or "", doing, approve=False,
@@ -92,6 +94,8 @@ class Lifecycle:
 
     def on_approve_form(self, body) -> None:
         form, about = _submitted(body)
+        if modals.note_errors(form.values, required=False):
+            return  # shown under the field by the ack; nothing to do
         doing = f"approve {about.request}"
         self.bot.acting(form.actor, doing, lambda: self.bot.decide(
             form.actor, about.request or "", doing, approve=True,
@@ -99,11 +103,15 @@ class Lifecycle:
 
     def on_revoke_form(self, body) -> None:
         form, about = _submitted(body)
+        if modals.note_errors(form.values, required=True):
+            return  # shown under the field by the ack; nothing to do
         self.bot.acting(form.actor, f"revoke {about.request}", lambda: self._revoke(
             form.actor, about.request or "", form.values.get(modals.NOTE) or ""))
 
     def on_review_form(self, body) -> None:
         form, about = _submitted(body)
+        if modals.note_errors(form.values, required=True):
+            return  # shown under the field by the ack; nothing to do
 
         def review() -> None:
             request = breakglass.review(self.access, about.request or "", reviewer=form.actor.user,

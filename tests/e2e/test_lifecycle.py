@@ -234,3 +234,14 @@ def test_app_home_and_status_show_what_concerns_each_user(server):
     wait_state(server, mine, "issued")
     fake.wait_for(lambda: mine not in str(fake.home(CAROL)["blocks"]))
     fake.wait_for(lambda: "Revoke" in str(fake.home(DAN)["blocks"]))
+
+
+def test_a_note_the_modal_refuses_gets_no_second_answer(server):
+    fake, driver = server.fake, server.driver
+    request_id, message = ask(server, DAN, "prod-db", "1h", "refused note, said once")
+    view = open_modal(server, BOB, lambda: driver.click_button(BOB, channel=REQUESTS,
+                                                               ts=message.ts, label="Deny"))
+    since = Since(fake)
+    assert submit_note(server, BOB, view, "x").json()["response_action"] == "errors"
+    settle(fake)
+    assert since.ephemerals(BOB) == [] and state(server, request_id) == "pending"
