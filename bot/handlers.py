@@ -151,17 +151,22 @@ class Bot:
             removed = keys.remove_key(self.access, actor.user, parsed.fingerprint)
             self.notify.tell(actor, texts.key_removed(removed))
         elif isinstance(parsed, commands.Revoke):
-            done = revoking.revoke(self.access, parsed.reference, actor=actor.user,
-                                   reason=parsed.reason, as_user=actor.user)
-            if done.cancelled is not None:
-                self.notify.cancelled_unissued(actor.user, done.cancelled, parsed.reason)
-                self.notify.tell(actor, texts.cancelled_unissued_reply(done.cancelled))
-                return
-            self.notify.revoked(done.certificates)
-            self.notify.tell(actor, texts.revoked_reply(done.certificates))
+            self.revoke(actor, parsed.reference, parsed.reason)
         elif isinstance(parsed, commands.Status):
             self.notify.tell(actor, texts.status(self.notify.home.lists(actor.user),
                                                  self.slack.tz(actor.user)))
+
+    def revoke(self, actor: Actor, reference: str, reason: str | None) -> None:
+        """`/ssh-revoke`, the card's Revoke and the alert's Revoke now: a certificate revoked,
+        or an approved request with none yet cancelled; then everyone concerned is told."""
+        done = revoking.revoke(self.access, reference, actor=actor.user, reason=reason,
+                               as_user=actor.user)
+        if done.cancelled is not None:
+            self.notify.cancelled_unissued(actor.user, done.cancelled, reason)
+            self.notify.tell(actor, texts.cancelled_unissued_reply(done.cancelled))
+            return
+        self.notify.revoked(done.certificates)
+        self.notify.tell(actor, texts.revoked_reply(done.certificates))
 
     def _ask(self, actor: Actor, ask: commands.AskAccess, *, key: str | None,
              channel: str | None, extends: str | None = None) -> None:

@@ -5,7 +5,7 @@ submission does the work. Who may do what is decided by the use cases, as everyw
 
 from __future__ import annotations
 
-from access import breakglass, lookup, revoking, voting
+from access import breakglass, lookup, voting
 from access.errors import InvalidTransition, PolicyRefusal
 from access.requests import State
 from bot import modals, payloads, texts
@@ -55,9 +55,7 @@ class Lifecycle:
         click = payloads.click(body)
 
         def review_form() -> None:
-            policy = self.access.policy
-            if not policy.admins.includes(self.access.person(click.actor.user, policy.admins)):
-                raise PolicyRefusal(texts.ONLY_ADMINS_REVIEW)
+            self._admin(click.actor.user, texts.ONLY_ADMINS_REVIEW)
             request, _ = lookup.request(self.access, click.value)
             self.bot.slack.open_view(click.actor.trigger_id,
                                      modals.review_form(request, _where(click)))
@@ -68,10 +66,8 @@ class Lifecycle:
         click = payloads.click(body)
 
         def revoke_now() -> None:
-            policy = self.access.policy
-            if not policy.admins.includes(self.access.person(click.actor.user, policy.admins)):
-                raise PolicyRefusal(texts.ONLY_ADMINS_REVOKE_NOW)
-            self._revoke(click.actor, click.value, "revoked from the break-glass alert")
+            self._admin(click.actor.user, texts.ONLY_ADMINS_REVOKE_NOW)
+            self.bot.revoke(click.actor, click.value, "revoked from the break-glass alert")
 
         self.bot.acting(click.actor, f"revoke {click.value} now", revoke_now)
 
@@ -105,7 +101,7 @@ class Lifecycle:
         form, about = _submitted(body)
         if modals.note_errors(form.values, required=True):
             return  # shown under the field by the ack; nothing to do
-        self.bot.acting(form.actor, f"revoke {about.request}", lambda: self._revoke(
+        self.bot.acting(form.actor, f"revoke {about.request}", lambda: self.bot.revoke(
             form.actor, about.request or "", form.values.get(modals.NOTE) or ""))
 
     def on_review_form(self, body) -> None:
@@ -137,15 +133,11 @@ class Lifecycle:
 
         self.bot.acting(click.actor, f"{doing} {click.value}", open_modal)
 
-    def _revoke(self, actor: Actor, request_id: str, reason: str) -> None:
-        done = revoking.revoke(self.access, request_id, actor=actor.user, reason=reason,
-                               as_user=actor.user)
-        if done.cancelled is not None:
-            self.notify.cancelled_unissued(actor.user, done.cancelled, reason)
-            self.notify.tell(actor, texts.cancelled_unissued_reply(done.cancelled))
-            return
-        self.notify.revoked(done.certificates)
-        self.notify.tell(actor, texts.revoked_reply(done.certificates))
+    def _admin(self, user: str, refusal: str) -> None:
+        """Refuse `user` unless an admin: for buttons that exist only for admins."""
+        policy = self.access.policy
+        if not policy.admins.includes(self.access.person(user, policy.admins)):
+            raise PolicyRefusal(refusal)
 
     def _again(self, body, *, extends: bool) -> None:
         click = payloads.click(body)

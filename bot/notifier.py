@@ -271,6 +271,8 @@ class Notifier:
         return True
 
     def _to_security(self, said: views.Rendered, *, what: str) -> bool:
+        """Post to the security channel; False (and the channel reported unreachable) if Slack
+        refused."""
         try:
             self.slack.post(self.access.policy.security_channel, said.text, said.blocks)
         except SlackUnavailable as exc:
@@ -281,14 +283,9 @@ class Notifier:
 
     def breakglass_refused(self, user: str, target: str, why: str) -> None:
         """A refused attempt is the security channel's business too."""
-        channel = self.access.policy.security_channel
-        if channel:
-            said = views.breakglass_refused(user, target, why)
-            try:
-                self.slack.post(channel, said.text, said.blocks)
-            except SlackUnavailable as exc:
-                self._security_unreachable(f"a refused break-glass attempt by {user} was not "
-                                           f"reported: {exc.message}")
+        if self.access.policy.security_channel:
+            self._to_security(views.breakglass_refused(user, target, why),
+                              what=f"a refused break-glass attempt by {user}")
 
     def reviewed(self, request: Request, *, clicked: tuple[str, str] | None) -> None:
         """Re-render the break-glass alert as reviewed: where it was recorded, else the message
@@ -304,14 +301,9 @@ class Notifier:
     def escalated(self, request: Request) -> bool:
         """Post an escalation; False (and the channel reported unreachable) if Slack refused."""
         policy = self.access.policy  # break-glass needs a security channel (policy_file)
-        try:
-            self.slack.post(policy.security_channel, texts.escalation(
-                request, self._review_within(), sorted(policy.admins.users)))
-        except SlackUnavailable as exc:
-            self._security_unreachable(f"the escalation of {request.id} is retried: {exc.message}")
-            return False
-        self._security_reachable()
-        return True
+        text = texts.escalation(request, self._review_within(), sorted(policy.admins.users))
+        return self._to_security(views.Rendered(text, None),
+                                 what=f"the escalation of {request.id} (retried)")
 
     def check_security_channel(self) -> str | None:
         """Whether the policy's security channel can be posted to (at start and on reload)."""
