@@ -86,13 +86,13 @@ class SqlMessages:
     def unposted_alerts(self, *, now: datetime, lease: timedelta) -> list[str]:
         """Break-glass uses awaiting review whose alert nobody has posted or is posting."""
         with self.db.transaction(read_only=True) as connection:
-            # ix_requests_breakglass_unreviewed; an escalated use is announced by its escalation
+            # ix_requests_breakglass_unreviewed. Escalated or not: the alert carries the buttons
+            # (an escalation posted first, when Slack came back, must not cancel the alert).
             return list(connection.execute(
                 select(_REQUESTS.c.id)
                 .select_from(_REQUESTS.outerjoin(_MESSAGES,
                                                  _MESSAGES.c.request_id == _REQUESTS.c.id))
                 .where(of_kind(Kind.BREAKGLASS), _REQUESTS.c.reviewed_at.is_(None),
-                       _REQUESTS.c.review_escalated_at.is_(None),
                        or_(_MESSAGES.c.request_id.is_(None), _postable(now, lease)))
                 .order_by(_REQUESTS.c.created_at)).scalars())
 

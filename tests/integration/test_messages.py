@@ -67,3 +67,18 @@ def test_the_repost_sweep_finds_what_nobody_posted(database):
     # req-lost was stored but the process died before its channel was recorded: None.
     assert sorted(messages.unposted(now=NOW, lease=POST_LEASE), key=str) == [
         ("req-lost", None), ("req-queued", "C0REQ")]
+
+
+def test_an_escalated_use_whose_alert_was_never_posted_still_gets_its_alert(database):
+    """Slack comes back and the escalation goes out before the alert's retry: the alert (with
+    its Mark reviewed and Revoke now) must still be posted."""
+    store_request(database, "req-bg", state=State.ISSUED, kind=Kind.BREAKGLASS)
+    messages = SqlMessages(database)
+    messages.expect("req-bg", "C0SEC")
+    with database.transaction() as connection:
+        [escalated] = SqlRequests(connection).escalate_unreviewed(
+            due_before=NOW + timedelta(hours=5), now=NOW + timedelta(hours=5))
+    assert escalated.id == "req-bg"
+    assert messages.unposted_alerts(now=NOW + timedelta(hours=5), lease=POST_LEASE) == ["req-bg"]
+    messages.posted("req-bg", "C0SEC", "1.0")
+    assert messages.unposted_alerts(now=NOW + timedelta(hours=5), lease=POST_LEASE) == []
