@@ -204,7 +204,7 @@ def test_breakglass_review_note_and_revoke_now_are_for_admins(server):
     ok(driver.click_button(BOB, channel=SECURITY, ts=alert.ts, label="Mark reviewed"))
     assert "only admins" in since.ephemeral(BOB).lower()
     ok(driver.click_button(GLASS, channel=SECURITY, ts=alert.ts, label="Revoke now"))
-    assert "only admins" in since.ephemeral(GLASS).lower()
+    assert "only admins" in since.ephemeral(GLASS, containing="nly admins").lower()
     view = open_modal(server, ADMIN, lambda: driver.click_button(
         ADMIN, channel=SECURITY, ts=alert.ts, label="Mark reviewed"))
     ok(submit_note(server, ADMIN, view, "cleared the disk with them"))
