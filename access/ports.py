@@ -9,6 +9,7 @@ constraint's refusal (a concurrent double click, a serial or request certified t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -170,6 +171,12 @@ class Keys(Protocol):
 
 class Users(Protocol):
     def remember(self, user: str, *, name: str, tz: str | None, at: datetime) -> None: ...
+
+    def opened_home(self, user: str, at: datetime) -> None:
+        """The user opened their App Home (it is kept fresh for a while after)."""
+
+    def home_viewers(self, since: datetime, among: Collection[str] | None = None) -> list[str]:
+        """Who opened their App Home at `since` or later (only those of `among`, if given)."""
 
 
 class AuditLog(Protocol):

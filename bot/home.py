@@ -5,13 +5,13 @@ whenever one of its lists changes for someone who has opened it."""
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
-from access import lookup
+from access import lookup, users
 from access.context import Access
 from access.durations import format_duration
 from access.lookup import Overview
+from access.requests import Request
 from bot import views
 from bot.slack import SlackGateway, SlackUnavailable
 from bot.views import mention
@@ -69,30 +69,42 @@ def _row(text: str, *buttons: dict | None, plain: str | None = None) -> list[dic
 
 
 class Home:
-    """Publishes App Homes; remembers who has opened theirs, so that only those are kept fresh
-    (per process: a replica that never saw someone open it leaves it to the next open)."""
+    """Publishes App Homes, and republishes those a change concerns for whoever has opened
+    theirs lately, whichever replica they opened it through (access.users keeps who)."""
 
     def __init__(self, access: Access, slack: SlackGateway) -> None:
         self.access = access
         self.slack = slack
-        self._opened: set[str] = set()
-        self._lock = threading.Lock()
 
     def lists(self, user: str) -> Overview:
         return lookup.overview(self.access, user)
 
     def opened(self, user: str) -> None:
-        with self._lock:
-            self._opened.add(user)
+        users.opened_home(self.access, user)
         self.publish(user)
 
-    def refresh(self, *users: str | None) -> None:
-        """Republish for those of `users` who have opened their App Home; None: everyone who
-        has (a request's approvers, say, whose groups are not worth looking up)."""
-        with self._lock:
-            due = set(self._opened) if None in users else self._opened.intersection(users)
-        for user in due:
+    def refresh(self, *people: str | None) -> None:
+        """Republish for those of `people` who have their App Home open; None: for everyone
+        who has."""
+        among = None if None in people else {p for p in people if p is not None}
+        for user in users.home_viewers(self.access, among):
             self.publish(user)
+
+    def refresh_about(self, *requests: Request) -> None:
+        """Republish the Homes that list `requests`: their requesters', approvers' (groups
+        resolved through Slack, cached) and, for break-glass, the admins'."""
+        policy = self.access.policy
+        people: set[str] = set()
+        for request in requests:
+            concerned = users.concerned(policy, request)
+            if concerned.everyone:
+                self.refresh(None)
+                return
+            people |= concerned.users
+            for group in concerned.groups:
+                people |= self.access.directory.members(group)
+        if people:
+            self.refresh(*people)
 
     def publish(self, user: str) -> None:
         try:

@@ -62,7 +62,7 @@ class Notifier:
         self.outbox.submit(channel, lambda: self.post_request(request.id))
         self.tell(actor, texts.request_stored(request, channel))
         self._quietly(self.slack.dm_channel, request.requester)
-        self.home.refresh(None)  # its approvers' lists (and the requester's)
+        self.home.refresh_about(request)
 
     def post_request(self, request_id: str) -> bool:
         """Post the request message and call the approvers in its thread. False if Slack failed
@@ -131,13 +131,13 @@ class Notifier:
         if result.decided and request.state is State.DENIED:
             self._quietly(self.slack.dm, request.requester, texts.denied_dm(request, actor.user))
         self.refresh(request.id)
-        self.home.refresh(None)
+        self.home.refresh_about(request)
 
     def cancelled(self, request: Request) -> None:
         """The card and thread say who cancelled; the lists that showed it forget it."""
         self._in_thread(request.id, texts.cancelled_note(request))
         self.refresh(request.id)
-        self.home.refresh(None)
+        self.home.refresh_about(request)
 
     def signing_failed(self, request_id: str) -> None:
         request, _ = lookup.request(self.access, request_id)
@@ -155,7 +155,7 @@ class Notifier:
     def expired(self, request: Request) -> None:
         self.metrics.requests.labels(outcome="expired").inc()
         self.refresh(request.id)
-        self.home.refresh(None)
+        self.home.refresh_about(request)
         self._quietly(self.slack.dm, request.requester, texts.expired_dm(request))
 
     # --- certificates ---------------------------------------------------------------------
@@ -229,6 +229,7 @@ class Notifier:
         self.metrics.requests.labels(outcome="breakglass").inc()
         self.messages.expect(request.id, self.access.policy.security_channel)
         self.post_alert(request.id)
+        self.home.refresh_about(request)  # the admins' unreviewed uses
 
     def post_alert(self, request_id: str) -> bool:
         channel = self.messages.claim(request_id, now=self.access.clock(), lease=POST_LEASE)
@@ -254,7 +255,8 @@ class Notifier:
         self.revoked(done.revoked)
         for request in done.cancelled:
             self.refresh(request.id)
-        self.home.refresh(None)
+        self.home.refresh(done.user)
+        self.home.refresh_about(*done.cancelled)
         self._to_security(views.offboarded(done), what=f"the offboarding of {done.user}")
 
     def claim_digest(self, slot: datetime) -> bool:
@@ -296,7 +298,7 @@ class Notifier:
         request, certificate = lookup.request(self.access, request.id)
         alert = self._alert(request, certificate)
         self._quietly(self.slack.update, *where, alert.text, alert.blocks)
-        self.home.refresh(None)
+        self.home.refresh_about(request)
 
     def escalated(self, request: Request) -> bool:
         """Post an escalation; False (and the channel reported unreachable) if Slack refused."""

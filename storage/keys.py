@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from collections.abc import Collection
+
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
@@ -32,6 +34,8 @@ _REMOVE = (update(_KEYS).where(_K.id == bindparam("key_id"))
 _UPDATE_USER = (update(_USERS).where(_USERS.c.id == bindparam("user"))
                 .values(name=bindparam("new_name"), tz=bindparam("new_tz"),
                         updated_at=bindparam("at", type_=UTCDateTime())))
+_OPENED_HOME = (update(_USERS).where(_USERS.c.id == bindparam("user"))
+                .values(home_opened_at=bindparam("at", type_=UTCDateTime())))
 
 
 def _registered(row) -> RegisteredKey:
@@ -87,3 +91,14 @@ class SqlUsers:
         if self.connection.execute(_UPDATE_USER, values).rowcount == 0:
             self.connection.execute(_USERS.insert(), {"id": user, "name": name, "tz": tz,
                                                       "updated_at": at})
+
+    def opened_home(self, user: str, at: datetime) -> None:
+        if self.connection.execute(_OPENED_HOME, {"user": user, "at": at}).rowcount == 0:
+            self.connection.execute(_USERS.insert(), {"id": user, "name": "", "updated_at": at,
+                                                      "home_opened_at": at})
+
+    def home_viewers(self, since: datetime, among: Collection[str] | None = None) -> list[str]:
+        query = select(_USERS.c.id).where(_USERS.c.home_opened_at >= since)
+        if among is not None:
+            query = query.where(_USERS.c.id.in_(list(among)))
+        return list(self.connection.execute(query).scalars())

@@ -23,6 +23,7 @@ class User(SQLModel, table=True):
     name: str = ""
     tz: str | None = None
     updated_at: datetime = Field(sa_column=_utc())
+    home_opened_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
 class UserKey(SQLModel, table=True):

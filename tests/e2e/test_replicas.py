@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from e2e_support import ADMIN, BOB, GLASS, REQUESTER, Server, make_fake, policy_yaml, settle
+from e2e_support import (ADMIN, BOB, CAROL, DAN, GLASS, REQUESTER, Server, make_fake, policy_yaml,
+                         settle)
 from test_bot import (APPROVE, REQUESTS, SECURITY, ask, certificates_of, ok, register_key,
                       reminders, wait_dm, wait_state)
 
@@ -136,3 +137,22 @@ def test_two_replicas_post_everything_once_and_the_survivor_takes_over(replicas,
     fake.wait_for(reminded_again, timeout=REMIND_LEAD + 6)
     settle(fake, quiet=2.5 * INTERVAL)
     assert len(reminded_again()) == 1 and len(reminders(fake, REQUESTER)) == 2
+
+
+def test_an_app_home_opened_through_one_replica_follows_changes_made_through_the_other(
+        replicas, user_keys):
+    first, second, _ = replicas
+    fake = first.fake
+    register_key(second, DAN, user_keys["ed25519"])
+    for user in (CAROL, DAN):  # CAROL approves prod-db through @db-owners
+        ok(first.driver.open_home(user))
+        fake.wait_for(lambda user=user: fake.home(user))
+
+    request_id, message = ask(second, DAN, "prod-db", "1h", "followed across replicas")
+    fake.wait_for(lambda: request_id in str(fake.home(CAROL)["blocks"]))
+    fake.wait_for(lambda: request_id in str(fake.home(DAN)["blocks"]))
+    ok(second.driver.click(BOB, channel=REQUESTS, ts=message.ts, action_id=APPROVE,
+                           value=request_id, text="Approve"))
+    wait_state(second, request_id, "issued")
+    fake.wait_for(lambda: request_id not in str(fake.home(CAROL)["blocks"]))
+    fake.wait_for(lambda: "Revoke" in str(fake.home(DAN)["blocks"]))

@@ -41,6 +41,7 @@ class Data:
     keys: list[RegisteredKey] = field(default_factory=list)
     removed: set[tuple[str, str]] = field(default_factory=set)
     users: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    homes: dict[str, datetime] = field(default_factory=dict)
     audit: list[dict] = field(default_factory=list)
 
 
@@ -278,6 +279,13 @@ class MemoryUsers:
 
     def remember(self, user: str, *, name: str, tz: str | None, at: datetime) -> None:
         self.data.users[user] = (name, tz)
+
+    def opened_home(self, user: str, at: datetime) -> None:
+        self.data.homes[user] = at
+
+    def home_viewers(self, since: datetime, among=None) -> list[str]:
+        return [user for user, at in self.data.homes.items()
+                if at >= since and (among is None or user in among)]
 
 
 class MemoryAudit:
