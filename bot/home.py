@@ -91,20 +91,23 @@ class Home:
             self.publish(user)
 
     def refresh_about(self, *requests: Request) -> None:
-        """Republish the Homes that list `requests`: their requesters', approvers' (groups
-        resolved through Slack, cached) and, for break-glass, the admins'."""
-        policy = self.access.policy
-        people: set[str] = set()
+        """Republish the Homes that list `requests`: their requesters', approvers' and, for
+        break-glass, the admins'. Groups are resolved through Slack only for viewers not
+        already named, so a change nobody is looking at costs no Slack call."""
+        viewers = set(users.home_viewers(self.access))
+        shown: set[str] = set()
         for request in requests:
-            concerned = users.concerned(policy, request)
+            concerned = users.concerned(self.access.policy, request)
             if concerned.everyone:
-                self.refresh(None)
-                return
-            people |= concerned.users
+                shown = viewers
+                break
+            shown |= viewers & concerned.users
             for group in concerned.groups:
-                people |= self.access.directory.members(group)
-        if people:
-            self.refresh(*people)
+                if not viewers - shown:
+                    break
+                shown |= (viewers - shown) & self.access.directory.members(group)
+        for user in sorted(shown):
+            self.publish(user)
 
     def publish(self, user: str) -> None:
         try:
