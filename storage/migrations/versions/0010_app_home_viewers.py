@@ -3,7 +3,7 @@
 Every replica refreshes the App Homes that a change concerns, not only those opened through it:
 who has theirs open is now in the database, not in one process's memory.
 
-Revision ID: 0012
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-04 23:00:00
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from storage.types import UTCDateTime
 
-revision = '0012'
+revision = '0010'
 down_revision = '0009'
 branch_labels = None
 depends_on = None
