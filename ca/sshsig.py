@@ -2,7 +2,8 @@
 the format of `ssh-keygen -Y sign`, made by a CA signer and checked for any key.
 
 Hand-written on cryptography and ca.wire because no maintained library covers the key types
-Vouch uses: PyPI's sshsig (0.3) knows Ed25519 and RSA only, not ECDSA (the default CA key).
+Vouch uses: PyPI's sshsig (0.3) knows Ed25519 and RSA only, not ECDSA (the default CA key) nor
+FIDO `sk-*` keys (PROTOCOL.u2f), which users sign client API calls with.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 _ECDSA = {"ecdsa-sha2-nistp256": hashes.SHA256, "ecdsa-sha2-nistp384": hashes.SHA384,
           "ecdsa-sha2-nistp521": hashes.SHA512}
 _RSA = {"rsa-sha2-256": hashes.SHA256, "rsa-sha2-512": hashes.SHA512}
+_USER_PRESENT = 0x01  # the FIDO flag set when someone touched the key
 
 
 class BadSignature(VouchError):
@@ -38,6 +40,9 @@ class BadSignature(VouchError):
 def verify_blob(public_key: PublicKey, data: bytes, signature: bytes) -> None:
     """Check an SSH signature blob (string algorithm, string signature; RFC 5656 3.1.2, RFC 8709
     6, RFC 8332 3) over `data` by `public_key`; BadSignature if it is not one."""
+    if public_key.is_security_key:
+        _verify_security_key(public_key, data, signature)
+        return
     try:
         reader = Reader(signature)
         algorithm, raw = reader.text(), reader.string()
@@ -55,6 +60,41 @@ def verify_blob(public_key: PublicKey, data: bytes, signature: bytes) -> None:
             key.verify(raw, data, padding.PKCS1v15(), _RSA[algorithm]())
         else:
             raise BadSignature(f"a {algorithm!r} signature cannot come from a {public_key.type} key")
+    except (WireError, ValueError, InvalidSignature, TypeError) as exc:
+        raise BadSignature("the signature does not verify", detail=repr(exc)) from None
+
+
+def _verify_security_key(public_key: PublicKey, data: bytes, signature: bytes) -> None:
+    """PROTOCOL.u2f: the authenticator signed sha256(application) || flags || counter ||
+    sha256(data); a signature made without a touch (user-presence flag clear) is refused, as
+    `ssh-keygen -Y verify` does by default."""
+    try:
+        reader = Reader(signature)
+        algorithm, raw = reader.text(), reader.string()
+        flags, counter = reader.u8(), reader.u32()
+        reader.end()
+        if algorithm != public_key.type:
+            raise BadSignature(f"a {algorithm!r} signature cannot come from a {public_key.type} key")
+        if not flags & _USER_PRESENT:
+            raise BadSignature("the security key was not touched for this signature")
+        fields = Reader(public_key.blob)
+        fields.text()
+        if public_key.type.startswith("sk-ecdsa"):
+            fields.string()
+        fields.string()
+        application = fields.string()
+        signed = (hashlib.sha256(application).digest() + bytes([flags])
+                  + counter.to_bytes(4, "big") + hashlib.sha256(data).digest())
+        key = serialization.load_ssh_public_key(public_key.line().encode())
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(raw, signed)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            numbers = Reader(raw)
+            r, s = numbers.mpint(), numbers.mpint()
+            numbers.end()
+            key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA256()))
+        else:
+            raise BadSignature(f"unsupported security key type {public_key.type}")
     except (WireError, ValueError, InvalidSignature, TypeError) as exc:
         raise BadSignature("the signature does not verify", detail=repr(exc)) from None
 

@@ -76,3 +76,25 @@ def test_a_damaged_signature_is_refused_never_a_crash(signers):
     assert refused >= 2 * len(range(0, len(body), 3)) - 2  # base64 padding may absorb a flip
     with pytest.raises(sshsig.BadSignature, match="not an SSH signature"):
         sshsig.verify("hello", MESSAGE, NAMESPACE)
+
+
+@pytest.mark.parametrize("key", ["sk-ed25519", "sk-ecdsa-p256"])
+def test_security_key_signatures_are_checked_as_openssh_checks_them(tmp_path, user_keys, key):
+    from support import fido
+
+    base = user_keys[key.removeprefix("sk-")]
+    sk_key = user_keys[key].public
+    armored = fido.sign(base.private, sk_key, MESSAGE, NAMESPACE)
+    assert openssh_accepts(tmp_path, armored, MESSAGE, NAMESPACE)
+    assert sshsig.verify(armored, MESSAGE, NAMESPACE) == sk_key
+    with pytest.raises(sshsig.BadSignature):
+        sshsig.verify(armored, MESSAGE + b"x", NAMESPACE)
+    # Signed for another application (another relying party's key handle): not this key's.
+    other = fido.sign(base.private, sk_key, MESSAGE, NAMESPACE, application=b"ssh:other")
+    assert not openssh_accepts(tmp_path, other, MESSAGE, NAMESPACE)
+    with pytest.raises(sshsig.BadSignature):
+        sshsig.verify(other, MESSAGE, NAMESPACE)
+    # No touch: the authenticator signed without anyone present.
+    untouched = fido.sign(base.private, sk_key, MESSAGE, NAMESPACE, flags=0)
+    with pytest.raises(sshsig.BadSignature, match="not touched"):
+        sshsig.verify(untouched, MESSAGE, NAMESPACE)
