@@ -11,9 +11,11 @@ from access.requests import Request, open_request as new_request
 
 
 def open_request(access: Access, *, user: str, target: str, duration: timedelta, reason: str,
-                 key_fingerprint: str | None = None, extends: str | None = None) -> Request:
+                 key_fingerprint: str | None = None, extends: str | None = None,
+                 key_proven: bool = False) -> Request:
     """Check a request against policy and store it (pending, audited) before anything is posted.
-    `extends`: the id of the requester's earlier request this one asks to extend."""
+    `extends`: the id of the requester's earlier request this one asks to extend; `key_proven`:
+    the call was signed by the key to certify (the client API)."""
     policy = access.policy
     requester = access.person(user, *policy.requesters())
     now = access.clock()
@@ -24,7 +26,7 @@ def open_request(access: Access, *, user: str, target: str, duration: timedelta,
                               reason=reason, key_fingerprint=key.fingerprint,
                               public_key=key.public_key, now=now,
                               pending_for_target=unit.requests.pending_count(user, target),
-                              extends=earlier)
+                              extends=earlier, key_proven=key_proven)
         unit.requests.add(request)
         unit.audit.record(actor=user, action="request.created", subject=f"request:{request.id}",
                           now=now, details=details(request))
@@ -38,4 +40,6 @@ def details(request: Request) -> dict:
                  "reason": request.reason, "key_fingerprint": request.key_fingerprint}
     if request.extends:
         described["extends"] = request.extends
+    if request.key_proven:
+        described["key_proven"] = True
     return described

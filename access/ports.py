@@ -179,6 +179,12 @@ class Users(Protocol):
         """Who opened their App Home at `since` or later (only those of `among`, if given)."""
 
 
+class Signatures(Protocol):
+    def first_use(self, replay_key: str, *, at: datetime, forget_before: datetime) -> bool:
+        """Remember a signed call; False if it was seen before (a replay). Calls seen before
+        `forget_before` may be forgotten."""
+
+
 class AuditLog(Protocol):
     def record(self, *, actor: str, action: str, subject: str, now: datetime,
                details: dict[str, Any] | None = None) -> None:
@@ -194,6 +200,7 @@ class Unit(Protocol):
     certificates: Certificates
     keys: Keys
     users: Users
+    signatures: Signatures
     audit: AuditLog
     reports: Reports
 

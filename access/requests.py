@@ -83,6 +83,8 @@ class Request:
     review_note: str | None = None  # break-glass: the reviewing admin's note
     reviewed_at: datetime | None = None
     escalated_at: datetime | None = None  # break-glass: last posted as unreviewed
+    # Opened through the client API with a signature by the very key to certify.
+    key_proven: bool = False
 
     @property
     def approvers(self) -> list[str]:
@@ -152,7 +154,7 @@ def requestable_targets(policy: Policy, requester: Person) -> list[str]:
 def open_request(policy: Policy, *, requester: Person, target_name: str, duration: timedelta,
                  reason: str, key_fingerprint: str, public_key: str, now: datetime,
                  pending_for_target: int, request_id: str | None = None,
-                 extends: Request | None = None) -> Request:
+                 extends: Request | None = None, key_proven: bool = False) -> Request:
     """A new pending request, or PolicyRefusal saying exactly which rule refused it."""
     allowed = requestable_targets(policy, requester)
     target = policy.target(target_name)
@@ -176,7 +178,7 @@ def open_request(policy: Policy, *, requester: Person, target_name: str, duratio
                    key_fingerprint=key_fingerprint, public_key=public_key, state=State.PENDING,
                    created_at=now, expires_at=now + policy.request_ttl,
                    template=Template.for_target(target),
-                   extends=extends.id if extends is not None else None)
+                   extends=extends.id if extends is not None else None, key_proven=key_proven)
 
 
 def open_breakglass(policy: Policy, *, user: Person, target_name: str, duration: timedelta,

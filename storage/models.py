@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.types import UInt64, UTCDateTime
@@ -111,6 +111,9 @@ class RequestRecord(SQLModel, table=True):
     issued_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     cancelled_by: str | None = None
     extends: str | None = None  # the id of the request this one extends
+    # Opened through the client API, signed by the very key to certify.
+    key_proven: bool = Field(default=False, sa_column=Column(Boolean, nullable=False,
+                                                            server_default=text("false")))
     # Break-glass review.
     reviewed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     reviewed_by: str | None = None
@@ -195,6 +198,16 @@ class CertificateRecord(SQLModel, table=True):
     revoked_by: str | None = None
     revoke_reason: str | None = None
     reminder_sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class UsedSignature(SQLModel, table=True):
+    """Signed API calls seen in the last few minutes (access.signed_calls): a replay through any
+    replica finds its first use here."""
+
+    __tablename__ = "used_signatures"
+
+    replay_key: str = Field(primary_key=True)  # sha256 hex of the key and the signed message
+    seen_at: datetime = Field(sa_column=_utc(index=True))
 
 
 class AuditEvent(SQLModel, table=True):

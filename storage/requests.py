@@ -26,7 +26,7 @@ _COLUMNS = [_R[name] for name in (
     "id", "kind", "requester", "target", "duration_seconds", "reason", "key_fingerprint",
     "public_key", "state", "version", "created_at", "expires_at", "decided_at", "issue_error",
     "issue_attempts", "reviewed_by", "reviewed_at", "review_note", "review_escalated_at",
-    "template", "cancelled_by", "extends")]
+    "template", "cancelled_by", "extends", "key_proven")]
 
 
 def _literally(column, value: State | Kind):
@@ -143,7 +143,7 @@ def _request(row, votes=()) -> Request:
         reviewed_at=row.reviewed_at, review_note=row.review_note,
         escalated_at=row.review_escalated_at,
         template=Template.from_json(row.template) if row.template else None,
-        cancelled_by=row.cancelled_by, extends=row.extends)
+        cancelled_by=row.cancelled_by, extends=row.extends, key_proven=row.key_proven)
 
 
 def _vote(row) -> Vote:
@@ -165,7 +165,7 @@ class SqlRequests:
                   version=request.version, created_at=request.created_at,
                   expires_at=request.expires_at, decided_at=request.decided_at, issue_attempts=0,
                   template=request.template.to_json() if request.template else None,
-                  extends=request.extends)
+                  extends=request.extends, key_proven=request.key_proven)
 
     def get(self, request_id: str, *, lock: bool = False) -> Request | None:
         # lock: the row stays locked (PostgreSQL) until the transaction ends, so concurrent

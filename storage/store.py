@@ -12,6 +12,7 @@ from storage.certificates import SqlCertificates
 from storage.db import Database
 from storage.keys import SqlKeys, SqlUsers
 from storage.reports import SqlReports
+from storage.signatures import SqlSignatures
 from storage.requests import SqlRequests
 
 
@@ -21,6 +22,7 @@ class SqlUnit:
         self.certificates = SqlCertificates(connection)
         self.keys = SqlKeys(connection)
         self.users = SqlUsers(connection)
+        self.signatures = SqlSignatures(connection)
         self.audit = SqlAuditLog(audit_key)
         self.reports = SqlReports(connection)
 

@@ -42,6 +42,7 @@ class Data:
     removed: set[tuple[str, str]] = field(default_factory=set)
     users: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     homes: dict[str, datetime] = field(default_factory=dict)
+    signatures: dict[str, datetime] = field(default_factory=dict)
     audit: list[dict] = field(default_factory=list)
 
 
@@ -288,6 +289,19 @@ class MemoryUsers:
                 if at >= since and (among is None or user in among)]
 
 
+class MemorySignatures:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def first_use(self, replay_key: str, *, at: datetime, forget_before: datetime) -> bool:
+        for old in [k for k, seen in self.data.signatures.items() if seen < forget_before]:
+            del self.data.signatures[old]
+        if replay_key in self.data.signatures:
+            return False
+        self.data.signatures[replay_key] = at
+        return True
+
+
 class MemoryAudit:
     def __init__(self, data: Data) -> None:
         self.data = data
@@ -334,6 +348,7 @@ class MemoryUnit:
         self.certificates = MemoryCertificates(data)
         self.keys = MemoryKeys(data)
         self.users = MemoryUsers(data)
+        self.signatures = MemorySignatures(data)
         self.audit = MemoryAudit(data)
         self.reports = MemoryReports(data)
 
