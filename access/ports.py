@@ -50,6 +50,7 @@ class StoredCertificate:
     revoked_by: str | None = None
     revoke_reason: str | None = None
     issued_at: datetime | None = None
+    line: str | None = None  # the OpenSSH certificate line; None if recorded before Vouch kept it
 
 
 @dataclass(frozen=True)

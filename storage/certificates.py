@@ -19,7 +19,7 @@ _CERTIFICATES = CertificateRecord.__table__
 _C = _CERTIFICATES.c
 _COLUMNS = [_C[name] for name in (
     "serial", "key_id", "principals", "valid_before", "holder", "request_id", "revoked_at",
-    "revoked_by", "revoke_reason", "issued_at")]
+    "revoked_by", "revoke_reason", "issued_at", "certificate")]
 _SERIAL = bindparam("serial", type_=UInt64())
 
 _INSERT = _CERTIFICATES.insert()
@@ -60,7 +60,7 @@ def _stored(row) -> StoredCertificate:
                              valid_before=row.valid_before, holder=row.holder,
                              request_id=row.request_id, revoked_at=row.revoked_at,
                              revoked_by=row.revoked_by, revoke_reason=row.revoke_reason,
-                             issued_at=row.issued_at)
+                             issued_at=row.issued_at, line=row.certificate)
 
 
 class SqlCertificates:
@@ -81,7 +81,7 @@ class SqlCertificates:
                 "subject_fingerprint": spec.public_key.fingerprint,
                 "ca_fingerprint": ca_fingerprint, "valid_after": spec.valid_after,
                 "valid_before": spec.valid_before, "issued_at": issued_at, "issued_by": issued_by,
-                "request_id": request_id, "holder": holder})
+                "request_id": request_id, "holder": holder, "certificate": certificate.line()})
 
     def by_serial(self, serial: int) -> StoredCertificate | None:
         found = self._rows(_BY_SERIAL, serial=serial)

@@ -198,6 +198,8 @@ class CertificateRecord(SQLModel, table=True):
     revoked_by: str | None = None
     revoke_reason: str | None = None
     reminder_sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # The certificate itself (public), for the client API to hand over; NULL before 0011.
+    certificate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class UsedSignature(SQLModel, table=True):

@@ -1,5 +1,6 @@
-"""The client API: signed calls seen lately (replays are refused on every replica), and which
-requests were opened with a signature by the key they certify
+"""The client API: signed calls seen lately (replays are refused on every replica), which
+requests were opened with a signature by the key they certify, and the certificates themselves
+(the API hands them over)
 
 Revision ID: 0011
 Revises: 0010
@@ -28,9 +29,13 @@ def upgrade() -> None:
     with op.batch_alter_table("requests") as batch:
         batch.add_column(sa.Column("key_proven", sa.Boolean(), nullable=False,
                                    server_default=sa.text("false")))
+    with op.batch_alter_table("certificates") as batch:
+        batch.add_column(sa.Column("certificate", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("certificates") as batch:
+        batch.drop_column("certificate")
     with op.batch_alter_table("requests") as batch:
         batch.drop_column("key_proven")
     op.drop_index("ix_used_signatures_seen_at", table_name="used_signatures")

@@ -187,7 +187,7 @@ class MemoryCertificates:
         self.data.certificates[spec.serial] = StoredCertificate(
             serial=spec.serial, key_id=spec.key_id, principals=spec.principals,
             valid_before=spec.valid_before, holder=holder, request_id=request_id,
-            issued_at=issued_at)
+            issued_at=issued_at, line=certificate.line())
         self.data.issued_at[spec.serial] = issued_at
 
     def by_serial(self, serial: int) -> StoredCertificate | None:
