@@ -13,7 +13,7 @@ from access.context import Access
 from access.durations import parse_duration
 from access.errors import (AlreadyVoted, BadInput, InvalidTransition, IssueRefused,
                            PolicyRefusal, SignerUnavailable, VouchError)
-from access.requests import requestable_targets
+from access.requests import Request, requestable_targets
 from bot import commands, modals, payloads, texts
 from bot.metrics import Metrics
 from bot.notifier import Notifier
@@ -92,7 +92,7 @@ class Bot:
             wanted = commands.AskAccess(target=form.values.get("target", ""),
                                         duration=parse_duration(form.values.get("duration", "")),
                                         reason=form.values.get("reason", ""))
-            self._ask(actor, wanted, key=form.values.get("key") or None,
+            self.ask_access(actor, wanted, key=form.values.get("key") or None,
                       channel=about.channel, extends=about.extends)
 
         self.acting(actor, "the request form", ask)
@@ -135,7 +135,7 @@ class Bot:
             if name == "/ssh-breakglass":
                 self._breakglass(actor, parsed)
             else:
-                self._ask(actor, parsed, key=None, channel=actor.channel)
+                self.ask_access(actor, parsed, key=None, channel=actor.channel)
         elif isinstance(parsed, commands.OpenForm):
             self.open_form(actor)
         elif isinstance(parsed, commands.CancelRequest):
@@ -168,20 +168,23 @@ class Bot:
         self.notify.revoked(done.certificates)
         self.notify.tell(actor, texts.revoked_reply(done.certificates))
 
-    def _ask(self, actor: Actor, ask: commands.AskAccess, *, key: str | None,
-             channel: str | None, extends: str | None = None) -> None:
+    def ask_access(self, actor: Actor, ask: commands.AskAccess, *, key: str | None,
+             channel: str | None, extends: str | None = None,
+             key_proven: bool = False) -> Request:
         channel = self.access.policy.requests_channel or channel
         if channel is None:
             raise BadInput(texts.NO_CHANNEL)
         try:
             request = opening.open_request(self.access, user=actor.user, target=ask.target,
                                            duration=ask.duration, reason=ask.reason,
-                                           key_fingerprint=key, extends=extends)
+                                           key_fingerprint=key, extends=extends,
+                                           key_proven=key_proven)
         except PolicyRefusal:
             self.metrics.requests.labels(outcome="refused").inc()
             raise
         self.metrics.requests.labels(outcome="created").inc()
-        self.notify.request_opened(actor, request, channel)
+        self.notify.request_opened(actor, request, channel, tell=not key_proven)
+        return request
 
     def _breakglass(self, actor: Actor, ask: commands.AskAccess) -> None:
         """Stored, then the security channel alerted, then signed and delivered: nobody holds a
@@ -251,7 +254,7 @@ class Bot:
         """Check who acted, then do the work; any refusal goes back to them, ephemerally, and to
         the log as one line."""
         try:
-            self._check(actor)
+            self.check_actor(actor)
             work()
         except VouchError as exc:
             _log_refusal(actor, doing, exc)
@@ -261,7 +264,8 @@ class Bot:
             log.exception("error handling a Slack request (ref %s)", ref)
             self.notify.tell(actor, texts.internal_error(ref))
 
-    def _check(self, actor: Actor) -> None:
+    def check_actor(self, actor: Actor) -> None:
+        """Refused unless the person may use Vouch at all (and remembered by name)."""
         if actor.team != self.team_id:
             raise Refused(texts.OTHER_WORKSPACE)
         user = self.slack.user(actor.user)

@@ -54,13 +54,15 @@ class Notifier:
 
     # --- requests -------------------------------------------------------------------------
 
-    def request_opened(self, actor: Actor, request: Request, channel: str) -> None:
+    def request_opened(self, actor: Actor, request: Request, channel: str, *,
+                       tell: bool = True) -> None:
         """Queue the request's message (posts to one channel go out one at a time), tell the
-        requester where it went, and open their DM now: the certificate's delivery is then one
-        Web API call."""
+        requester where it went (unless they asked from the terminal, which shows it), and open
+        their DM now: the certificate's delivery is then one Web API call."""
         self.messages.expect(request.id, channel)
         self.outbox.submit(channel, lambda: self.post_request(request.id))
-        self.tell(actor, texts.request_stored(request, channel))
+        if tell:
+            self.tell(actor, texts.request_stored(request, channel))
         self._quietly(self.slack.dm_channel, request.requester)
         self.home.refresh_about(request)
 

@@ -68,6 +68,7 @@ class SlackGateway:
         self._locks_guard = threading.Lock()
         self._groups: tuple[float, dict[str, str]] | None = None
         self._members: dict[str, tuple[float, frozenset[str]]] = {}
+        self._channel_names: dict[str, tuple[float, str | None]] = {}
 
     def _call(self, method: str, **params) -> dict:
         try:
@@ -95,6 +96,20 @@ class SlackGateway:
         with self._lock_for(channel):
             data = self._call("chat.postMessage", **params)
         return data["channel"], data["ts"]
+
+    def channel_name(self, channel: str) -> str | None:
+        """`#name` of a channel for people outside Slack (the terminal client), cached; None
+        when Slack will not say."""
+        known = self._channel_names.get(channel)
+        if known and known[0] > time.monotonic():
+            return known[1]
+        try:
+            name = self._call("conversations.info", channel=channel).get("channel", {}).get("name")
+        except SlackUnavailable:
+            name = None
+        self._channel_names[channel] = (time.monotonic() + _CACHE_SECONDS,
+                                        f"#{name}" if name else None)
+        return self._channel_names[channel][1]
 
     def channel_problem(self, channel: str) -> str | None:
         """Why the app could not post in `channel`, or None. None too when Slack will not say

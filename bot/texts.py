@@ -64,6 +64,10 @@ NO_TARGET_FOR_FORM = "the policy lets you request no target"
 NO_CHANNEL = "there is no channel to post the request in: set requests_channel in the policy"
 
 
+def not_your_request(request_id: str) -> str:
+    return f"you have no request {request_id[:64]!r}"
+
+
 # --- requests and votes ------------------------------------------------------------------
 
 def request_stored(request: Request, channel: str) -> str:

@@ -45,6 +45,10 @@ _CERT_FILE = {
 }
 
 
+# A request made with `vouch request`/`vouch ssh`: the call was signed by the very key to certify.
+KEY_PROVEN = "💻 from the terminal, key proven"
+
+
 @dataclass(frozen=True)
 class Rendered:
     text: str
@@ -133,6 +137,8 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
     ]
     if request.extends:
         blocks.insert(1, context(f"Extends request `{request.extends}`"))
+    if request.key_proven:
+        blocks.insert(1, context(KEY_PROVEN))
     if request.state is State.PENDING:
         blocks.append({"type": "actions", "block_id": f"vote:{request.id}", "elements": [
             button("Approve", APPROVE, request.id, "primary"),
@@ -145,7 +151,9 @@ def request_message(request: Request, certificate: StoredCertificate | None, *,
     text = (f"Access request {request.id}: {mention(request.requester)} asks for {request.target} "
             f"(principals {', '.join(principals)}; restrictions {restrictions or 'none'}; "
             f"extensions {extensions}) for {duration}. Reason: {escape(request.reason)}. "
-            f"Key {request.key_fingerprint}. Approvals {len(approvers)} of {approvals_required}. "
+            f"Key {request.key_fingerprint}"
+            f"{' (' + KEY_PROVEN + ')' if request.key_proven else ''}. "
+            f"Approvals {len(approvers)} of {approvals_required}. "
             f"{state}{': ' + escape(said) if said else ''}.")
     return Rendered(text, blocks)
 

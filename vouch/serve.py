@@ -23,6 +23,7 @@ from bot.jobs import Jobs
 from bot.metrics import Metrics
 from bot.notifier import Notifier
 from bot.slack import SlackDirectory, SlackGateway, SlackUnavailable, make_client
+from bot.terminal import Terminal
 from ca.errors import BadInput, VouchError
 from ca.keystore import open_signer
 from storage import audit
@@ -31,6 +32,7 @@ from storage.claims import SqlClaims
 from storage.db import Database
 from storage.messages import SqlMessages
 from storage.store import SqlStore
+from vouch.api import client_api_routes
 from vouch.audit_key import load_audit_key
 from vouch.logs import configure_logging
 from vouch.scheduler import Scheduler, parse_digest_at
@@ -147,7 +149,8 @@ def build(settings: Settings) -> Vouch:
     krls = KrlCache(access)
     web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
                          access=access, db=db, metrics=metrics,
-                         checks=(lambda: notifier.security_problem,), krls=krls)
+                         checks=(lambda: notifier.security_problem,), krls=krls,
+                         api=client_api_routes(access, Terminal(bot)))
     # Other packages' periodic work: audit checkpoints, and the served KRL remade when a revoked
     # certificate left it (a day past its expiry).
     jobs = Jobs(access, notifier, also={"audit-checkpoint": checkpointer.maybe,

@@ -71,8 +71,9 @@ class Cached:
 
 def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Access, db: Database,
                    metrics: Metrics, checks: tuple[Callable[[], str | None], ...] = (),
-                   krls: KrlCache | None = None) -> Starlette:
-    """`checks`: more reasons not to be ready (the security channel unreachable, say)."""
+                   krls: KrlCache | None = None, api: list[Route] = ()) -> Starlette:
+    """`checks`: more reasons not to be ready (the security channel unreachable, say); `api`:
+    the client API's routes (vouch.api)."""
     krls = krls or KrlCache(access)
     limiter = anyio.CapacityLimiter(64)
     gate = SlackGate(signing_secret) if signing_secret else None
@@ -142,4 +143,5 @@ def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Acce
         Route("/metrics", prometheus),
         Route("/ca.pub", ca_pub),
         Route("/krl", krl),
+        *api,
     ])
