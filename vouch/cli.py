@@ -260,6 +260,7 @@ def _write_file(path: str, data: bytes, *, mode: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from vouch.audit_cli import cmd_audit_checkpoint, cmd_audit_export, cmd_audit_verify
+    from vouch.client_cli import add_client_commands
 
     from ca.signer import CaKeyType
 
@@ -343,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", metavar="ISO8601")
     export.add_argument("--until", metavar="ISO8601")
     export.set_defaults(func=cmd_audit_export)
+    add_client_commands(commands)
     return parser
 
 
@@ -370,12 +372,17 @@ def _without_pins(message: str, pins: list[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vouch.client_cli import split_ssh_args
+
     argv = sys.argv[1:] if argv is None else list(argv)
     pins = _pin_arguments(argv)
     if pins:
         print(PIN_WARNING, file=sys.stderr)
     try:
+        argv, ssh_args = split_ssh_args(argv)
         args = build_parser().parse_args(argv)
+        if ssh_args:
+            args.ssh_args = [*args.ssh_args, *ssh_args]
         return _run(args.func, args)
     except UsageError as exc:
         print(_without_pins(str(exc), pins), file=sys.stderr)

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     secrets_dir: str | None = None
     digest_at: str = "09:00"  # the daily digest, UTC
     offboarding_interval: str = "1h"  # the users.info sweep for deactivated users
+    url: str | None = None  # for `vouch request` / `vouch ssh`: the server's public URL
 
     @classmethod
     def load(cls) -> Settings:

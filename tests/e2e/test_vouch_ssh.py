@@ -1,0 +1,152 @@
+"""`vouch ssh` and `vouch request` as a user runs them: the client in a subprocess with a real
+ssh-agent holding the user's key, `vouch serve` behind the fake Slack, an approver clicking
+Approve through the signed driver, and a throwaway sshd the client logs into."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from e2e_support import (BOB, DB_PRINCIPAL, REQUESTER, VOUCH, Server, base_env, make_fake,
+                         policy_yaml, settle)
+from support.sshd import Sshd, ensure_test_user, require_sshd
+from test_bot import REQUESTS, deny, ok, register_key, request_message, shown, state
+
+MARKER = "landed-through-vouch"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, user_keys):
+    fake = make_fake()
+    srv = Server(tmp_path_factory.mktemp("vouch-ssh"), fake, policy_yaml())
+    srv.start()
+    register_key(srv, REQUESTER, user_keys["ed25519"])
+    settle(fake)
+    yield srv
+    srv.stop()
+    fake.stop()
+
+
+@pytest.fixture
+def home(tmp_path, user_keys):
+    """A user's home: their registered key as ~/.ssh/id_ed25519, and a running ssh-agent."""
+    home = tmp_path / "home"
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(parents=True, mode=0o700)
+    key = user_keys["ed25519"]
+    shutil.copy(key.private, ssh_dir / "id_ed25519")
+    (ssh_dir / "id_ed25519").chmod(0o600)
+    shutil.copy(key.public_path, ssh_dir / "id_ed25519.pub")
+    socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while not socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    env = {**base_env(), "HOME": str(home), "SSH_AUTH_SOCK": str(socket)}
+    subprocess.run(["ssh-add", str(ssh_dir / "id_ed25519")], env=env, check=True,
+                   capture_output=True)
+    yield home, env
+    agent.terminate()
+    agent.wait(5)
+
+
+def client(env: dict, server: Server, *args: str) -> subprocess.Popen:
+    env = {**env, "VOUCH_URL": server.url}
+    return subprocess.Popen([VOUCH, *args], env=env, cwd=env["HOME"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def test_vouch_ssh_asks_waits_for_the_vouch_and_logs_in(server, home, tmp_path):
+    require_sshd()
+    home_dir, env = home
+    login_user = ensure_test_user()
+    with Sshd(tmp_path / "sshd", trusted_ca_keys=[server.get("/ca.pub").text.strip()],
+              principals={login_user: [DB_PRINCIPAL]}) as sshd:
+        ssh_args = ["--", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o",
+                    "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o",
+                    "IdentitiesOnly=yes", "-p", str(sshd.port), f"{login_user}@127.0.0.1",
+                    "echo", MARKER]
+        before = server.scalar("SELECT count(*) FROM requests")
+        running = client(env, server, "ssh", "prod-db", "--duration", "30m", "--reason",
+                         "terminal: slow queries", *ssh_args)
+        try:
+            message = request_message(server, "terminal: slow queries", timeout=15)
+        except AssertionError:
+            running.kill()
+            raise AssertionError(running.communicate()) from None
+        assert "from the terminal, key proven" in shown(message)
+        ok(server.driver.click_button(BOB, channel=REQUESTS, ts=message.ts, label="Approve"))
+        out, err = running.communicate(timeout=60)
+        assert running.returncode == 0, err
+        assert MARKER in out.split()
+        assert "waiting for approval in #access-requests: request req-" in err
+        assert "0 of 1 approvals" in err and "approved by bob (1 of 1 approvals)" in err
+        assert "Accepted certificate ID" in sshd.log
+
+        cert = home_dir / ".ssh" / "id_ed25519-cert.pub"
+        assert cert.stat().st_mode & 0o777 == 0o644
+        shown_cert = subprocess.run(["ssh-keygen", "-L", "-f", str(cert)], capture_output=True,
+                                    text=True, check=True).stdout
+        assert DB_PRINCIPAL in shown_cert
+        listed = subprocess.run(["ssh-add", "-l"], env=env, capture_output=True, text=True).stdout
+        assert "ED25519-CERT" in listed, listed  # the agent holds key and certificate
+
+        # Again: the certificate is still good, so no new request; straight in.
+        again = client(env, server, "ssh", "prod-db", "--reason", "once more", *ssh_args)
+        out, err = again.communicate(timeout=60)
+        assert again.returncode == 0 and MARKER in out.split(), err
+        assert "reusing the certificate" in err
+        assert server.scalar("SELECT count(*) FROM requests") == before + 1
+
+
+def test_ctrl_c_while_waiting_cancels_the_request(server, home):
+    _, env = home
+    running = client(env, server, "request", "prod-db", "1h", "terminal:", "cancel", "me")
+    message = request_message(server, "terminal: cancel me", timeout=15)
+    request_id = server.scalar("SELECT id FROM requests WHERE reason = 'terminal: cancel me'")
+    running.send_signal(signal.SIGINT)
+    out, err = running.communicate(timeout=30)
+    assert running.returncode == 1, err
+    assert f"request {request_id} cancelled" in err
+    assert state(server, request_id) == "cancelled"
+    server.fake.wait_for(lambda: "cancelled" in shown(server.fake.message(REQUESTS, message.ts)))
+
+
+def test_a_denied_request_ends_with_exit_1_and_the_reason(server, home):
+    home_dir, env = home
+    running = client(env, server, "request", "prod-db", "1h", "terminal: deny me")
+    message = request_message(server, "terminal: deny me", timeout=15)
+    deny(server, BOB, message.ts, "use the read replica")
+    out, err = running.communicate(timeout=30)
+    assert running.returncode == 1
+    assert "denied by bob: use the read replica" in err
+    assert not (home_dir / ".ssh" / "id_ed25519-cert.pub").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["request", "nope", "1h", "why"], "unknown target 'nope'"),
+    (["request", "prod-db", "soon", "why"], "duration"),
+    (["request", "prod-db", "9h", "why"], "4h"),
+    (["ssh", "prod-db", "--reason", "why"], "say where to log in"),
+    (["request", "prod-db", "1h", "why", "--key", "/nonexistent/id"], "no public key"),
+])
+def test_bad_input_exits_2_with_one_clear_line(server, home, args, says):
+    _, env = home
+    done = client(env, server, *args)
+    out, err = done.communicate(timeout=30)
+    assert done.returncode == 2, err
+    assert says in err and "Traceback" not in err
+
+
+def test_without_a_server_url_it_says_where_to_set_one(home):
+    _, env = home
+    done = subprocess.run([VOUCH, "request", "prod-db", "1h", "why"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "VOUCH_URL" in done.stderr
