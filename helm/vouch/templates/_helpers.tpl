@@ -82,8 +82,9 @@ app.kubernetes.io/component: server
 {{- if and (eq .Values.database.type "postgresql") (not .Values.secrets.existingSecret) (not .Values.secrets.databaseUrl) }}
 {{- fail "database.type is postgresql but no database URL: set secrets.databaseUrl (postgresql+psycopg://…), or VOUCH_DATABASE_URL in secrets.existingSecret" }}
 {{- end }}
-{{- if and (gt $replicas 1) (not .Values.secrets.existingSecret) (not .Values.secrets.auditKey) }}
-{{- fail "several replicas need one audit key: set secrets.auditKey (openssl rand -hex 32), or audit_key in secrets.existingSecret; otherwise each pod would make its own" }}
+{{- $dataKept := and (eq .Values.database.type "sqlite") .Values.persistence.enabled }}
+{{- if and (not $dataKept) (not .Values.secrets.existingSecret) (not .Values.secrets.auditKey) }}
+{{- fail "without the SQLite data volume (database.type=postgresql or persistence.enabled=false) the audit key must be in the Secret: set secrets.auditKey (openssl rand -hex 32), or audit_key in secrets.existingSecret; otherwise each pod makes its own and loses it" }}
 {{- end }}
 {{- if .Values.yubikey.enabled }}
 {{- if gt $replicas 1 }}
