@@ -11,14 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
-helm = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-from vouch.audit_key import FILE_NAME as AUDIT_KEY_FILE  # noqa: E402
-from vouch.settings import Settings  # noqa: E402
+from vouch.audit_key import FILE_NAME as AUDIT_KEY_FILE
+from vouch.settings import Settings
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "vouch"
 KUBERNETES = kubernetes_validate.latest_version()  # the newest the pinned package knows: 1.37
@@ -193,6 +192,12 @@ def test_impossible_values_fail_to_render_saying_why(values, message):
     with pytest.raises(helm.HelmRenderError) as refused:
         render(values)
     assert message in str(refused.value)
+
+
+def test_the_schema_refuses_an_unknown_value():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"replicas": 3})
+    assert "replicas" in str(refused.value)
 
 
 def test_the_schema_refuses_a_secret_as_an_environment_value():
