@@ -32,10 +32,11 @@ apt:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# Runtime exactly as locked; then the test tools, which may not move a runtime pin (the lock,
-# without its hashes, is their constraints file).
+# scripts/ensure-venv installs python3-venv where Debian lacks it. Runtime exactly as locked;
+# then the test tools, which may not move a runtime pin (the lock, without its hashes, is their
+# constraints file).
 $(STAMP): pyproject.toml $(LOCK)
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/pip || { scripts/ensure-venv $(PYTHON) && $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q --require-hashes -r $(LOCK)
 	$(VENV)/bin/pip install -q --no-deps -e .
