@@ -15,7 +15,9 @@ import urllib.request
 
 import pytest
 
-from e2e_support import BOB, DAN, NOKEY, REQUESTER, Server, make_fake, policy_yaml, settle
+from e2e_support import (BOB, CAROL, DAN, NOKEY, REQUESTER, Server, make_fake, policy_yaml,
+                         settle)
+from support import fido
 from test_bot import (REQUESTS, deny, ok, register_key, request_message, shown, state,
                       wait_state)
 
@@ -259,3 +261,27 @@ def test_an_offboarded_users_key_no_longer_opens_anything(tmp_path, user_keys):
     finally:
         srv.stop()
         fake.stop()
+
+
+def test_a_security_key_signs_its_own_request(server, api, user_keys):
+    """A FIDO sk-ed25519 key, as a YubiKey signs (PROTOCOL.u2f), stood in for in software."""
+    sk_key = user_keys["sk-ed25519"]
+    register_key(server, CAROL, sk_key)
+    payload = {"target": "crowd", "duration": "30m", "reason": "api: touched",
+               "public_key": sk_key.public.line()}
+    body = json.dumps(payload).encode()
+    stamp = str(int(time.time()))
+    text = f"v1\n{stamp}\nPOST\n/api/v1/requests\n{hashlib.sha256(body).hexdigest()}".encode()
+    armored = fido.sign(user_keys["ed25519"].private, sk_key.public, text, "vouch-api")
+    headers = {"Authorization": "Vouch-SSHSIG " + base64.b64encode(armored.encode()).decode(),
+               "X-Vouch-Timestamp": stamp, "Content-Type": "application/json"}
+    status, answer, _ = api.send("POST", "/api/v1/requests", body, headers)
+    assert status == 201, answer
+    assert answer["request"]["key_fingerprint"] == sk_key.public.fingerprint
+    # Signed without a touch (the user-presence flag clear): not the person at the keyboard.
+    again = body + b" "
+    text = f"v1\n{stamp}\nPOST\n/api/v1/requests\n{hashlib.sha256(again).hexdigest()}".encode()
+    untouched = fido.sign(user_keys["ed25519"].private, sk_key.public, text, "vouch-api", flags=0)
+    headers["Authorization"] = "Vouch-SSHSIG " + base64.b64encode(untouched.encode()).decode()
+    status, answer, _ = api.send("POST", "/api/v1/requests", again, headers)
+    assert status == 401 and "not touched" in answer["error"], answer
