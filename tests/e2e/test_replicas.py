@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from e2e_support import (ADMIN, BOB, CAROL, DAN, GLASS, REQUESTER, Server, make_fake, policy_yaml,
-                         settle)
+from e2e_support import (ADMIN, BOB, CAROL, CROWD, DAN, GLASS, REQUESTER, Server, make_fake,
+                         policy_yaml, settle)
 from test_bot import (APPROVE, REQUESTS, SECURITY, ask, certificates_of, ok, register_key,
                       reminders, wait_dm, wait_state)
 
@@ -156,3 +157,53 @@ def test_an_app_home_opened_through_one_replica_follows_changes_made_through_the
     wait_state(second, request_id, "issued")
     fake.wait_for(lambda: request_id not in str(fake.home(CAROL)["blocks"]))
     fake.wait_for(lambda: "Revoke" in str(fake.home(DAN)["blocks"]))
+
+
+def test_requests_through_one_replica_approved_through_the_other_and_clicked_on_both_at_once(
+        replicas, user_keys):
+    """Each request opened through one replica and decided through the other; a crowd's
+    approvals split over both at the same instant: one certificate, one post, one DM per
+    request, and the shared audit chain verifies afterwards."""
+    first, second, _ = replicas
+    fake = first.fake
+    register_key(first, REQUESTER, user_keys["ed25519"])
+    register_key(second, DAN, user_keys["ecdsa-p256"])
+    asked = []
+    for n, (via, other, user) in enumerate([(first, second, REQUESTER), (second, first, DAN)] * 2):
+        request_id, message = ask(via, user, "prod-db", "1h", f"across replicas {n}")
+        ok(other.driver.click(BOB, channel=REQUESTS, ts=message.ts, action_id=APPROVE,
+                              value=request_id, text="Approve"))
+        asked.append((request_id, message, user))
+
+    crowd_id, crowd_message = ask(first, DAN, "crowd", "1h", "the crowd on both replicas")
+    voters = CROWD[:10]
+    barrier = threading.Barrier(len(voters))
+
+    def click(i: int, user: str) -> None:
+        barrier.wait()
+        ok((first, second)[i % 2].driver.click(user, channel=REQUESTS, ts=crowd_message.ts,
+                                               action_id=APPROVE, value=crowd_id))
+
+    threads = [threading.Thread(target=click, args=(i, u)) for i, u in enumerate(voters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    asked.append((crowd_id, crowd_message, DAN))
+
+    for request_id, message, user in asked:
+        wait_dm(fake, user, request_id)
+        wait_state(first, request_id, "issued")
+    settle(fake, quiet=1.0)
+    for request_id, message, user in asked:
+        assert len(certificates_of(first, request_id)) == 1
+        assert len(posts(fake, REQUESTS, f"Access request {request_id}:")) == 1
+        issued = [m for m in fake.replies(REQUESTS, message.ts)
+                  if m.text.startswith("Certificate issued")]
+        assert len(issued) == 1, request_id
+        assert len([m for m in fake.messages(fake.dm_channel(user))
+                    if request_id in m.text and "Your certificate" in m.text]) == 1
+
+    for server in (first, second):  # each replica's checkpoints hold for the one chain
+        checked = server.vouch("audit", "verify", check=False)
+        assert checked.returncode == 0, checked.stderr
