@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from e2e_support import (BOB, DB_PRINCIPAL, REQUESTER, VOUCH, Server, base_env, make_fake,
+from ca.keys import parse_public_key
+from conftest import UserKey
+from e2e_support import (BOB, DAN, DB_PRINCIPAL, REQUESTER, VOUCH, Server, base_env, make_fake,
                          policy_yaml, settle)
 from support.sshd import Sshd, ensure_test_user, require_sshd
 from test_bot import REQUESTS, deny, ok, register_key, request_message, shown, state
@@ -150,3 +152,29 @@ def test_without_a_server_url_it_says_where_to_set_one(home):
     done = subprocess.run([VOUCH, "request", "prod-db", "1h", "why"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "VOUCH_URL" in done.stderr
+
+
+def test_without_an_agent_a_passphrase_protected_key_signs_after_asking(server, tmp_path):
+    """No ssh-agent: ssh-keygen signs with the key file itself, asking for its passphrase
+    (here through SSH_ASKPASS, as a desktop prompt would)."""
+    home_dir = tmp_path / "plain-home"
+    (home_dir / ".ssh").mkdir(parents=True, mode=0o700)
+    key = home_dir / ".ssh" / "id_ecdsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "correct horse", "-f", str(key)],
+                   check=True)
+    askpass = tmp_path / "askpass"
+    askpass.write_text("#!/bin/sh\necho 'correct horse'\n")
+    askpass.chmod(0o700)
+    public = parse_public_key((home_dir / ".ssh" / "id_ecdsa.pub").read_text())
+    register_key(server, DAN, UserKey("dan-ecdsa", key, public, key.with_suffix(".pub")))
+    env = {**base_env(), "HOME": str(home_dir), "SSH_ASKPASS": str(askpass),
+           "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+    env.pop("SSH_AUTH_SOCK", None)
+    running = client(env, server, "request", "prod-db", "20m", "terminal: no agent")
+    message = request_message(server, "terminal: no agent", timeout=15)
+    ok(server.driver.click_button(BOB, channel=REQUESTS, ts=message.ts, label="Approve"))
+    out, err = running.communicate(timeout=60)
+    assert running.returncode == 0, err
+    cert = home_dir / ".ssh" / "id_ecdsa-cert.pub"
+    assert out.strip() == str(cert) and cert.exists()
+    assert "not added to ssh-agent: no ssh-agent running" in err
