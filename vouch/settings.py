@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     secrets_dir: str | None = None
     digest_at: str = "09:00"  # the daily digest, UTC
     offboarding_interval: str = "1h"  # the users.info sweep for deactivated users
+    host_ca_key: str = "host_ca_key"  # the host CA: a key file path or a pkcs11: URI
+    host_ca_key_passphrase: SecretStr | None = None
+    host_pattern: str = "*"  # the hosts the served @cert-authority line covers
 
     @classmethod
     def load(cls) -> Settings:
