@@ -120,12 +120,11 @@ def renew(access: Access, host_ca: Signer | None, call: SignedCall, *,
     with _refusals(access, via="renewal", subject=subject, keys=keys):
         with access.unit() as unit:
             known = unit.hosts.of_keys(fingerprints)
+            current = _renewable(known, call, keys, asked, now)
             try:
                 first_use(unit, call, now)
-            except Unauthorized as exc:  # a replay: audited if the key is one Vouch certified
-                certified = any(c.fingerprint == call.fingerprint for c in known)
-                raise (_Known(exc) if certified else exc) from None
-            current = _renewable(known, call, keys, asked, now)
+            except Unauthorized as exc:  # a replay, by a key Vouch certified
+                raise _Known(exc) from None
         certificates = _sign(host_ca, keys, current.hostnames, now, HOST_VALIDITY)
         with access.unit() as unit:
             _refuse_revoked(unit, [call.key, *keys], status=Unauthorized)  # revoked meanwhile

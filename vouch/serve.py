@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from access.context import Access
 from access.durations import parse_duration
+from access.host_input import host_pattern
 from access.policy_file import PolicyError, PolicyStore
 from bot.app import build_app
 from bot.handlers import Bot
@@ -32,6 +33,7 @@ from storage.db import Database
 from storage.messages import SqlMessages
 from storage.store import SqlStore
 from vouch.audit_key import load_audit_key
+from vouch.host_cli import open_host_ca
 from vouch.logs import configure_logging
 from vouch.scheduler import Scheduler, parse_digest_at
 from vouch.settings import Settings
@@ -125,6 +127,9 @@ def build(settings: Settings) -> Vouch:
     signer = open_signer(settings.ca_key, module=settings.pkcs11_module,
                          pin=settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else None,
                          passphrase=passphrase.get_secret_value().encode() if passphrase else None)
+    # Host certificates are off (503 on their paths) until `vouch ca init --host` made the key.
+    host_ca = open_host_ca(settings, user_ca=signer, required=False)
+    host_pattern(settings.host_pattern)
     metrics = Metrics()
     client = make_client(bot_token, settings.slack_api_url)
     gateway = SlackGateway(client, metrics)
@@ -147,7 +152,8 @@ def build(settings: Settings) -> Vouch:
     krls = KrlCache(access)
     web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
                          access=access, db=db, metrics=metrics,
-                         checks=(lambda: notifier.security_problem,), krls=krls)
+                         checks=(lambda: notifier.security_problem,), krls=krls,
+                         host_ca=host_ca, host_pattern=settings.host_pattern)
     # Other packages' periodic work: audit checkpoints, and the served KRL remade when a revoked
     # certificate left it (a day past its expiry).
     jobs = Jobs(access, notifier, also={"audit-checkpoint": checkpointer.maybe,
