@@ -26,6 +26,9 @@ def open_host_ca(settings, *, user_ca=None, required: bool = True):
     from access.hosts import require
     from ca.keystore import open_host_ca as open_key
 
+    if _same_key(settings.host_ca_key, settings.ca_key):
+        raise BadInput("VOUCH_HOST_CA_KEY names the user CA key (VOUCH_CA_KEY): the host CA must "
+                       "be a key of its own; create one with `vouch ca init --host`")
     host_ca = open_key(settings.host_ca_key, user_ca=user_ca, module=settings.pkcs11_module,
                        pin=_secret(settings.pkcs11_pin), passphrase=_passphrase(settings))
     return require(host_ca) if required else host_ca
