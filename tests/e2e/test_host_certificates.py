@@ -300,3 +300,49 @@ def test_without_a_host_ca_the_host_paths_answer_503_and_the_rest_runs(tmp_path)
     finally:
         srv.stop()
         fake.stop()
+
+
+@pytest.mark.parametrize("systemd", [True, False])
+def test_step_7_enrols_tells_sshd_and_schedules_the_renewal(server, tmp_path, systemd):
+    """The host-certificate step of `host-setup --host-certs` run for real against this server,
+    its paths moved into tmp_path, sshd and systemctl recording stubs."""
+    ssh_dir = host_dir(tmp_path / "etc-ssh")
+    (ssh_dir / "sshd_config.d").mkdir()  # step 5 made it
+    sbin, bin_dir, units, cron, booted = (tmp_path / d for d in
+                                          ("sbin", "bin", "units", "cron.d", "systemd"))
+    for d in (sbin, bin_dir, units, cron):
+        d.mkdir()
+    if systemd:
+        booted.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {calls}\n')
+    (bin_dir / "sshd").write_text(f'#!/bin/sh\necho "sshd $*" >> {calls}\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    printed = server.vouch("host-setup", "--public-url", server.url, "--host-certs").stdout
+    step = (printed[printed.index("\n# 7. "):]
+            .replace("/usr/local/sbin/", f"{sbin}/")
+            .replace("/usr/sbin/sshd", str(bin_dir / "sshd"))
+            .replace("/etc/ssh/", f"{ssh_dir}/")
+            .replace("/run/systemd/system", str(booted))
+            .replace("/etc/systemd/system/", f"{units}/")
+            .replace("/etc/cron.d/", f"{cron}/"))
+    ran = subprocess.run(["/bin/sh", "-eu"], input=step, capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "VOUCH_SSH_DIR": str(ssh_dir),
+                              "VOUCH_HOST_TOKEN": token(server, "db7.example.com")})
+    assert ran.returncode == 0, ran.stderr
+    conf = (ssh_dir / "sshd_config.d" / "vouch-host.conf").read_text().splitlines()
+    assert conf == [f"HostCertificate {ssh_dir}/ssh_host_{kind}_key-cert.pub"
+                    for kind in ("ecdsa", "ed25519")]
+    for line in conf:
+        assert "host certificate" in shown(Path(line.split()[1]))
+    said = calls.read_text().splitlines()
+    assert said[:2] == ["sshd -t", "systemctl reload ssh"]
+    if systemd:
+        assert said[2:] == ["systemctl daemon-reload", "systemctl enable --now vouch-host-cert.timer"]
+        assert sorted(p.name for p in units.iterdir()) == ["vouch-host-cert.service",
+                                                           "vouch-host-cert.timer"]
+    else:
+        line = (cron / "vouch-host-cert").read_text()
+        assert re.fullmatch(rf"[0-9]+ [0-9]+ \* \* \* root {sbin}/vouch-host-cert renew\n", line)
+        assert not list(units.iterdir())
