@@ -26,8 +26,8 @@ from ca.cert import Signer
 log = logging.getLogger("vouch.web")
 
 PATH = "/api/v1/hosts/certificate"
-_USAGE = ('send a JSON object: {"token": "vht_…", "public_keys": ["ssh-ed25519 AAAA…", …]} to '
-          'enrol, or {"public_keys": […]} signed with the host key (Vouch-SSHSIG, namespace '
+_USAGE = ('send a JSON object: {"token": "vht_…", "public_keys": ["ssh-ed25519 AAAA…", …]} '
+          'to enrol, or {"public_keys": […]} signed with the host key (Vouch-SSHSIG, namespace '
           'vouch-host) to renew')
 
 

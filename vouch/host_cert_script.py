@@ -93,10 +93,10 @@ install_certs() {
             printf '%s\n' "$line" > "$work/candidate"
             shown=$("$SSH_KEYGEN" -L -f "$work/candidate" 2>/dev/null) || continue
             printf '%s\n' "$shown" | grep -q 'Type: .* host certificate$' || continue
-            [ "$(printf '%s\n' "$shown" | sed -n 's/^[[:space:]]*Public key: [^ ]* //p')" = "$want" ] ||
-                continue
-            [ "$(printf '%s\n' "$shown" | sed -n 's/^[[:space:]]*Signing CA: [^ ]* \([^ ]*\).*/\1/p')" = \
-                "$CA_FINGERPRINT" ] || continue
+            key=$(printf '%s\n' "$shown" | sed -n 's/^[[:space:]]*Public key: [^ ]* //p')
+            ca=$(printf '%s\n' "$shown" |
+                sed -n 's/^[[:space:]]*Signing CA: [^ ]* \([^ ]*\).*/\1/p')
+            [ "$key" = "$want" ] && [ "$ca" = "$CA_FINGERPRINT" ] || continue
             mv "$work/candidate" "$work/$name"
             break
         done < "$work/certs"
@@ -114,7 +114,8 @@ enrol() {
     token=${1:-${VOUCH_HOST_TOKEN:-}}
     case $token in
         vht_*) ;;
-        *) say "give the one-time token from \`vouch host token\` (VOUCH_HOST_TOKEN or the argument)"
+        *) say "give the one-time token from \`vouch host token\`" \
+               "(VOUCH_HOST_TOKEN or the argument)"
            exit 2 ;;
     esac
     case $token in *[!A-Za-z0-9_-]*) say "that is not a Vouch host token"; exit 2 ;; esac
@@ -137,7 +138,9 @@ due() {  # true when a certificate expires within RENEW_DAYS days (or cannot be 
 
 renew() {
     set -- $(certified)
-    [ "$#" -gt 0 ] || { say "no certificates to renew: enrol first (vouch-host-cert enrol)"; exit 1; }
+    if [ "$#" -eq 0 ]; then
+        say "no certificates to renew: enrol first (vouch-host-cert enrol)"; exit 1
+    fi
     due "$@" || exit 0
     (umask 077; body "" "$@" > "$work/body")
     # The signed call: v1, the time, the method, the path, the body's sha256 (CONTRACT).

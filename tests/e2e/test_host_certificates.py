@@ -339,10 +339,20 @@ def test_step_7_enrols_tells_sshd_and_schedules_the_renewal(server, tmp_path, sy
     said = calls.read_text().splitlines()
     assert said[:2] == ["sshd -t", "systemctl reload ssh"]
     if systemd:
-        assert said[2:] == ["systemctl daemon-reload", "systemctl enable --now vouch-host-cert.timer"]
+        assert said[2:] == ["systemctl daemon-reload",
+                            "systemctl enable --now vouch-host-cert.timer"]
         assert sorted(p.name for p in units.iterdir()) == ["vouch-host-cert.service",
                                                            "vouch-host-cert.timer"]
     else:
         line = (cron / "vouch-host-cert").read_text()
         assert re.fullmatch(rf"[0-9]+ [0-9]+ \* \* \* root {sbin}/vouch-host-cert renew\n", line)
         assert not list(units.iterdir())
+
+
+def test_the_script_installs_only_certificates_from_the_pinned_host_ca(server, script, tmp_path):
+    ssh_dir = host_dir(tmp_path / "pinned")
+    pin = "SHA256:" + "A" * 43  # another CA than the one this server signs with
+    wrong = run(script, ssh_dir, "enrol", token(server, "db8.example.com"),
+                VOUCH_HOST_CA_FINGERPRINT=pin)
+    assert wrong.returncode == 1 and "no host certificate for" in wrong.stderr
+    assert not list(ssh_dir.glob("*-cert.pub"))

@@ -319,7 +319,8 @@ def test_the_renewal_timer_runs_daily_and_verifies(host_certs, tmp_path):
             text.replace("/usr/local/sbin/vouch-host-cert", str(renewer)))
     timer = (tmp_path / "vouch-host-cert.timer").read_text()
     assert "OnCalendar=daily" in timer and "Persistent=true" in timer
-    assert "ExecStart=" + str(renewer) + " renew" in (tmp_path / "vouch-host-cert.service").read_text()
+    service = (tmp_path / "vouch-host-cert.service").read_text()
+    assert f"ExecStart={renewer} renew" in service
     checked = subprocess.run([analyze, "verify", "--man=no", "vouch-host-cert.timer",
                               "vouch-host-cert.service"], cwd=tmp_path, capture_output=True,
                              text=True)

@@ -461,7 +461,8 @@ class Sshd:
             "-o", "IdentitiesOnly=yes",
             "-o", "IdentityAgent=none",
             "-o", f"StrictHostKeyChecking={'yes' if known_hosts else 'no'}",
-            "-o", f"UserKnownHostsFile={Path(known_hosts).absolute() if known_hosts else '/dev/null'}",
+            "-o", "UserKnownHostsFile="
+                  + (str(Path(known_hosts).absolute()) if known_hosts else "/dev/null"),
             "-o", "GlobalKnownHostsFile=/dev/null",
             *(["-o", f"HostKeyAlias={host_alias}"] if host_alias else []),
             "-o", "BatchMode=yes",
