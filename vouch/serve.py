@@ -130,6 +130,9 @@ def build(settings: Settings) -> Vouch:
     # Host certificates are off (503 on their paths) until `vouch ca init --host` made the key.
     host_ca = open_host_ca(settings, user_ca=signer, required=False)
     host_pattern(settings.host_pattern)
+    if host_ca is None:
+        log.info("host certificates are off: no host CA key file %r (vouch ca init --host)",
+                 settings.host_ca_key)
     metrics = Metrics()
     client = make_client(bot_token, settings.slack_api_url)
     gateway = SlackGateway(client, metrics)
