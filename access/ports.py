@@ -54,6 +54,42 @@ class StoredCertificate:
 
 
 @dataclass(frozen=True)
+class HostToken:
+    """A one-time host enrolment token, as stored: its hash only, never the token itself."""
+
+    token_hash: str  # sha256 hex of the token
+    hostnames: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by: str | None = None  # the fingerprint of the first host key it certified
+
+
+@dataclass(frozen=True)
+class StoredHostCertificate:
+    """A host certificate the host CA signed, as recorded."""
+
+    serial: int
+    key_id: str
+    hostnames: tuple[str, ...]
+    public_key: str  # the host key, OpenSSH line without comment
+    fingerprint: str
+    ca_key: str  # the host CA's public key line: a KRL section per CA key
+    valid_after: datetime
+    valid_before: datetime
+    issued_at: datetime
+    issued_by: str
+    via: str  # "token", "renewal" or "operator"
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        return self.revoked_at is None and self.valid_after <= now < self.valid_before
+
+
+@dataclass(frozen=True)
 class Activity:
     """What happened in a window of time, for the daily digest: counts per target."""
 
@@ -186,6 +222,32 @@ class Signatures(Protocol):
         `forget_before` may be forgotten."""
 
 
+class Hosts(Protocol):
+    def add_token(self, token: HostToken) -> None: ...
+
+    def token(self, token_hash: str) -> HostToken | None: ...
+
+    def use_token(self, token_hash: str, *, now: datetime, by: str) -> bool:
+        """Compare-and-set: an unused token not expired at `now` becomes used; False for a
+        token used already (a second use, or a lost race), expired or unknown."""
+
+    def add(self, certificate: Certificate, *, ca_key: PublicKey, issued_at: datetime,
+            issued_by: str, via: str) -> None:
+        """Raises Duplicate when the serial is recorded already."""
+
+    def by_serial(self, serial: int) -> StoredHostCertificate | None: ...
+
+    def of_keys(self, fingerprints: Collection[str]) -> list[StoredHostCertificate]:
+        """Every certificate of these host keys, revoked and expired ones too, newest first."""
+
+    def mark_revoked(self, serial: int, *, at: datetime, by: str, reason: str | None) -> bool:
+        """Once only: False when it was revoked already (the first revocation stands)."""
+
+    def revoked(self, valid_after: datetime) -> tuple[list[StoredHostCertificate], int]:
+        """Certificates revoked and still valid after `valid_after`, and a version that grows
+        with every revocation."""
+
+
 class AuditLog(Protocol):
     def record(self, *, actor: str, action: str, subject: str, now: datetime,
                details: dict[str, Any] | None = None) -> None:
@@ -202,6 +264,7 @@ class Unit(Protocol):
     keys: Keys
     users: Users
     signatures: Signatures
+    hosts: Hosts
     audit: AuditLog
     reports: Reports
 

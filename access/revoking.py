@@ -7,11 +7,13 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from access import hosts
 from access import requests as rules
 from access.context import Access
 from access.errors import BadInput, InvalidTransition, PolicyRefusal
-from access.ports import StoredCertificate, Unit
+from access.ports import StoredCertificate, StoredHostCertificate, Unit
 from access.requests import Request, State
+from ca.keys import parse_public_key
 from ca.krl import Revocations, encode_krl
 
 # Hosts may run a little behind: keep revoked certificates in the KRL a day past their expiry.
@@ -25,6 +27,7 @@ class Revoked:
     newly: bool  # False when it had been revoked before (revoking twice is not an error)
     holder: str | None = None
     request_id: str | None = None
+    host: bool = False  # a host certificate (the host CA's)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ def revoke(access: Access, reference: str, *, actor: str, reason: str | None = N
                               subject=f"request:{unissued.id}", now=now,
                               details={"reason": reason, "before": "issued"})
             return Revocation([], cancelled)
+        host = _host(unit, reference.strip())
+        if host is not None:
+            if person is not None and not rules.may_revoke(policy, holder="", user=person):
+                raise PolicyRefusal("only admins can revoke host certificates")
+            return Revocation([Revoked(serial=serial, newly=newly, host=True) for serial, newly
+                               in hosts.revoke_in(unit, host, actor=actor, reason=reason,
+                                                  now=now)])
         certificates = _find(unit, reference.strip())
         if person is not None and not all(
                 rules.may_revoke(policy, holder=c.holder or "", user=person) for c in certificates):
@@ -88,6 +98,15 @@ def revoke_in(unit: Unit, certificate: StoredCertificate, *, actor: str, reason:
                    request_id=certificate.request_id)
 
 
+def _host(unit: Unit, reference: str) -> StoredHostCertificate | None:
+    """The host certificate `reference` names by serial, if it is no user certificate's."""
+    if not (reference.isascii() and reference.isdigit()) or not 0 < int(reference) <= _MAX_SERIAL:
+        return None
+    if unit.certificates.by_serial(int(reference)) is not None:
+        return None
+    return unit.hosts.by_serial(int(reference))
+
+
 def _unissued(unit: Unit, reference: str) -> Request | None:
     """The approved request `reference` names, if it has no certificate yet; its row stays
     locked, so it cannot be issued while it is cancelled (the issuing move would fail)."""
@@ -107,25 +126,37 @@ class Krl:
     serials: frozenset[int]
     version: int
     data: bytes
+    host_serials: frozenset[tuple[bytes, int]] = frozenset()  # (host CA key blob, serial)
 
     @property
     def tag(self) -> str:
-        digest = hashlib.sha256(",".join(map(str, sorted(self.serials))).encode()).hexdigest()
+        named = [*map(str, sorted(self.serials)),
+                 *(f"{ca.hex()}:{serial}" for ca, serial in sorted(self.host_serials))]
+        digest = hashlib.sha256(",".join(named).encode()).hexdigest()
         return f"{self.version}-{digest[:16]}"
 
 
 def krl(access: Access, *, unless: Krl | None = None) -> Krl:
-    """The KRL of every revoked, not long expired, certificate of this CA; `unless` is returned
-    as it is when nothing changed since it was made."""
+    """The KRL of every revoked, not long expired, certificate of this CA, and of the host
+    certificates (in a section per host CA key, as serials are per CA); `unless` is returned as
+    it is when nothing changed since it was made."""
     now = access.clock()
     with access.unit(read_only=True) as unit:
         serials, version = unit.certificates.revoked_serials(now - KRL_EXPIRY_GRACE)
+        revoked_hosts, host_version = unit.hosts.revoked(now - KRL_EXPIRY_GRACE)
     serials = frozenset(serials)
-    if unless is not None and (unless.serials, unless.version) == (serials, version):
+    host_serials = frozenset((parse_public_key(c.ca_key).blob, c.serial) for c in revoked_hosts)
+    version += host_version
+    if unless is not None and (unless.serials, unless.host_serials, unless.version) == (
+            serials, host_serials, version):
         return unless
+    other_cas: dict[bytes, set[int]] = {}
+    for ca_key, serial in host_serials:
+        other_cas.setdefault(ca_key, set()).add(serial)
     data = encode_krl(Revocations(serials=serials), ca_key=access.signer.public_key.blob,
-                      version=version, generated_at=int(now.timestamp()), comment="vouch")
-    return Krl(serials, version, data)
+                      version=version, generated_at=int(now.timestamp()), comment="vouch",
+                      other_cas={ca: frozenset(s) for ca, s in other_cas.items()})
+    return Krl(serials, version, data, host_serials)
 
 
 def _find(unit: Unit, reference: str) -> list[StoredCertificate]:

@@ -185,7 +185,8 @@ class Notifier:
         for item in done:
             if item.newly:
                 self.metrics.revocations.inc()
-                self.announce_revocation(item.serial)
+                if not item.host:  # a host certificate has no request, card or holder
+                    self.announce_revocation(item.serial)
 
     def announce_revocation(self, serial: int) -> None:
         if not self.messages.claim_revocation_notice(serial, now=self.access.clock()):

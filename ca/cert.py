@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from ca.errors import BadInput
+from ca.errors import BadInput, SignerError
 from ca.keys import PublicKey
 from ca.wire import put_string, put_u32, put_u64
 
@@ -99,8 +99,36 @@ def new_serial() -> int:
             return serial
 
 
+class HostCa:
+    """The host CA: a signer that certifies host keys, and nothing else. Every other signer is a
+    user CA and certifies user keys only, so a host CA compromise cannot log anyone in, and a
+    user CA cannot vouch for a host (sign_certificate refuses the other type)."""
+
+    certifies = CertType.HOST
+
+    def __init__(self, signer: Signer) -> None:
+        self._signer = signer
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._signer.public_key
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signer.sign(data)
+
+    def close(self) -> None:
+        close = getattr(self._signer, "close", None)
+        if close is not None:
+            close()
+
+
 def sign_certificate(spec: CertificateSpec, signer: Signer, *, nonce: bytes | None = None) -> Certificate:
     """PROTOCOL.certkeys section 2: encode the to-be-signed body, sign it, append the signature."""
+    certifies = getattr(signer, "certifies", CertType.USER)
+    if spec.cert_type is not certifies:
+        raise SignerError(f"the {certifies.name.lower()} CA does not sign "
+                          f"{spec.cert_type.name.lower()} certificates: user and host "
+                          "certificates come from separate CA keys")
     body = encode_tbs(spec, signer.public_key.blob, nonce=nonce)
     return Certificate(spec=spec, blob=body + put_string(signer.sign(body)))
 
@@ -177,6 +205,9 @@ def _check_spec(spec: CertificateSpec) -> None:
     if not _KNOWN_EXTENSIONS.issuperset(spec.extensions):
         unknown = sorted(set(spec.extensions) - _KNOWN_EXTENSIONS)[0]
         raise BadInput(f"unknown extension {unknown!r}: allowed are " + ", ".join(EXTENSIONS))
+    if spec.cert_type is CertType.HOST and (spec.critical_options or spec.extensions):
+        # PROTOCOL.certkeys defines no options or extensions for host certificates.
+        raise BadInput("a host certificate has no critical options or extensions")
     if spec.critical_options:
         _check_critical_options(spec.critical_options)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ca.krl_serials import (
@@ -86,10 +87,12 @@ class DecodedKrl:
 
 
 def encode_krl(
-    revocations: Revocations, *, ca_key: bytes, version: int, generated_at: int, comment: str = ""
+    revocations: Revocations, *, ca_key: bytes, version: int, generated_at: int, comment: str = "",
+    other_cas: Mapping[bytes, frozenset[int]] | None = None,
 ) -> bytes:
     """PROTOCOL.krl sections 1-3. ca_key is the CA public key's SSH wire blob; serials and key
-    IDs are scoped to that CA.
+    IDs are scoped to that CA. `other_cas` adds revoked serials of other CAs (the host CA), each
+    in a certificates section of its own, as serials are per CA.
 
     The output is canonical: equal revocations give identical bytes, whatever order the
     sets and ranges were built in.
@@ -101,11 +104,21 @@ def encode_krl(
     intervals = serial_intervals(revocations.serials, revocations.serial_ranges)
     key_ids = _sorted_key_ids(revocations.key_ids)
     public_keys = _sorted_public_keys(revocations.public_keys)
+    others = []
+    for other_key, serials in sorted((other_cas or {}).items()):
+        _check_ca_key(other_key)
+        if other_key == ca_key:
+            raise ValueError("other_cas repeats the KRL's own CA key: give its serials once")
+        others.append((bytes(other_key), serial_intervals(serials, ())))
 
     out = [_put_header(version, generated_at, comment)]
     if intervals or key_ids:
         certificates = _certificates_section(ca_key, intervals, key_ids)
         out.append(_put_section(SECTION_CERTIFICATES, certificates))
+    for other_key, other_intervals in others:
+        if other_intervals:
+            out.append(_put_section(SECTION_CERTIFICATES,
+                                    _certificates_section(other_key, other_intervals, [])))
     if public_keys:
         out.append(_put_section(SECTION_EXPLICIT_KEY, _explicit_key_section(public_keys)))
     return b"".join(out)

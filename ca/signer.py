@@ -157,7 +157,7 @@ def generate_private_key(key_type: CaKeyType):
 
 
 def create_file_key(path: str | os.PathLike, key_type: CaKeyType, *, passphrase: bytes | None = None,
-                    force: bool = False) -> FileSigner:
+                    force: bool = False, comment: str = "vouch-ca") -> FileSigner:
     """Create a CA key file (OpenSSH format, mode 0600) and its `.pub` beside it."""
     path = Path(path)
     if path.exists() and not force:
@@ -170,7 +170,7 @@ def create_file_key(path: str | os.PathLike, key_type: CaKeyType, *, passphrase:
     signer = FileSigner(key, source=f"CA key file {str(path)!r}")
     try:
         _write_private(path, pem)
-        Path(f"{path}.pub").write_text(signer.public_key.line() + " vouch-ca\n")
+        Path(f"{path}.pub").write_text(f"{signer.public_key.line()} {comment}\n")
     except OSError as exc:
         raise BadInput(f"cannot write the CA key to {str(path)!r}: {exc.strerror}") from None
     return signer

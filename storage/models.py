@@ -202,6 +202,49 @@ class CertificateRecord(SQLModel, table=True):
     certificate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
+class HostTokenRecord(SQLModel, table=True):
+    """A one-time host enrolment token: only its sha256 is kept, never the token."""
+
+    __tablename__ = "host_tokens"
+
+    token_hash: str = Field(primary_key=True)
+    hostnames: str = Field(sa_column=Column(Text, nullable=False))  # JSON list
+    created_at: datetime = Field(sa_column=_utc())
+    created_by: str
+    expires_at: datetime = Field(sa_column=_utc())
+    used_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    used_by: str | None = None  # the fingerprint of the first host key it certified
+
+
+class HostCertificateRecord(SQLModel, table=True):
+    """A host certificate the host CA signed: for which names and key, how it was obtained, and
+    whether it was revoked."""
+
+    __tablename__ = "host_certificates"
+    __table_args__ = (
+        Index("ix_host_certificates_subject_fingerprint", "subject_fingerprint"),
+        # The KRL and known_hosts read revoked ones only.
+        _index("ix_host_certificates_revoked", ("valid_before",), "revoked_at IS NOT NULL"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    serial: int = Field(sa_column=Column(UInt64(), nullable=False, unique=True))
+    key_id: str
+    hostnames: str = Field(sa_column=Column(Text, nullable=False))  # JSON list
+    subject_fingerprint: str
+    subject_key: str = Field(sa_column=Column(Text, nullable=False))  # OpenSSH line, no comment
+    ca_fingerprint: str
+    ca_key: str = Field(sa_column=Column(Text, nullable=False))  # the host CA's public key line
+    valid_after: datetime = Field(sa_column=_utc())
+    valid_before: datetime = Field(sa_column=_utc())
+    issued_at: datetime = Field(sa_column=_utc())
+    issued_by: str
+    enrolled_via: str  # token, renewal or operator
+    revoked_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+
 class UsedSignature(SQLModel, table=True):
     """Signed API calls seen in the last few minutes (access.signed_calls): a replay through any
     replica finds its first use here."""

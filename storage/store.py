@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from storage.audit import SqlAuditLog
 from storage.certificates import SqlCertificates
 from storage.db import Database
+from storage.hosts import SqlHosts
 from storage.keys import SqlKeys, SqlUsers
 from storage.reports import SqlReports
 from storage.signatures import SqlSignatures
@@ -23,6 +24,7 @@ class SqlUnit:
         self.keys = SqlKeys(connection)
         self.users = SqlUsers(connection)
         self.signatures = SqlSignatures(connection)
+        self.hosts = SqlHosts(connection)
         self.audit = SqlAuditLog(audit_key)
         self.reports = SqlReports(connection)
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ca.errors import BadInput, VouchError
+from vouch import host_cli
 from vouch.host_setup import host_setup, public_url, target_principals
 from vouch.settings import Settings
 
@@ -83,6 +84,8 @@ def _os_user() -> str:
 # --- commands -------------------------------------------------------------------------------
 
 def cmd_ca_init(args, ctx: Context) -> int:
+    if args.host:
+        return host_cli.cmd_ca_init_host(args, ctx)
     from ca.keystore import create_ca_key
     from ca.pkcs11_uri import is_pkcs11_uri
     from ca.signer import CaKeyType
@@ -101,6 +104,8 @@ def cmd_ca_init(args, ctx: Context) -> int:
 
 
 def cmd_ca_pubkey(args, ctx: Context) -> int:
+    if args.host:
+        return host_cli.cmd_ca_pubkey_host(args, ctx)
     print(ctx.signer().public_key.line() + " vouch-ca")
     return 0
 
@@ -208,8 +213,9 @@ def cmd_policy_check(args, ctx: Context) -> int:
 def cmd_host_setup(args, ctx: Context) -> int:
     url = public_url(args.public_url, ctx.settings.public_url)
     principals = target_principals(ctx.settings.policy_file, args.target) if args.target else ()
+    host_ca = host_cli.open_host_ca(ctx.settings).public_key if args.host_certs else None
     print(host_setup(ctx.signer().public_key.line(), url,
-                     target=args.target, principals=principals), end="")
+                     target=args.target, principals=principals, host_ca=host_ca), end="")
     return 0
 
 
@@ -279,8 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--type", choices=[t.value for t in CaKeyType], default="ecdsa-p256")
     init.add_argument("--key", metavar="FILE|PKCS11-URI", help="default: VOUCH_CA_KEY")
     init.add_argument("--force", action="store_true", help="replace an existing CA key")
+    init.add_argument("--host", action="store_true",
+                      help="the separate host CA instead (default key: VOUCH_HOST_CA_KEY)")
     init.set_defaults(func=cmd_ca_init)
     pubkey = ca_commands.add_parser("pubkey", help="print the CA public key (TrustedUserCAKeys)")
+    pubkey.add_argument("--host", action="store_true", help="the host CA's (@cert-authority)")
     pubkey.set_defaults(func=cmd_ca_pubkey)
     sign = ca_commands.add_parser("sign", help="sign one user certificate directly")
     sign.add_argument("pubkey_file", metavar="PUBKEY_FILE", help="OpenSSH public key file, or - for stdin")
@@ -298,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sign even when the database cannot record it (it then cannot be "
                            "revoked by serial)")
     sign.set_defaults(func=cmd_ca_sign)
+    host_cli.add_commands(ca_commands, commands, _Parser)
 
     revoke = commands.add_parser("revoke", help="revoke a certificate or a request's certificates")
     revoke.add_argument("reference", metavar="serial|request-id")
@@ -318,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     host.add_argument("--target", metavar="NAME", help="also print the principals of this target")
     host.add_argument("--public-url", metavar="URL",
                       help="where hosts reach Vouch for /krl (default: VOUCH_PUBLIC_URL)")
+    host.add_argument("--host-certs", action="store_true",
+                      help="also enrol the host for host certificates and renew them daily")
     host.set_defaults(func=cmd_host_setup)
 
     sandbox = commands.add_parser("sandbox", help="the local Slack sandbox: the real bot and a "

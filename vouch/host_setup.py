@@ -7,6 +7,12 @@ from shlex import quote
 from urllib.parse import urlsplit
 
 from ca.errors import BadInput
+from ca.keys import PublicKey
+from vouch.host_cert_script import SCRIPT as HOST_SCRIPT
+from vouch.host_cert_script import UNIT as HOST_UNIT
+from vouch.host_cert_script import host_cert_script
+from vouch.host_cert_script import service_unit as host_service_unit
+from vouch.host_cert_script import timer_unit as host_timer_unit
 from vouch.krl_fetch import FETCHER, KRL, UNIT, fetch_script, service_unit, timer_unit
 
 # The URL goes into a shell script: letters, digits and the few marks a URL to /krl needs, so
@@ -48,14 +54,18 @@ def target_principals(policy_file: str, name: str) -> tuple[str, ...]:
     return target.principals
 
 
-def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[str, ...]) -> str:
+def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[str, ...],
+               host_ca: PublicKey | None = None) -> str:
     """The set-up script: it stops at the first failure, and before sshd's configuration changes
-    unless the KRL is in place (sshd refuses every public key while RevokedKeys is missing)."""
+    unless the KRL is in place (sshd refuses every public key while RevokedKeys is missing).
+    With `host_ca`, it also enrols the host for host certificates and renews them daily."""
     about = f" for target {target}" if target else ""
     return "\n".join([
         "#!/bin/sh",
         f"# Vouch host set-up{about}: run as root on each host to accept Vouch certificates.",
+        *(_token_usage() if host_ca else []),
         "set -eu",
+        *(_token() if host_ca else []),
         "",
         "# 1. Trust Vouch's CA for user certificates.",
         f"cat > /etc/ssh/vouch_ca.pub <<'EOF'\n{ca_line} vouch-ca\nEOF",
@@ -70,7 +80,56 @@ def host_setup(ca_line: str, url: str, *, target: str | None, principals: tuple[
         *_schedule(),
         "",
         *_sshd_config(principals),
+        *(_host_certificates(url, host_ca) if host_ca else []),
     ]) + "\n"
+
+
+def _token_usage() -> list[str]:
+    return ["# With host certificates: VOUCH_HOST_TOKEN=<token> sh this-script, or sh this-script",
+            "# <token>, the one-time token from `vouch host token --hostname NAME`."]
+
+
+def _token() -> list[str]:
+    # Asked for first, so a missing token changes nothing on the host.
+    return ['VOUCH_HOST_TOKEN=${VOUCH_HOST_TOKEN:-${1:-}}',
+            '[ -n "$VOUCH_HOST_TOKEN" ] || { echo "give the one-time host token: '
+            'VOUCH_HOST_TOKEN=<token> sh $0, or sh $0 <token>" >&2; exit 2; }']
+
+
+def _host_certificates(url: str, host_ca: PublicKey) -> list[str]:
+    conf = "/etc/ssh/sshd_config.d/vouch-host.conf"
+    unit = f"/etc/systemd/system/{HOST_UNIT}"
+    return [
+        "",
+        "# 7. Host certificates from Vouch's host CA: users' ssh trusts this host through the",
+        "#    @cert-authority line of Vouch's /known_hosts, with no prompt. Enrol with the token,",
+        "#    tell sshd (HostCertificate for each host key), and renew daily from a week before",
+        "#    expiry, with a signature by the host's own key (no secret is kept here).",
+        f"cat > {HOST_SCRIPT} <<'VOUCH_HOST_CERT'\n"
+        f"{host_cert_script(url, host_ca.fingerprint)}VOUCH_HOST_CERT",
+        f"chmod 755 {HOST_SCRIPT}",
+        f"VOUCH_HOST_TOKEN=$VOUCH_HOST_TOKEN {HOST_SCRIPT} enrol",
+        "for cert in /etc/ssh/ssh_host_*_key-cert.pub; do",
+        '    if [ -s "$cert" ]; then echo "HostCertificate $cert"; fi',
+        f"done > {conf}",
+        f"/usr/sbin/sshd -t || {{ rm -f {conf}; echo 'sshd -t failed: {conf} removed' >&2;",
+        "    exit 1; }",
+        "systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null ||",
+        "    kill -HUP \"$(cat \"$(/usr/sbin/sshd -T | sed -n 's/^pidfile //p')\")\" || {",
+        "    echo 'sshd was not reloaded: reload it to present the host certificates' >&2;",
+        "    exit 1; }",
+        "if [ -d /run/systemd/system ]; then",
+        f"    cat > {unit}.service <<'EOF'\n{host_service_unit()}EOF",
+        f"    cat > {unit}.timer <<'EOF'\n{host_timer_unit()}EOF",
+        "    systemctl daemon-reload",
+        f"    systemctl enable --now {HOST_UNIT}.timer",
+        "else",
+        "    # An hour and minute picked per host, so that hosts set up together ask apart.",
+        "    minute=$(( $(od -An -N1 -tu1 /dev/urandom) % 60 ))",
+        "    hour=$(( $(od -An -N1 -tu1 /dev/urandom) % 24 ))",
+        f"    echo \"$minute $hour * * * root {HOST_SCRIPT} renew\" > /etc/cron.d/{HOST_UNIT}",
+        "fi",
+    ]
 
 
 def _principals(target: str | None, principals: tuple[str, ...]) -> list[str]:

@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from access.context import Access
 from access.durations import parse_duration
+from access.host_input import host_pattern
 from access.policy_file import PolicyError, PolicyStore
 from bot.app import build_app
 from bot.handlers import Bot
@@ -34,6 +35,7 @@ from storage.messages import SqlMessages
 from storage.store import SqlStore
 from vouch.api import client_api_routes
 from vouch.audit_key import load_audit_key
+from vouch.host_cli import open_host_ca
 from vouch.logs import configure_logging
 from vouch.scheduler import Scheduler, parse_digest_at
 from vouch.settings import Settings
@@ -127,6 +129,12 @@ def build(settings: Settings) -> Vouch:
     signer = open_signer(settings.ca_key, module=settings.pkcs11_module,
                          pin=settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else None,
                          passphrase=passphrase.get_secret_value().encode() if passphrase else None)
+    # Host certificates are off (503 on their paths) until `vouch ca init --host` made the key.
+    host_ca = open_host_ca(settings, user_ca=signer, required=False)
+    host_pattern(settings.host_pattern)
+    if host_ca is None:
+        log.info("host certificates are off: no host CA key file %r (vouch ca init --host)",
+                 settings.host_ca_key)
     metrics = Metrics()
     client = make_client(bot_token, settings.slack_api_url)
     gateway = SlackGateway(client, metrics)
@@ -150,6 +158,7 @@ def build(settings: Settings) -> Vouch:
     web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
                          access=access, db=db, metrics=metrics,
                          checks=(lambda: notifier.security_problem,), krls=krls,
+                         host_ca=host_ca, host_pattern=settings.host_pattern,
                          api=client_api_routes(access, Terminal(bot)))
     # Other packages' periodic work: audit checkpoints, and the served KRL remade when a revoked
     # certificate left it (a day past its expiry).

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     digest_at: str = "09:00"  # the daily digest, UTC
     offboarding_interval: str = "1h"  # the users.info sweep for deactivated users
     url: str | None = None  # for `vouch request` / `vouch ssh`: the server's public URL
+    host_ca_key: str = "host_ca_key"  # the host CA: a key file path or a pkcs11: URI
+    host_ca_key_passphrase: SecretStr | None = None
+    host_pattern: str = "*"  # the hosts the served @cert-authority line covers
 
     @classmethod
     def load(cls) -> Settings:

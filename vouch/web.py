@@ -24,10 +24,12 @@ from starlette.routing import Route
 from access import revoking
 from access.context import Access
 from bot.metrics import Metrics
+from ca.cert import Signer
 from ca.errors import VouchError
 from ca.signer import probe
 from storage.db import Database
 from vouch.edge import BodyLimit, SlackGate
+from vouch.host_api import host_routes
 
 log = logging.getLogger("vouch.web")
 
@@ -71,9 +73,11 @@ class Cached:
 
 def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Access, db: Database,
                    metrics: Metrics, checks: tuple[Callable[[], str | None], ...] = (),
-                   krls: KrlCache | None = None, api: list[Route] = ()) -> Starlette:
-    """`checks`: more reasons not to be ready (the security channel unreachable, say); `api`:
-    the client API's routes (vouch.api)."""
+                   krls: KrlCache | None = None, host_ca: Signer | None = None,
+                   host_pattern: str = "*", api: list[Route] = ()) -> Starlette:
+    """`checks`: more reasons not to be ready (the security channel unreachable, say).
+    `host_ca`: the host CA, None while there is none (its paths answer 503); `api`: the client
+    API's routes (vouch.api)."""
     krls = krls or KrlCache(access)
     limiter = anyio.CapacityLimiter(64)
     gate = SlackGate(signing_secret) if signing_secret else None
@@ -144,4 +148,5 @@ def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Acce
         Route("/ca.pub", ca_pub),
         Route("/krl", krl),
         *api,
+        *host_routes(access, host_ca, host_pattern),
     ])

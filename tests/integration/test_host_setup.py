@@ -263,3 +263,83 @@ def test_sshd_is_checked_then_reloaded_once_on_each_kind_of_host(scripts, tmp_pa
         if listener.poll() is None:
             listener.kill()
             listener.wait()
+
+
+# --- --host-certs ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def host_certs(tmp_path_factory) -> tuple[str, str]:
+    """(the script `host-setup --host-certs` prints, the host CA's fingerprint)."""
+    tmp_path = tmp_path_factory.mktemp("host-certs")
+    assert vouch(tmp_path, "ca", "init").returncode == 0
+    missing = vouch(tmp_path, "host-setup", "--host-certs")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "vouch ca init --host" in missing.stderr
+    assert vouch(tmp_path, "ca", "init", "--host").returncode == 0
+    result = vouch(tmp_path, "host-setup", "--host-certs")
+    assert result.returncode == 0, result.stderr
+    shown = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "host_ca_key.pub")],
+                           capture_output=True, text=True, check=True)
+    return result.stdout, shown.stdout.split()[1]
+
+
+def test_host_certs_script_is_posix_sh_asking_for_the_token_before_any_change(host_certs):
+    script, fingerprint = host_certs
+    checked = subprocess.run(["/bin/sh", "-n"], input=script, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    head = script[:script.index("\n# 1. ")]  # only this part runs: the rest would change /etc
+    for env, args in (({}, []), ({"VOUCH_HOST_TOKEN": ""}, [])):
+        ran = subprocess.run(["/bin/sh", "-s", *args], input=head, capture_output=True,
+                             text=True, env={"PATH": "/usr/bin:/bin", **env})
+        assert ran.returncode == 2 and "give the one-time host token" in ran.stderr
+    given = subprocess.run(["/bin/sh", "-s", "vht_x"], input=head + '\necho "$VOUCH_HOST_TOKEN"',
+                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert given.returncode == 0 and given.stdout == "vht_x\n"
+    # The certificates must come from this host CA: the script pins its fingerprint.
+    assert f"CA_FINGERPRINT=${{VOUCH_HOST_CA_FINGERPRINT:-'{fingerprint}'}}" in script
+    assert script.index("cat > /etc/ssh/sshd_config.d/vouch.conf") < script.index("\n# 7. ")
+
+
+def test_without_host_certs_nothing_of_them_is_printed(scripts):
+    for script in scripts.values():
+        assert "vouch-host-cert" not in script and "VOUCH_HOST_TOKEN" not in script
+
+
+def test_the_renewal_timer_runs_daily_and_verifies(host_certs, tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    script, _ = host_certs
+    renewer = tmp_path / "vouch-host-cert"
+    renewer.write_text(heredoc(script, "/usr/local/sbin/vouch-host-cert"))
+    renewer.chmod(0o755)
+    for suffix in ("service", "timer"):
+        text = heredoc(script, f"/etc/systemd/system/vouch-host-cert.{suffix}")
+        (tmp_path / f"vouch-host-cert.{suffix}").write_text(
+            text.replace("/usr/local/sbin/vouch-host-cert", str(renewer)))
+    timer = (tmp_path / "vouch-host-cert.timer").read_text()
+    assert "OnCalendar=daily" in timer and "Persistent=true" in timer
+    service = (tmp_path / "vouch-host-cert.service").read_text()
+    assert f"ExecStart={renewer} renew" in service
+    checked = subprocess.run([analyze, "verify", "--man=no", "vouch-host-cert.timer",
+                              "vouch-host-cert.service"], cwd=tmp_path, capture_output=True,
+                             text=True)
+    assert checked.returncode == 0 and not checked.stderr.strip(), checked.stderr
+
+
+def test_the_renewer_refuses_bad_usage_and_tokens_before_any_request(host_certs, tmp_path):
+    script, _ = host_certs
+    renewer = tmp_path / "vouch-host-cert"
+    renewer.write_text(heredoc(script, "/usr/local/sbin/vouch-host-cert"))
+    env = {"PATH": "/usr/bin:/bin", "VOUCH_SSH_DIR": str(tmp_path),
+           "VOUCH_HOST_CERT_URL": "http://127.0.0.1:9"}  # nothing listens: any request fails
+    for args, why in ((["frobnicate"], "usage"), (["enrol"], "one-time token"),
+                      (["enrol", "vht_a'b"], "not a Vouch host token"),
+                      (["enrol", "hunter2"], "one-time token")):
+        ran = subprocess.run(["/bin/sh", str(renewer), *args], env=env, capture_output=True,
+                             text=True)
+        assert ran.returncode == 2 and why in ran.stderr, (args, ran.stderr)
+    renew = subprocess.run(["/bin/sh", str(renewer), "renew"], env=env, capture_output=True,
+                           text=True)
+    assert renew.returncode == 1 and "enrol first" in renew.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vouch-host-cert"]

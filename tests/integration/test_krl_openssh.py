@@ -199,3 +199,29 @@ def test_bitmap_width_limit_is_openssh_s(pki, bits, loads):
         assert "bignum is too large" in checked.stderr
         with pytest.raises(ValueError):
             decode_krl(data)
+
+
+def test_a_second_ca_section_revokes_that_cas_serials_only(pki):
+    """Serials are per CA: the host CA's revoked serials go in a section keyed to the host CA,
+    and the same serial from the user CA stays good (and the other way round)."""
+    host_key = wire_blob(pki.root / "other_ca.pub")
+    data = encode_krl(Revocations(serials=frozenset({7})), ca_key=pki.ca_key, version=1,
+                      generated_at=1, other_cas={host_key: frozenset({8, 9})})
+    host_certs = []
+    for serial in (7, 8):
+        base = pki.root / f"host-{serial}"
+        shutil.copy(pki.root / "user2.pub", base.with_suffix(".pub"))
+        signed = run("-q", "-s", "other_ca", "-h", "-I", "h", "-n", "db1", "-z", str(serial),
+                     "-V", "+1h", base.with_suffix(".pub"), cwd=pki.root)
+        assert signed.returncode == 0, signed.stderr
+        host_certs.append(Path(f"{base}-cert.pub"))
+    user_certs = [pki.cert(7), pki.cert(8)]
+    assert pki.statuses(data, [*user_certs, *host_certs]) == [R, OK, OK, R]
+    sections = {section.ca_key: section.serial_ranges for section in decode_krl(data).certificates}
+    assert sections == {pki.ca_key: ((7, 7),), host_key: ((8, 9),)}
+
+
+def test_other_cas_may_not_repeat_the_krls_own_ca(pki):
+    with pytest.raises(ValueError, match="repeats the KRL's own CA key"):
+        encode_krl(Revocations(), ca_key=pki.ca_key, version=1, generated_at=1,
+                   other_cas={pki.ca_key: frozenset({1})})

@@ -198,6 +198,7 @@ class Sshd:
         revoked_keys: bytes | None = None,
         user: str = DEFAULT_USER,
         log_level: str = "VERBOSE",
+        host_certificate: Path | None = None,
     ) -> None:
         if not trusted_ca_keys:
             raise ValueError("trusted_ca_keys must name at least one CA public key")
@@ -207,6 +208,8 @@ class Sshd:
         self.principals = dict(principals) if principals is not None else {user: [user]}
         self.revoked_keys = revoked_keys
         self.log_level = log_level
+        # Presented with the host key (HostCertificate): a certificate of host_key_path.
+        self.host_certificate = host_certificate
         self.port: int = 0
         self.config_path = self.workdir / "sshd_config"
         self.host_key_path = self.workdir / "ssh_host_ed25519_key"
@@ -336,6 +339,8 @@ class Sshd:
         ]
         if self.revoked_keys is not None:
             lines.append(f"RevokedKeys {self.krl_path}")
+        if self.host_certificate is not None:
+            lines.append(f"HostCertificate {Path(self.host_certificate).absolute()}")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def set_revoked_keys(self, krl: bytes) -> None:
@@ -430,11 +435,16 @@ class Sshd:
         *,
         user: str | None = None,
         source: str = "127.0.0.1",
+        known_hosts: Path | None = None,
+        host_alias: str | None = None,
     ) -> LoginResult:
         """Try ``ssh user@127.0.0.1 echo vouch-login-ok`` with ``private_key`` + ``certificate``.
 
         ``source`` is the local address the client binds to (any 127.0.0.0/8
         address works on Linux loopback), for source-address tests.
+        ``known_hosts``: check the server's host key strictly against this file
+        (StrictHostKeyChecking yes) under the name ``host_alias`` (HostKeyAlias),
+        instead of accepting any host key.
         Logins on one Sshd are serialised so that ``sshd_log`` holds exactly
         this attempt's lines.
         """
@@ -450,9 +460,11 @@ class Sshd:
             "-o", f"CertificateFile={certificate}",
             "-o", "IdentitiesOnly=yes",
             "-o", "IdentityAgent=none",
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", f"StrictHostKeyChecking={'yes' if known_hosts else 'no'}",
+            "-o", "UserKnownHostsFile="
+                  + (str(Path(known_hosts).absolute()) if known_hosts else "/dev/null"),
             "-o", "GlobalKnownHostsFile=/dev/null",
+            *(["-o", f"HostKeyAlias={host_alias}"] if host_alias else []),
             "-o", "BatchMode=yes",
             "-o", "LogLevel=ERROR",
             "-o", "ConnectTimeout=5",

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from access.ports import Activity, Duplicate, RegisteredKey, StoredCertificate
+from access.ports import (Activity, Duplicate, HostToken, RegisteredKey, StoredCertificate,
+                          StoredHostCertificate)
 from access.requests import Kind, Request, State, Vote
 from ca.cert import Certificate
 from ca.keys import PublicKey
@@ -43,6 +44,8 @@ class Data:
     users: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     homes: dict[str, datetime] = field(default_factory=dict)
     signatures: dict[str, datetime] = field(default_factory=dict)
+    host_tokens: dict[str, HostToken] = field(default_factory=dict)
+    host_certificates: dict[int, StoredHostCertificate] = field(default_factory=dict)
     audit: list[dict] = field(default_factory=list)
 
 
@@ -302,6 +305,58 @@ class MemorySignatures:
         return True
 
 
+class MemoryHosts:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def add_token(self, token: HostToken) -> None:
+        if token.token_hash in self.data.host_tokens:
+            raise Duplicate("host token")
+        self.data.host_tokens[token.token_hash] = token
+
+    def token(self, token_hash: str) -> HostToken | None:
+        return self.data.host_tokens.get(token_hash)
+
+    def use_token(self, token_hash: str, *, now: datetime, by: str) -> bool:
+        token = self.data.host_tokens.get(token_hash)
+        if token is None or token.used_at is not None or token.expires_at <= now:
+            return False
+        self.data.host_tokens[token_hash] = replace(token, used_at=now, used_by=by)
+        return True
+
+    def add(self, certificate: Certificate, *, ca_key: PublicKey, issued_at: datetime,
+            issued_by: str, via: str) -> None:
+        spec = certificate.spec
+        if spec.serial in self.data.host_certificates:
+            raise Duplicate("host certificate")
+        self.data.host_certificates[spec.serial] = StoredHostCertificate(
+            serial=spec.serial, key_id=spec.key_id, hostnames=spec.principals,
+            public_key=PublicKey(spec.public_key.type, spec.public_key.blob, 0).line(),
+            fingerprint=spec.public_key.fingerprint,
+            ca_key=PublicKey(ca_key.type, ca_key.blob, 0).line(), valid_after=spec.valid_after,
+            valid_before=spec.valid_before, issued_at=issued_at, issued_by=issued_by, via=via)
+
+    def by_serial(self, serial: int) -> StoredHostCertificate | None:
+        return self.data.host_certificates.get(serial)
+
+    def of_keys(self, fingerprints) -> list[StoredHostCertificate]:
+        found = [c for c in self.data.host_certificates.values() if c.fingerprint in fingerprints]
+        return sorted(found, key=lambda c: c.issued_at, reverse=True)
+
+    def mark_revoked(self, serial: int, *, at: datetime, by: str, reason: str | None) -> bool:
+        certificate = self.data.host_certificates[serial]
+        if certificate.revoked_at is not None:
+            return False
+        self.data.host_certificates[serial] = replace(certificate, revoked_at=at, revoked_by=by,
+                                                      revoke_reason=reason)
+        return True
+
+    def revoked(self, valid_after: datetime) -> tuple[list[StoredHostCertificate], int]:
+        revoked = [c for c in self.data.host_certificates.values() if c.revoked_at is not None]
+        return ([c for c in sorted(revoked, key=lambda c: c.serial)
+                 if c.valid_before > valid_after], len(revoked))
+
+
 class MemoryAudit:
     def __init__(self, data: Data) -> None:
         self.data = data
@@ -349,6 +404,7 @@ class MemoryUnit:
         self.keys = MemoryKeys(data)
         self.users = MemoryUsers(data)
         self.signatures = MemorySignatures(data)
+        self.hosts = MemoryHosts(data)
         self.audit = MemoryAudit(data)
         self.reports = MemoryReports(data)
 

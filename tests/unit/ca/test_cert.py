@@ -5,9 +5,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import ca.cert
-from ca.cert import (BACKDATE, CertificateSpec, CertType, new_serial, sign_certificate,
+from ca.cert import (BACKDATE, CertificateSpec, CertType, HostCa, new_serial, sign_certificate,
                      validity)
-from ca.errors import BadInput
+from ca.errors import BadInput, SignerError
 from ca.keys import parse_public_key
 from ca.signer import FileSigner
 from conftest import make_sk_key
@@ -84,11 +84,28 @@ def test_options_and_extensions_are_in_lexical_order(subject):
 
 
 def test_host_certificate_type(subject):
-    signer = FileSigner(ed25519.Ed25519PrivateKey.generate())
+    signer = HostCa(FileSigner(ed25519.Ed25519PrivateKey.generate()))
     spec = _spec(subject, cert_type=CertType.HOST, principals=("db1.example.com",),
                  extensions=frozenset())
     parsed = serialization.load_ssh_public_identity(sign_certificate(spec, signer).line().encode())
     assert parsed.type == serialization.SSHCertificateType.HOST
+
+
+def test_the_user_ca_never_signs_host_keys_nor_the_host_ca_user_keys(subject):
+    """Two CA keys, two roles: the signer object decides which certificates it may make."""
+    user_ca = FileSigner(ed25519.Ed25519PrivateKey.generate())
+    host_ca = HostCa(FileSigner(ed25519.Ed25519PrivateKey.generate()))
+    host_spec = _spec(subject, cert_type=CertType.HOST, principals=("db1.example.com",),
+                      extensions=frozenset())
+    with pytest.raises(SignerError, match="user CA does not sign host certificates"):
+        sign_certificate(host_spec, user_ca)
+    with pytest.raises(SignerError, match="host CA does not sign user certificates"):
+        sign_certificate(_spec(subject), host_ca)
+
+
+def test_a_host_certificate_carries_no_user_extensions(subject):
+    with pytest.raises(BadInput, match="no critical options or extensions"):
+        _spec(subject, cert_type=CertType.HOST, principals=("db1",))
 
 
 def test_line_comment_defaults_to_key_id(subject):
