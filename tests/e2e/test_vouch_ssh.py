@@ -26,6 +26,9 @@ MARKER = "landed-through-vouch"
 def server(tmp_path_factory, user_keys):
     fake = make_fake()
     srv = Server(tmp_path_factory.mktemp("vouch-ssh"), fake, policy_yaml())
+    srv.workdir.mkdir(parents=True, exist_ok=True)
+    made = srv.vouch("ca", "init", "--host", check=False)  # hosts present Vouch certificates
+    assert made.returncode == 0, made.stderr
     srv.start()
     register_key(srv, REQUESTER, user_keys["ed25519"])
     settle(fake)
@@ -69,12 +72,23 @@ def test_vouch_ssh_asks_waits_for_the_vouch_and_logs_in(server, home, tmp_path):
     require_sshd()
     home_dir, env = home
     login_user = ensure_test_user()
-    with Sshd(tmp_path / "sshd", trusted_ca_keys=[server.get("/ca.pub").text.strip()],
-              principals={login_user: [DB_PRINCIPAL]}) as sshd:
-        ssh_args = ["--", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o",
-                    "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o",
-                    "IdentitiesOnly=yes", "-p", str(sshd.port), f"{login_user}@127.0.0.1",
-                    "echo", MARKER]
+    # The host presents a certificate from Vouch's host CA; the user has never seen it before.
+    host_dir = tmp_path / "sshd"
+    host_dir.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(host_dir / "ssh_host_ed25519_key")], check=True)
+    host_cert = host_dir / "ssh_host_ed25519_key-cert.pub"
+    server.vouch("ca", "sign-host", str(host_dir / "ssh_host_ed25519_key.pub"), "--hostname",
+                 "db1.test", "--reason", "vouch ssh test host", "--out", str(host_cert))
+    known_hosts = home_dir / ".ssh" / "known_hosts"
+    assert not known_hosts.exists()
+    with Sshd(host_dir, trusted_ca_keys=[server.get("/ca.pub").text.strip()],
+              principals={login_user: [DB_PRINCIPAL]}, host_certificate=host_cert) as sshd:
+        # StrictHostKeyChecking yes: it connects only because vouch ssh added the host CA.
+        ssh_args = ["--", "-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o",
+                    f"UserKnownHostsFile={known_hosts}", "-o", "HostKeyAlias=db1.test",
+                    "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-p", str(sshd.port),
+                    f"{login_user}@127.0.0.1", "echo", MARKER]
         before = server.scalar("SELECT count(*) FROM requests")
         running = client(env, server, "ssh", "prod-db", "--duration", "30m", "--reason",
                          "terminal: slow queries", *ssh_args)
@@ -91,6 +105,8 @@ def test_vouch_ssh_asks_waits_for_the_vouch_and_logs_in(server, home, tmp_path):
         assert "waiting for approval in #access-requests: request req-" in err
         assert "0 of 1 approvals" in err and "approved by bob (1 of 1 approvals)" in err
         assert "Accepted certificate ID" in sshd.log
+        assert "added Vouch's host CA to ~/.ssh/known_hosts" in err
+        assert known_hosts.read_text() == server.get("/known_hosts").text
 
         cert = home_dir / ".ssh" / "id_ed25519-cert.pub"
         assert cert.stat().st_mode & 0o777 == 0o644
