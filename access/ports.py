@@ -184,9 +184,11 @@ class Certificates(Protocol):
     def mark_revoked(self, serial: int, *, at: datetime, by: str, reason: str | None) -> bool:
         """Once only: False when it was revoked already (the first revocation stands)."""
 
-    def revoked_serials(self, valid_after: datetime) -> tuple[set[int], int]:
-        """Serials revoked and still valid after `valid_after`, and a version that grows with
-        every revocation."""
+    def revoked_serials(self, valid_after: datetime, *, ca_fingerprint: str
+                        ) -> tuple[set[int], set[int], int]:
+        """Serials revoked and still valid after `valid_after`: those signed by the CA with
+        `ca_fingerprint`, those signed by any other (a rotated-out CA), and a version that grows
+        with every revocation."""
 
 
 class Keys(Protocol):

@@ -127,36 +127,41 @@ class Krl:
     version: int
     data: bytes
     host_serials: frozenset[tuple[bytes, int]] = frozenset()  # (host CA key blob, serial)
+    rotated: frozenset[int] = frozenset()  # signed by an earlier user CA: revoked for any CA
 
     @property
     def tag(self) -> str:
         named = [*map(str, sorted(self.serials)),
-                 *(f"{ca.hex()}:{serial}" for ca, serial in sorted(self.host_serials))]
+                 *(f"{ca.hex()}:{serial}" for ca, serial in sorted(self.host_serials)),
+                 *(f"*:{serial}" for serial in sorted(self.rotated))]
         digest = hashlib.sha256(",".join(named).encode()).hexdigest()
         return f"{self.version}-{digest[:16]}"
 
 
 def krl(access: Access, *, unless: Krl | None = None) -> Krl:
-    """The KRL of every revoked, not long expired, certificate of this CA, and of the host
-    certificates (in a section per host CA key, as serials are per CA); `unless` is returned as
-    it is when nothing changed since it was made."""
+    """The KRL of every revoked, not long expired, certificate of this CA, of the host
+    certificates (in a section per host CA key, as serials are per CA), and of the CAs this one
+    replaced (for any CA: their keys are not kept, and hosts trust both during a rotation);
+    `unless` is returned as it is when nothing changed since it was made."""
     now = access.clock()
     with access.unit(read_only=True) as unit:
-        serials, version = unit.certificates.revoked_serials(now - KRL_EXPIRY_GRACE)
+        serials, rotated, version = unit.certificates.revoked_serials(
+            now - KRL_EXPIRY_GRACE, ca_fingerprint=access.signer.public_key.fingerprint)
         revoked_hosts, host_version = unit.hosts.revoked(now - KRL_EXPIRY_GRACE)
-    serials = frozenset(serials)
+    serials, rotated = frozenset(serials), frozenset(rotated)
     host_serials = frozenset((parse_public_key(c.ca_key).blob, c.serial) for c in revoked_hosts)
     version += host_version
-    if unless is not None and (unless.serials, unless.host_serials, unless.version) == (
-            serials, host_serials, version):
+    if unless is not None and (unless.serials, unless.host_serials, unless.rotated,
+                               unless.version) == (serials, host_serials, rotated, version):
         return unless
     other_cas: dict[bytes, set[int]] = {}
     for ca_key, serial in host_serials:
         other_cas.setdefault(ca_key, set()).add(serial)
     data = encode_krl(Revocations(serials=serials), ca_key=access.signer.public_key.blob,
                       version=version, generated_at=int(now.timestamp()), comment="vouch",
-                      other_cas={ca: frozenset(s) for ca, s in other_cas.items()})
-    return Krl(serials, version, data, host_serials)
+                      other_cas={ca: frozenset(s) for ca, s in other_cas.items()},
+                      any_ca=rotated)
+    return Krl(serials, version, data, host_serials, rotated)
 
 
 def _find(unit: Unit, reference: str) -> list[StoredCertificate]:

@@ -89,10 +89,13 @@ class DecodedKrl:
 def encode_krl(
     revocations: Revocations, *, ca_key: bytes, version: int, generated_at: int, comment: str = "",
     other_cas: Mapping[bytes, frozenset[int]] | None = None,
+    any_ca: frozenset[int] = frozenset(),
 ) -> bytes:
     """PROTOCOL.krl sections 1-3. ca_key is the CA public key's SSH wire blob; serials and key
     IDs are scoped to that CA. `other_cas` adds revoked serials of other CAs (the host CA), each
-    in a certificates section of its own, as serials are per CA.
+    in a certificates section of its own, as serials are per CA. `any_ca` are serials revoked
+    whatever CA signed them (PROTOCOL.krl's empty ca_key): those of a CA Vouch no longer signs
+    with, whose key it did not keep (a rotation; hosts may trust both CAs for a while).
 
     The output is canonical: equal revocations give identical bytes, whatever order the
     sets and ranges were built in.
@@ -119,6 +122,9 @@ def encode_krl(
         if other_intervals:
             out.append(_put_section(SECTION_CERTIFICATES,
                                     _certificates_section(other_key, other_intervals, [])))
+    wildcard = serial_intervals(any_ca, ())
+    if wildcard:
+        out.append(_put_section(SECTION_CERTIFICATES, _certificates_section(b"", wildcard, [])))
     if public_keys:
         out.append(_put_section(SECTION_EXPLICIT_KEY, _explicit_key_section(public_keys)))
     return b"".join(out)

@@ -49,7 +49,7 @@ _MARK_REMINDED = (update(_CERTIFICATES).where(_C.serial == _THE_SERIAL, _C.remin
 _MARK_REVOKED = (update(_CERTIFICATES).where(_C.serial == _THE_SERIAL, _C.revoked_at.is_(None))
                  .values(revoked_at=bindparam("at", type_=UTCDateTime()),
                          revoked_by=bindparam("by"), revoke_reason=bindparam("reason")))
-_REVOKED_SERIALS = select(_C.serial).where(
+_REVOKED_SERIALS = select(_C.serial, _C.ca_fingerprint).where(
     _C.revoked_at.is_not(None), _C.valid_before > bindparam("valid_after", type_=UTCDateTime()))
 _REVOCATIONS = select(func.count()).select_from(_CERTIFICATES).where(_C.revoked_at.is_not(None))
 
@@ -107,7 +107,11 @@ class SqlCertificates:
         return self.connection.execute(_MARK_REVOKED, {"the_serial": serial, "at": at, "by": by,
                                                        "reason": reason}).rowcount == 1
 
-    def revoked_serials(self, valid_after: datetime) -> tuple[set[int], int]:
-        serials = set(self.connection.execute(_REVOKED_SERIALS,
-                                              {"valid_after": valid_after}).scalars())
-        return serials, self.connection.execute(_REVOCATIONS).scalar() or 0
+    def revoked_serials(self, valid_after: datetime, *, ca_fingerprint: str
+                        ) -> tuple[set[int], set[int], int]:
+        ours: set[int] = set()
+        others: set[int] = set()
+        for serial, signed_by in self.connection.execute(_REVOKED_SERIALS,
+                                                         {"valid_after": valid_after}):
+            (ours if signed_by == ca_fingerprint else others).add(serial)
+        return ours, others, self.connection.execute(_REVOCATIONS).scalar() or 0

@@ -958,3 +958,25 @@ def test_policy_check_errors_still_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result
     assert result.err.splitlines() == [
         f"{policy}:7: target 'pair': approvals_required is 3 but only 2 approver(s) are listed"]
+
+
+def test_a_certificate_revoked_before_a_ca_rotation_stays_revoked(tmp_path: Path, user_keys) -> None:
+    """Hosts trust the old and the new CA during a rotation: a certificate the old CA signed
+    and Vouch revoked must stay in the KRL once Vouch signs with the new CA."""
+    vouch = Vouch(tmp_path)
+    vouch.ok("ca", "init")
+    old_cert, kept_cert = tmp_path / "old-cert.pub", tmp_path / "kept-cert.pub"
+    for out in (old_cert, kept_cert):
+        vouch.ok("ca", "sign", user_keys["ed25519"].public_path, "--principal", "ops",
+                 "--duration", "1h", "--reason", "before the rotation", "--out", out)
+    vouch.ok("revoke", str(listing(old_cert).serial), "--reason", "laptop stolen")
+    vouch.ok("ca", "init", "--force")  # the rotation: Vouch now signs with a new key
+    new_cert = tmp_path / "new-cert.pub"
+    vouch.ok("ca", "sign", user_keys["ed25519"].public_path, "--principal", "ops",
+             "--duration", "1h", "--reason", "after the rotation", "--out", new_cert)
+    vouch.ok("revoke", str(listing(new_cert).serial))
+    krl = tmp_path / "rotated.krl"
+    vouch.ok("krl", "--out", krl)
+    assert krl_verdict(krl, old_cert) == "REVOKED"
+    assert krl_verdict(krl, new_cert) == "REVOKED"
+    assert krl_verdict(krl, kept_cert) == "ok"

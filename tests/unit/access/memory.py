@@ -39,6 +39,7 @@ class Data:
     certificates: dict[int, StoredCertificate] = field(default_factory=dict)
     reminded: set[int] = field(default_factory=set)
     issued_at: dict[int, datetime] = field(default_factory=dict)
+    signed_by: dict[int, str] = field(default_factory=dict)  # serial -> CA fingerprint
     keys: list[RegisteredKey] = field(default_factory=list)
     removed: set[tuple[str, str]] = field(default_factory=set)
     users: dict[str, tuple[str, str | None]] = field(default_factory=dict)
@@ -192,6 +193,7 @@ class MemoryCertificates:
             valid_before=spec.valid_before, holder=holder, request_id=request_id,
             issued_at=issued_at, line=certificate.line())
         self.data.issued_at[spec.serial] = issued_at
+        self.data.signed_by[spec.serial] = ca_fingerprint
 
     def by_serial(self, serial: int) -> StoredCertificate | None:
         return self.data.certificates.get(serial)
@@ -228,9 +230,13 @@ class MemoryCertificates:
                                                  revoke_reason=reason)
         return True
 
-    def revoked_serials(self, valid_after: datetime) -> tuple[set[int], int]:
-        revoked = [c for c in self.data.certificates.values() if c.revoked_at is not None]
-        return {c.serial for c in revoked if c.valid_before > valid_after}, len(revoked)
+    def revoked_serials(self, valid_after: datetime, *, ca_fingerprint: str
+                        ) -> tuple[set[int], set[int], int]:
+        revoked = [c for c in self.data.certificates.values() if c.revoked_at is not None
+                   and c.valid_before > valid_after]
+        ours = {c.serial for c in revoked if self.data.signed_by[c.serial] == ca_fingerprint}
+        return ours, {c.serial for c in revoked} - ours, len(
+            [c for c in self.data.certificates.values() if c.revoked_at is not None])
 
 
 class MemoryKeys:
