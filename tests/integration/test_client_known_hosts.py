@@ -79,3 +79,24 @@ def test_a_host_ca_answered_over_plain_http_is_not_trusted(tmp_path, served):
     # The same answer from this machine itself (no network between) is Vouch's own.
     assert trust(served.url, known) is True
     assert known.read_text() == served.text
+
+
+def test_host_keys_vouch_revoked_reach_the_users_known_hosts(tmp_path, served):
+    """/known_hosts names the host CA and, as `@revoked` lines, each host key whose certificate
+    was revoked: with the CA line alone, ssh would keep accepting a revoked (leaked) host key's
+    certificate until it expires."""
+    ca, leaked, later, github = (key_line(tmp_path, name) for name in ("host-ca", "db1", "db2",
+                                                                        "github"))
+    served.text = f"@cert-authority * {ca} vouch-host-ca\n@revoked * {leaked}\n"
+    known = tmp_path / "known_hosts"
+    known.write_text(f"github.com {github}\n")
+    assert trust(served.url, known) is True
+    assert known.read_text().splitlines()[1:] == [f"@cert-authority * {ca} vouch-host-ca",
+                                                  f"@revoked * {leaked}"]
+    # A later revocation reaches a user who trusts the CA already; nothing is added twice.
+    served.text += f"@revoked * {later}\n"
+    assert trust(served.url, known) is False
+    assert trust(served.url, known) is False
+    assert known.read_text().splitlines() == [f"github.com {github}",
+                                              f"@cert-authority * {ca} vouch-host-ca",
+                                              f"@revoked * {leaked}", f"@revoked * {later}"]
