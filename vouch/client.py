@@ -9,11 +9,13 @@ other failure, 2 bad input (here, or refused by the server as such).
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -207,29 +209,60 @@ def install(client: Client, request: dict[str, Any], out: TextIO = sys.stderr) -
     return path
 
 
-def known_hosts_line(url: str) -> str | None:
-    """The host CA's `@cert-authority` line, if this Vouch serves one."""
+def _served(url: str) -> list[str]:
+    """The `@cert-authority` and `@revoked` lines of Vouch's /known_hosts."""
     try:
         with urllib.request.urlopen(url + "/known_hosts", timeout=10) as response:
             text = response.read(64 * 1024).decode("utf-8", errors="replace")
     except (urllib.error.URLError, OSError, ValueError):
-        return None
-    return next((line.strip() for line in text.splitlines()
-                 if line.startswith("@cert-authority ")), None)
+        return []
+    return [line.strip() for line in text.splitlines()
+            if line.startswith(("@cert-authority ", "@revoked "))]
+
+
+def known_hosts_line(url: str) -> str | None:
+    """The host CA's `@cert-authority` line, if this Vouch serves one."""
+    return next((line for line in _served(url) if line.startswith("@cert-authority ")), None)
+
+
+def _answered_by_vouch(url: str) -> bool:
+    """https, or plain http to this machine: nobody on the network can answer in Vouch's place.
+    (/known_hosts is not signed, and ssh believes the CA it names for the hosts it names.)"""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    try:
+        return (parts.hostname == "localhost"
+                or ipaddress.ip_address(parts.hostname or "").is_loopback)
+    except ValueError:
+        return False
 
 
 def trust_host_ca(url: str, known_hosts: Path | None = None) -> bool:
-    """Add the host CA to ~/.ssh/known_hosts when it is missing there; True if added."""
-    line = known_hosts_line(url)
+    """Add the host CA to ~/.ssh/known_hosts when it is missing there, and the served `@revoked`
+    lines (host keys whose certificates Vouch revoked: without them ssh accepts those until they
+    expire); True if the CA was added. Never over plain http to another machine: whoever is on
+    the path could add their own CA."""
+    if not _answered_by_vouch(url):
+        return False
+    served = _served(url)
+    line = next((line for line in served if line.startswith("@cert-authority ")), None)
     if line is None:
         return False
     path = known_hosts or Path.home() / ".ssh" / "known_hosts"
     present = path.read_text(errors="replace").splitlines() if path.exists() else []
-    if any(existing.split()[2:4] == line.split()[2:4] for existing in present
-           if existing.startswith("@cert-authority ")):
+
+    def missing(wanted: str) -> bool:
+        marker = wanted.split()[0]
+        return not any(existing.split()[2:4] == wanted.split()[2:4] for existing in present
+                       if existing.startswith(marker + " "))
+
+    revoked = [wanted for wanted in served if wanted.startswith("@revoked ")]
+    added = [wanted for wanted in [line, *revoked] if missing(wanted)]
+    if not added:
         return False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     ends_cleanly = not path.exists() or path.read_bytes().endswith(b"\n") or not present
     with open(path, "a") as known:
-        known.write(("" if ends_cleanly else "\n") + line + "\n")
-    return True
+        known.write(("" if ends_cleanly else "\n") + "\n".join(added) + "\n")
+    return line in added
