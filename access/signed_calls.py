@@ -83,6 +83,8 @@ def check(*, authorization: str | None, timestamp: str | None, method: str, targ
 
 def first_use(unit: Unit, call: SignedCall, now: datetime) -> None:
     """Record the call as used (in `unit`, so every replica sees it); Unauthorized if it was.
-    Entries older than twice the allowed skew can never match a fresh call and are forgotten."""
-    if not unit.signatures.first_use(call.replay_key, at=now, forget_before=now - 2 * MAX_SKEW):
+    Entries older than twice the allowed skew (and a minute for replicas' clocks to differ)
+    can never match a fresh call and are forgotten."""
+    forget_before = now - 2 * MAX_SKEW - timedelta(minutes=1)
+    if not unit.signatures.first_use(call.replay_key, at=now, forget_before=forget_before):
         raise Unauthorized("this signature was already used (a replay); sign every call anew")

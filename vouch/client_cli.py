@@ -76,8 +76,12 @@ def cmd_ssh(args, ctx) -> int:
         reason = args.reason or _ask_reason(args.target)
         request = request_access(client, args.target, args.duration, reason)
         install(client, request)
-    if trust_host_ca(client.url):
-        print(f"added Vouch's host CA to ~/.ssh/known_hosts: {known_hosts_line(client.url)}",
+    try:
+        if trust_host_ca(client.url):
+            print(f"added Vouch's host CA to ~/.ssh/known_hosts: "
+                  f"{known_hosts_line(client.url)}", file=sys.stderr)
+    except OSError as exc:  # a read-only known_hosts: log in anyway, as ssh itself would
+        print(f"could not add Vouch's host CA to ~/.ssh/known_hosts: {exc.strerror}",
               file=sys.stderr)
     identity = client.key.private if client.key.private.exists() else \
         Path(f"{client.key.private}.pub")

@@ -91,10 +91,16 @@ def sign(key: UserKey, message: bytes, namespace: str) -> str:
 def save_certificate(key: UserKey, line: str) -> Path:
     """`<key>-cert.pub`, 0644, replaced atomically (a running ssh never reads half a file)."""
     path = key.certificate_path
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(line.strip() + "\n")
-    partial.chmod(0o644)
-    partial.replace(path)
+    # A fresh name (O_EXCL), not a fixed one a symlink could be waiting at.
+    handle, partial = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(line.strip() + "\n")
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -152,7 +152,7 @@ def test_old_calls_are_forgotten_once_they_could_no_longer_pass_the_clock(tmp_pa
     old = checked(signed(tmp_path, user_keys["ed25519"]))
     with store.unit() as unit:
         first_use(unit, old, NOW)
-    later = NOW + timedelta(minutes=11)
+    later = NOW + timedelta(minutes=12)
     fresh = checked(signed(tmp_path, user_keys["ed25519"], at=later), now=later)
     with store.unit() as unit:
         first_use(unit, fresh, later)
