@@ -88,8 +88,7 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
         return (path + (b"?" + query if query else b"")).decode("latin-1")
 
     def caller(call: SignedCall) -> str:
-        """The Slack user whose registered key signed, once we know the call is new and they
-        may still use Vouch."""
+        """The Slack user whose registered key signed, once we know the call is new."""
         with access.unit(read_only=True) as unit:
             user = unit.keys.holder(call.fingerprint)
         if user is None:
@@ -98,7 +97,6 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
                                "longer counts)")
         with access.unit() as unit:
             signed_calls.first_use(unit, call, access.clock())
-        terminal.check(user)
         return user
 
     def endpoint(work: Callable[[str, SignedCall, HttpRequest, bytes], Awaitable[JSONResponse]]):
@@ -112,11 +110,13 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
                     timestamp=request.headers.get("x-vouch-timestamp"), method=request.method,
                     target=signed_target(request), body=body, namespace=signed_calls.API,
                     now=access.clock())
+                user = await anyio.to_thread.run_sync(caller, call)
+                # After the replay check: replaying a captured call cannot spend the key's calls.
                 wait = rate.take(call.fingerprint)
                 if wait:
                     return _error(429, f"too many calls with this key: try again in "
                                        f"{int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
-                user = await anyio.to_thread.run_sync(caller, call)
+                await anyio.to_thread.run_sync(terminal.check, user)
                 return await work(user, call, request, body)
             except (Unauthorized, Refused) as exc:
                 log.info("client API refused %s %s: %s", request.method, request.url.path,

@@ -285,3 +285,14 @@ def test_a_security_key_signs_its_own_request(server, api, user_keys):
     headers["Authorization"] = "Vouch-SSHSIG " + base64.b64encode(untouched.encode()).decode()
     status, answer, _ = api.send("POST", "/api/v1/requests", again, headers)
     assert status == 401 and "not touched" in answer["error"], answer
+
+
+def test_replaying_a_captured_call_does_not_lock_its_key_out(server, api, user_keys):
+    key = user_keys["ecdsa-p384"]
+    register_key(server, BOB, key)
+    headers = api.headers_for(key.private, "GET", "/api/v1/requests/req-captured", b"")
+    assert api.send("GET", "/api/v1/requests/req-captured", b"", headers)[0] == 404
+    for _ in range(30):
+        assert api.send("GET", "/api/v1/requests/req-captured", b"", headers)[0] == 401
+    status, answer, _ = api.call(key, "GET", "/api/v1/requests/req-fresh")
+    assert status == 404, answer  # its owner's next call goes through (not 429)
