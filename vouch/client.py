@@ -97,9 +97,13 @@ def request_access(client: Client, target: str, duration: str, reason: str,
                    out: TextIO = sys.stderr) -> dict[str, Any]:
     """Open the request and follow it to its end: the issued request, or Ended. Ctrl-C while
     waiting cancels it."""
-    opened = client.call("POST", "/api/v1/requests", {
-        "target": target, "duration": duration, "reason": reason,
-        "public_key": client.key.public.line()})["request"]
+    try:
+        opened = client.call("POST", "/api/v1/requests", {
+            "target": target, "duration": duration, "reason": reason,
+            "public_key": client.key.public.line()})["request"]
+    except KeyboardInterrupt:
+        raise Ended("interrupted before Vouch answered: the request may be open; /ssh-status "
+                    "in Slack lists it, and /ssh-request cancel <id> withdraws it") from None
     request_id = opened["id"]
     where = opened.get("channel_name") or opened.get("channel") or "Slack"
     print(f"waiting for approval in {where}: request {request_id}; "
