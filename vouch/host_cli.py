@@ -7,12 +7,9 @@ import sys
 from pathlib import Path
 
 from ca.errors import BadInput
+from vouch.settings import secret_value as _secret
 
 HOST_CA_COMMENT = "vouch-host-ca"
-
-
-def _secret(value) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 def _passphrase(settings) -> bytes | None:
@@ -70,7 +67,7 @@ def cmd_ca_sign_host(args, ctx) -> int:
     from access import host_input, hosts
     from access.context import Access
     from storage.store import SqlStore
-    from vouch.cli import _check_writable, _write_file
+    from vouch.ca_cli import _check_writable, _write_file
 
     try:
         text = sys.stdin.read() if args.pubkey_file == "-" else Path(args.pubkey_file).read_text()

@@ -39,3 +39,7 @@ class Settings(BaseSettings):
         """Read the environment once, at start-up; secrets may also be files in VOUCH_SECRETS_DIR."""
         secrets_dir = os.environ.get("VOUCH_SECRETS_DIR")
         return cls(_secrets_dir=secrets_dir) if secrets_dir else cls()
+
+
+def secret_value(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
