@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
 from datetime import timezone
 
 import anyio
@@ -31,6 +34,33 @@ _USAGE = ('send a JSON object: {"token": "vht_…", "public_keys": ["ssh-ed25519
           'vouch-host) to renew')
 
 
+class HostCaSource:
+    """The host CA for these paths: the one `serve` opened, or, when `vouch ca init --host`
+    runs after `serve` started, the one found on the first call after (looked for at most every
+    RETRY seconds): no restart between making the host CA and enrolling hosts."""
+
+    RETRY = 2.0
+
+    def __init__(self, open_host_ca: Callable[[], Signer | None], found: Signer | None = None,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._open, self._found, self._clock = open_host_ca, found, clock
+        self._next_look = float("-inf")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Signer | None:
+        with self._lock:
+            if self._found is None and self._clock() >= self._next_look:
+                self._next_look = self._clock() + self.RETRY
+                try:
+                    self._found = self._open()
+                except VouchError as exc:
+                    log.warning("host CA not usable: %s", exc.detail)
+                if self._found is not None:
+                    log.info("host certificates are on: host CA %s",
+                             self._found.public_key.fingerprint)
+            return self._found
+
+
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
@@ -44,11 +74,14 @@ def _strings(payload: dict, name: str) -> list[str] | None:
     return value
 
 
-def host_routes(access: Access, host_ca: Signer | None, pattern: str) -> list[Route]:
-    """The routes; `host_ca` None (no VOUCH_HOST_CA_KEY yet) makes both answer 503."""
+def host_routes(access: Access, host_cas: Callable[[], Signer | None],
+                pattern: str) -> list[Route]:
+    """The routes; while `host_cas()` has no host CA (no VOUCH_HOST_CA_KEY yet) both answer
+    503."""
     pattern = host_input.host_pattern(pattern)
 
     async def certificate(request: Request) -> Response:
+        host_ca = host_cas()
         if host_ca is None:
             return _error(503, hosts.NO_HOST_CA)
         body = await request.body()
@@ -96,6 +129,7 @@ def host_routes(access: Access, host_ca: Signer | None, pattern: str) -> list[Ro
             "valid_before": issued.valid_before.astimezone(timezone.utc).isoformat()})
 
     async def known_hosts(request: Request) -> Response:
+        host_ca = host_cas()
         if host_ca is None:
             return PlainTextResponse(f"{hosts.NO_HOST_CA}\n", status_code=503)
         try:

@@ -35,6 +35,7 @@ from storage.messages import SqlMessages
 from storage.store import SqlStore
 from vouch.api import client_api_routes
 from vouch.audit_key import load_audit_key
+from vouch.host_api import HostCaSource
 from vouch.host_cli import open_host_ca
 from vouch.logs import configure_logging
 from vouch.scheduler import Scheduler, parse_digest_at
@@ -158,7 +159,10 @@ def build(settings: Settings) -> Vouch:
     web = create_web_app(bolt=None if app_token else bolt, signing_secret=signing_secret,
                          access=access, db=db, metrics=metrics,
                          checks=(lambda: notifier.security_problem,), krls=krls,
-                         host_ca=host_ca, host_pattern=settings.host_pattern,
+                         host_ca=HostCaSource(
+                             lambda: open_host_ca(settings, user_ca=signer, required=False),
+                             found=host_ca),
+                         host_pattern=settings.host_pattern,
                          api=client_api_routes(access, Terminal(bot)))
     # Other packages' periodic work: audit checkpoints, and the served KRL remade when a revoked
     # certificate left it (a day past its expiry).

@@ -73,11 +73,12 @@ class Cached:
 
 def create_web_app(*, bolt: App | None, signing_secret: str | None, access: Access, db: Database,
                    metrics: Metrics, checks: tuple[Callable[[], str | None], ...] = (),
-                   krls: KrlCache | None = None, host_ca: Signer | None = None,
+                   krls: KrlCache | None = None,
+                   host_ca: Callable[[], Signer | None] = lambda: None,
                    host_pattern: str = "*", api: list[Route] = ()) -> Starlette:
     """`checks`: more reasons not to be ready (the security channel unreachable, say).
-    `host_ca`: the host CA, None while there is none (its paths answer 503); `api`: the client
-    API's routes (vouch.api)."""
+    `host_ca`: gives the host CA, None while there is none (its paths answer 503); `api`: the
+    client API's routes (vouch.api)."""
     krls = krls or KrlCache(access)
     limiter = anyio.CapacityLimiter(64)
     gate = SlackGate(signing_secret) if signing_secret else None

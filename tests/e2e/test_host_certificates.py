@@ -297,6 +297,13 @@ def test_without_a_host_ca_the_host_paths_answer_503_and_the_rest_runs(tmp_path)
         assert answer.status == 503
         assert json.loads(answer.body) == {
             "error": "no host CA configured: run vouch ca init --host"}
+
+        # The operator makes it now: the running server takes it up, no restart needed.
+        made = srv.vouch("ca", "init", "--host")
+        host_ca = srv.vouch("ca", "pubkey", "--host").stdout.strip()
+        answered = srv.fake.wait_for(lambda: srv.get("/known_hosts").status == 200 and
+                                     srv.get("/known_hosts"), timeout=10)
+        assert answered.text == f"@cert-authority * {host_ca}\n", made.stderr
     finally:
         srv.stop()
         fake.stop()
