@@ -34,6 +34,7 @@ MAX_HOST_VALIDITY = timedelta(days=366)
 TOKEN_TTL = timedelta(hours=1)
 MAX_TOKEN_TTL = timedelta(days=7)
 NO_HOST_CA = "no host CA configured: run vouch ca init --host"
+TOKEN_USED = "this host token was already used: make a new one with `vouch host token`"
 
 
 class NoHostCa(SignerUnavailable):
@@ -96,8 +97,7 @@ def enrol(access: Access, host_ca: Signer | None, *, token: str,
         certificates = _sign(host_ca, keys, found.hostnames, now, HOST_VALIDITY)
         with access.unit() as unit:
             if not unit.hosts.use_token(digest, now=now, by=keys[0].fingerprint):
-                raise _Known(Unauthorized("this host token was already used: make a new one "
-                                          "with `vouch host token`"))
+                raise _Known(Unauthorized(TOKEN_USED))
             _record(unit, host_ca, certificates, now=now, by=subject, via="token")
             unit.audit.record(actor=subject, action="host.enrolled",
                               subject=f"host:{found.hostnames[0]}", now=now,
@@ -250,8 +250,7 @@ def _check_token(found: HostToken | None, now: datetime) -> None:
     if found is None:
         raise Unauthorized("unknown host token: make one with `vouch host token`")
     if found.used_at is not None:
-        raise _Known(Unauthorized("this host token was already used: make a new one with "
-                                  "`vouch host token`"))
+        raise _Known(Unauthorized(TOKEN_USED))
     if found.expires_at <= now:
         raise _Known(Unauthorized(f"this host token expired at {_utc(found.expires_at)}: make "
                                   "a new one with `vouch host token`"))

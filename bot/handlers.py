@@ -93,7 +93,7 @@ class Bot:
                                         duration=parse_duration(form.values.get("duration", "")),
                                         reason=form.values.get("reason", ""))
             self.ask_access(actor, wanted, key=form.values.get("key") or None,
-                      channel=about.channel, extends=about.extends)
+                            channel=about.channel, extends=about.extends)
 
         self.acting(actor, "the request form", ask)
 
@@ -169,8 +169,8 @@ class Bot:
         self.notify.tell(actor, texts.revoked_reply(done.certificates))
 
     def ask_access(self, actor: Actor, ask: commands.AskAccess, *, key: str | None,
-             channel: str | None, extends: str | None = None,
-             key_proven: bool = False) -> Request:
+                   channel: str | None, extends: str | None = None,
+                   key_proven: bool = False) -> Request:
         channel = self.access.policy.requests_channel or channel
         if channel is None:
             raise BadInput(texts.NO_CHANNEL)

@@ -43,8 +43,8 @@ class Terminal:
         """A request for the key that signed the call: stored, then posted like /ssh-request's
         (its card says the key was proven)."""
         ask = commands.AskAccess(target=target, duration=duration, reason=reason)
-        return self.bot.ask_access(Actor(user=user, team=self.bot.team_id), ask, key=key_fingerprint,
-                             channel=None, key_proven=True)
+        return self.bot.ask_access(Actor(user=user, team=self.bot.team_id), ask,
+                                   key=key_fingerprint, channel=None, key_proven=True)
 
     def get(self, user: str, request_id: str) -> tuple[Request, StoredCertificate | None]:
         try:

@@ -30,8 +30,8 @@ from access.requests import Request, State
 from access.certificate import template
 from access.signed_calls import SignedCall, Unauthorized
 from bot.handlers import Refused
-from bot.slack import SlackUnavailable
 from bot.terminal import NotYours, Terminal
+from vouch.edge import signed_call
 
 log = logging.getLogger("vouch.api")
 
@@ -81,12 +81,6 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
                       ) -> list[Route]:
     rate = rate or KeyRate()
 
-    def signed_target(request: HttpRequest) -> str:
-        """The path and query exactly as the client sent (and signed) them."""
-        path = request.scope.get("raw_path") or request.url.path.encode()
-        query = request.scope.get("query_string") or b""
-        return (path + (b"?" + query if query else b"")).decode("latin-1")
-
     def caller(call: SignedCall) -> str:
         """The Slack user whose registered key signed, once we know the call is new."""
         with access.unit(read_only=True) as unit:
@@ -105,11 +99,7 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
             if len(body) > MAX_JSON:
                 return _error(413, f"request body too large ({MAX_JSON // 1024} KB at most)")
             try:
-                call = signed_calls.check(
-                    authorization=request.headers.get("authorization"),
-                    timestamp=request.headers.get("x-vouch-timestamp"), method=request.method,
-                    target=signed_target(request), body=body, namespace=signed_calls.API,
-                    now=access.clock())
+                call = signed_call(request, body, namespace=signed_calls.API, now=access.clock())
                 user = await anyio.to_thread.run_sync(caller, call)
                 # After the replay check: replaying a captured call cannot spend the key's calls.
                 wait = rate.take(call.fingerprint)
@@ -130,7 +120,7 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
                 return _error(409, exc.message)
             except BadInput as exc:
                 return _error(422, exc.message)
-            except (SlackUnavailable, VouchError) as exc:
+            except VouchError as exc:  # Slack or the CA cannot answer
                 log.warning("client API %s %s failed: %s", request.method, request.url.path,
                             exc.detail)
                 return _error(503, f"{exc.message}; nothing was done, try again")
@@ -140,7 +130,7 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
                 return _error(500, f"internal error (ref {ref})")
         return handle
 
-    def describe(user: str, request: Request, certificate: StoredCertificate | None) -> dict:
+    def describe(request: Request, certificate: StoredCertificate | None) -> dict:
         """The request as the terminal shows it (Slack names resolved: call outside a unit)."""
         target = access.policy.target(request.target)
         where = terminal.where(request)
@@ -186,7 +176,7 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
         def ask() -> dict:
             opened = terminal.ask(user, target=target, duration=parse_duration(duration),
                                   reason=reason, key_fingerprint=call.fingerprint)
-            return describe(user, opened, None)
+            return describe(opened, None)
 
         return JSONResponse(await anyio.to_thread.run_sync(ask), status_code=201)
 
@@ -201,7 +191,7 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
             found, certificate = await anyio.to_thread.run_sync(terminal.get, user, request_id)
             if _progress(found, certificate) != seen:
                 break
-        return JSONResponse(await anyio.to_thread.run_sync(describe, user, found, certificate))
+        return JSONResponse(await anyio.to_thread.run_sync(describe, found, certificate))
 
     async def cancel(user: str, call: SignedCall, request: HttpRequest,
                      body: bytes) -> JSONResponse:
@@ -209,7 +199,7 @@ def client_api_routes(access: Access, terminal: Terminal, *, rate: KeyRate | Non
 
         def withdraw() -> dict:
             cancelled = terminal.cancel(user, request_id)
-            return describe(user, cancelled, None)
+            return describe(cancelled, None)
 
         return JSONResponse(await anyio.to_thread.run_sync(withdraw))
 

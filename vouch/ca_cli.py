@@ -52,20 +52,12 @@ def cmd_ca_sign(args, ctx) -> int:
     from storage.db import StorageUnavailable
     from storage.store import SqlStore
 
-    try:
-        text = sys.stdin.read() if args.pubkey_file == "-" else Path(args.pubkey_file).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read public key file {args.pubkey_file!r}: "
-                       f"{getattr(exc, 'strerror', None) or exc}") from None
-    public_key = parse_public_key(text)
+    public_key = parse_public_key(read_key_file(args.pubkey_file, "public key file"))
     duration = parse_duration(args.duration)
     if duration > MAX_DIRECT and not args.max_duration_override:
         raise BadInput(f"--duration {args.duration} is longer than 24h: add "
                        "--max-duration-override if this is really meant")
-    reason = " ".join(args.reason.split())
-    if not reason:
-        raise BadInput("--reason is empty: say why this certificate is signed outside Slack "
-                       "(it goes into the audit log)")
+    reason = required_reason(args.reason, "this certificate is signed outside Slack")
     # An empty value is a mistake, not "no restriction": refuse it rather than sign without it.
     source = parse_source_addresses(args.source_address) if args.source_address is not None else None
     if args.force_command is not None and not args.force_command.strip():
@@ -90,13 +82,7 @@ def cmd_ca_sign(args, ctx) -> int:
         Access(store, signer), public_key=public_key, principals=args.principal,
         duration=duration, actor=ctx.actor, reason=reason, key_id=args.key_id,
         source_address=source, force_command=args.force_command)
-    line = certificate.line() + "\n"
-    if args.out:
-        _write_file(args.out, line.encode(), mode=0o644)
-        print(f"wrote {args.out}: serial {certificate.spec.serial}, valid until "
-              f"{certificate.spec.valid_before:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
-    else:
-        sys.stdout.write(line)
+    deliver(certificate, args.out)
     return 0
 
 
@@ -123,6 +109,35 @@ def cmd_krl(args, ctx) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     return 0
+
+
+# --- shared with the host CA's `ca sign-host` (vouch.host_cli) --------------------------------
+
+def read_key_file(path: str, what: str) -> str:
+    """A public key file's text, or stdin for `-`."""
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {what} {path!r}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def required_reason(text: str, why: str) -> str:
+    reason = " ".join(text.split())
+    if not reason:
+        raise BadInput(f"--reason is empty: say why {why} (it goes into the audit log)")
+    return reason
+
+
+def deliver(certificate, out: str | None) -> None:
+    """The certificate line to `out` (0644, saying what it is on stderr) or to stdout."""
+    line = certificate.line() + "\n"
+    if out:
+        _write_file(out, line.encode(), mode=0o644)
+        print(f"wrote {out}: serial {certificate.spec.serial}, valid until "
+              f"{certificate.spec.valid_before:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
+    else:
+        sys.stdout.write(line)
 
 
 def _check_writable(path: str) -> None:

@@ -224,11 +224,6 @@ def _served(url: str) -> list[str]:
             if line.startswith(("@cert-authority ", "@revoked "))]
 
 
-def known_hosts_line(url: str) -> str | None:
-    """The host CA's `@cert-authority` line, if this Vouch serves one."""
-    return next((line for line in _served(url) if line.startswith("@cert-authority ")), None)
-
-
 def _answered_by_vouch(url: str) -> bool:
     """https, or plain http to this machine: nobody on the network can answer in Vouch's place.
     (/known_hosts is not signed, and ssh believes the CA it names for the hosts it names.)"""

@@ -9,8 +9,8 @@ from pathlib import Path
 from access.durations import parse_duration
 from ca.errors import BadInput
 from vouch import client_keys
-from vouch.client import (Client, install, known_hosts_line, request_access, reusable,
-                          seconds_left, server_url, trust_host_ca)
+from vouch.client import (Client, install, request_access, reusable, seconds_left, server_url,
+                          trust_host_ca)
 
 DEFAULT_DURATION = "1h"
 
@@ -78,8 +78,8 @@ def cmd_ssh(args, ctx) -> int:
         install(client, request)
     try:
         if trust_host_ca(client.url):
-            print(f"added Vouch's host CA to ~/.ssh/known_hosts: "
-                  f"{known_hosts_line(client.url)}", file=sys.stderr)
+            print(f"added Vouch's host CA to ~/.ssh/known_hosts (from {client.url}/known_hosts)",
+                  file=sys.stderr)
     except OSError as exc:  # a read-only known_hosts: log in anyway, as ssh itself would
         print(f"could not add Vouch's host CA to ~/.ssh/known_hosts: {exc.strerror}",
               file=sys.stderr)

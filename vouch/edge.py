@@ -3,6 +3,8 @@
 - Every path: a body over 1 MB is refused with 413, by its Content-Length before a byte is read,
   and by a running count while it streams (Starlette's `request.body()` would otherwise read all
   of it: a 300 MB POST took the server from 95 MB to 710 MB).
+- `/api/v1/…`: a call signed with an SSH key (access.signed_calls) is read from its headers
+  and the path and query exactly as sent (`signed_call`).
 - `/slack/events`: Slack's signature is checked here (slack-sdk's SignatureVerifier, 5-minute
   window), before bolt sees the body: bolt parses `payload=` first and answered a malformed one
   with 500, signed or not. Unsigned gets 401, signed but malformed 400, and a signature seen
@@ -17,9 +19,13 @@ import json
 import logging
 import threading
 import time
+from datetime import datetime
 from urllib.parse import parse_qs
 
 from slack_sdk.signature import SignatureVerifier
+from starlette.requests import Request
+
+from access import signed_calls
 
 log = logging.getLogger("vouch.web")
 
@@ -150,3 +156,16 @@ def _malformed(body: bytes, content_type: str) -> str | None:
         return None if isinstance(json.loads(payload[0]), dict) else "payload is not a JSON object"
     except ValueError:
         return "payload is not JSON"
+
+
+def signed_call(request: Request, body: bytes, *, namespace: str,
+                now: datetime) -> signed_calls.SignedCall:
+    """The key that signed this call (the client API's, or a host's renewal), or Unauthorized:
+    over the raw path and query, as the caller sent and signed them."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string") or b""
+    return signed_calls.check(
+        authorization=request.headers.get("authorization"),
+        timestamp=request.headers.get("x-vouch-timestamp"), method=request.method,
+        target=(path + (b"?" + query if query else b"")).decode("latin-1"), body=body,
+        namespace=namespace, now=now)

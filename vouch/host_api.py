@@ -25,6 +25,7 @@ from access.context import Access
 from access.errors import BadInput, PolicyRefusal, SignerUnavailable, VouchError
 from access.signed_calls import Unauthorized
 from ca.cert import Signer
+from vouch.edge import signed_call
 
 log = logging.getLogger("vouch.web")
 
@@ -91,9 +92,6 @@ def host_routes(access: Access, host_cas: Callable[[], Signer | None],
             return _error(400, f"the body is not JSON: {_USAGE}")
         if not isinstance(payload, dict):
             return _error(400, f"the body is not a JSON object: {_USAGE}")
-        query = request.url.query
-        target = request.url.path + (f"?{query}" if query else "")
-        headers = request.headers
 
         def work() -> hosts.HostIssued:
             public_keys = _strings(payload, "public_keys")
@@ -102,10 +100,7 @@ def host_routes(access: Access, host_cas: Callable[[], Signer | None],
                 if not isinstance(token, str):
                     raise Unauthorized("token must be a string (vht_…)")
                 return hosts.enrol(access, host_ca, token=token, public_keys=public_keys or [])
-            call = signed_calls.check(
-                authorization=headers.get("authorization"),
-                timestamp=headers.get("x-vouch-timestamp"), method=request.method,
-                target=target, body=body, namespace=signed_calls.HOST, now=access.clock())
+            call = signed_call(request, body, namespace=signed_calls.HOST, now=access.clock())
             return hosts.renew(access, host_ca, call, names=_strings(payload, "hostnames"),
                                public_keys=public_keys)
 

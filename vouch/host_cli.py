@@ -67,21 +67,13 @@ def cmd_ca_sign_host(args, ctx) -> int:
     from access import host_input, hosts
     from access.context import Access
     from storage.store import SqlStore
-    from vouch.ca_cli import _check_writable, _write_file
+    from vouch.ca_cli import _check_writable, deliver, read_key_file, required_reason
 
-    try:
-        text = sys.stdin.read() if args.pubkey_file == "-" else Path(args.pubkey_file).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read host public key file {args.pubkey_file!r}: "
-                       f"{getattr(exc, 'strerror', None) or exc}") from None
-    public_key = host_input.host_key(text)
+    public_key = host_input.host_key(read_key_file(args.pubkey_file, "host public key file"))
     names = host_input.hostnames(args.hostname)
     duration = host_input.duration(args.duration, what="--duration",
                                    longest=hosts.MAX_HOST_VALIDITY)
-    reason = " ".join(args.reason.split())
-    if not reason:
-        raise BadInput("--reason is empty: say why this host certificate is signed by hand "
-                       "(it goes into the audit log)")
+    reason = required_reason(args.reason, "this host certificate is signed by hand")
     if args.out:
         _check_writable(args.out)
     host_ca = open_host_ca(ctx.settings)
@@ -90,13 +82,7 @@ def cmd_ca_sign_host(args, ctx) -> int:
     access = Access(SqlStore(ctx.database(), ctx.audit_key(create=True)), host_ca)
     certificate = hosts.sign_host(access, host_ca, public_key=public_key, names=names,
                                   duration=duration, actor=ctx.actor, reason=reason)
-    line = certificate.line() + "\n"
-    if args.out:
-        _write_file(args.out, line.encode(), mode=0o644)
-        print(f"wrote {args.out}: serial {certificate.spec.serial}, valid until "
-              f"{certificate.spec.valid_before:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
-    else:
-        sys.stdout.write(line)
+    deliver(certificate, args.out)
     return 0
 
 
